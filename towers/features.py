@@ -1,0 +1,78 @@
+"""Feature construction shared by training and serving.
+
+Both the offline trainers and the Triton-side runtime import these functions, so the
+user tower sees the same recency weights and the reranker the same token pairs in both
+places. Everything here is numpy-only (no torch) so the server processes stay light.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Most recent items of a user's history the user tower looks at.
+MAX_HISTORY = 20
+#: Query tokens kept (including [CLS] and [SEP]); longer queries are truncated.
+MAX_QUERY_TOKENS = 32
+#: Item-text tokens kept per item (without special tokens); longer texts are truncated.
+MAX_ITEM_TOKENS = 48
+#: Reranker pair length: [CLS] query [SEP] item [SEP].
+MAX_PAIR_TOKENS = MAX_QUERY_TOKENS + MAX_ITEM_TOKENS + 1
+CLS_ID = 101
+SEP_ID = 102
+PAD_ID = 0
+
+
+def recency_weights(ts_s: np.ndarray, tau_s: float) -> np.ndarray:
+    """Weights of history events by recency, summing to 1 (all zeros for an empty history).
+
+    ``ts_s`` are event times in seconds (any epoch). Age is measured from the newest event in
+    the history, not from the wall clock, so replayed or offline histories weigh the same as
+    live ones. ``tau_s`` is the decay constant in seconds: an event ``tau_s`` older than the
+    newest weighs ``1/e`` of it.
+    """
+    ts = np.asarray(ts_s, dtype=np.float64)
+    if ts.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    if tau_s <= 0:
+        raise ValueError(f"tau_s must be > 0, got {tau_s}")
+    w = np.exp(-(ts.max() - ts) / tau_s)
+    return (w / w.sum()).astype(np.float32)
+
+
+def last_n(
+    item_ids: np.ndarray, ts_s: np.ndarray, n: int = MAX_HISTORY
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` most recent (item id, timestamp) pairs, oldest first."""
+    order = np.argsort(ts_s, kind="stable")[-n:]
+    return np.asarray(item_ids)[order], np.asarray(ts_s)[order]
+
+
+def build_pairs(
+    query_tokens: np.ndarray, item_tokens: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cross-encoder inputs for one query and several items.
+
+    ``query_tokens`` are WordPiece ids of the query *without* special tokens (truncated here to
+    ``MAX_QUERY_TOKENS - 2``); each entry of ``item_tokens`` the ids of one item's text without
+    special tokens (truncated to ``MAX_ITEM_TOKENS``). Returns ``input_ids``,
+    ``attention_mask`` and ``token_type_ids``, each int64 of shape ``[len(item_tokens), L]``
+    with ``L <= MAX_PAIR_TOKENS``: ``[CLS] query [SEP] item [SEP]``, right-padded with 0.
+    """
+    q = np.asarray(query_tokens, dtype=np.int64)[: MAX_QUERY_TOKENS - 2]
+    n = len(item_tokens)
+    items = [np.asarray(t, dtype=np.int64)[:MAX_ITEM_TOKENS] for t in item_tokens]
+    head = len(q) + 2
+    width = head + max((len(t) for t in items), default=0) + 1
+    ids = np.zeros((n, width), dtype=np.int64)
+    types = np.zeros((n, width), dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    ids[:, 0] = CLS_ID
+    ids[:, 1 : 1 + len(q)] = q
+    ids[:, 1 + len(q)] = SEP_ID
+    for row, t in enumerate(items):
+        end = head + len(t)
+        ids[row, head:end] = t
+        ids[row, end] = SEP_ID
+        types[row, head : end + 1] = 1
+        mask[row, : end + 1] = 1
+    return ids, mask, types
