@@ -1,0 +1,63 @@
+"""Training settings: one typed object per job, with presets for tiny (tests) and demo sizes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Preset = Literal["tiny", "demo", "full"]
+
+
+class TrainConfig(BaseModel):
+    """Everything ``towerserve train`` needs. Steps are optimiser steps; times are seconds."""
+
+    preset: Preset = "demo"
+    seed: int = 7
+    dim: int = Field(128, ge=8, le=1024, description="shared embedding dimension")
+    student_layers: int = Field(2, ge=1, le=6, description="BERT layers of each tower")
+    reranker_layers: int = Field(2, ge=1, le=6, description="BERT layers of the cross-encoder")
+    bf16: bool = Field(True, description="bfloat16 autocast for matmuls (AMX on this CPU)")
+    # distillation
+    distil_epochs: int = Field(2, ge=0)
+    distil_batch: int = Field(64, ge=2)
+    distil_lr: float = 2e-4
+    # two-tower fine-tuning
+    finetune_steps: int = Field(300, ge=0)
+    finetune_batch: int = Field(64, ge=2, description="query pairs and history pairs per step")
+    finetune_lr: float = 5e-5
+    head_lr: float = 2e-3
+    temperature: float = Field(0.05, gt=0)
+    recency_tau_s: float = Field(2 * 86400.0, gt=0, description="history recency decay, s")
+    max_query_positives: int = Field(4, ge=1, description="exact items sampled per query")
+    max_history_pairs: int = Field(30000, ge=0)
+    # reranker
+    rerank_steps: int = Field(300, ge=0)
+    rerank_batch: int = Field(64, ge=2)
+    rerank_lr: float = 1e-4
+    hard_negatives: int = Field(30, ge=0, description="retrieved items mined per query")
+    blend_candidates: int = Field(50, ge=10, description="candidates per query to fit the blend")
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "tiny": dict(
+        distil_epochs=1,
+        finetune_steps=120,
+        rerank_steps=120,
+        finetune_batch=48,
+        rerank_batch=48,
+        hard_negatives=20,
+        blend_candidates=30,
+        max_history_pairs=5000,
+    ),
+    "demo": {},
+    "full": dict(distil_epochs=3, finetune_steps=2000, rerank_steps=1500, max_history_pairs=200000),
+}
+
+
+def preset_config(preset: Preset = "demo", **overrides: object) -> TrainConfig:
+    """A ``TrainConfig`` for a preset, with explicit overrides on top."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(preset=preset, **values)

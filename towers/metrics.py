@@ -1,0 +1,49 @@
+"""Offline retrieval and ranking metrics over ranked item-id lists.
+
+``ranked`` is one ranked list of item ids per query; ``labels`` maps each query position to a
+dict ``{item_id: grade}`` (ESCI grades 0..3; unjudged items count as 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def recall_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:
+    """Mean over queries with >= 1 relevant item of |top-k ∩ relevant| / |relevant|."""
+    vals = [len(set(list(r)[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant) if rel]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def ndcg_at_k(
+    ranked: Sequence[Sequence[int]], labels: Sequence[Mapping[int, int]], k: int
+) -> float:
+    """Mean NDCG@k with gain ``2**grade - 1``; queries with no positive grade are skipped."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    vals = []
+    for r, lab in zip(ranked, labels):
+        ideal = sorted((g for g in lab.values() if g > 0), reverse=True)[:k]
+        if not ideal:
+            continue
+        gains = np.array([2.0 ** lab.get(int(i), 0) - 1 for i in list(r)[:k]])
+        dcg = float((gains * discounts[: len(gains)]).sum())
+        idcg = float(((2.0 ** np.array(ideal) - 1) * discounts[: len(ideal)]).sum())
+        vals.append(dcg / idcg)
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def mrr_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:
+    """Mean reciprocal rank of the first relevant item within the top k (0 if none)."""
+    vals = []
+    for r, rel in zip(ranked, relevant):
+        if not rel:
+            continue
+        rr = 0.0
+        for pos, i in enumerate(list(r)[:k]):
+            if int(i) in rel:
+                rr = 1.0 / (pos + 1)
+                break
+        vals.append(rr)
+    return float(np.mean(vals)) if vals else 0.0

@@ -1,0 +1,142 @@
+"""Stage 3: the cross-encoder reranker and the learned blend ("ensemble") of its signals.
+
+The cross-encoder is trained pointwise (binary cross-entropy towards ``grade / 3``) on graded
+query-item pairs plus hard negatives: items the trained retriever ranks high that are not
+judged relevant. The blend is a least-squares fit of the grade on (reranker logit, retrieval
+score, popularity) over retrieved candidates of validation queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from towers.config import TrainConfig
+from towers.features import build_pairs
+from towers.models import CrossEncoder
+from towers.progress import progress
+from towers.text import query_token_list
+
+log = logging.getLogger(__name__)
+
+BLEND_FEATURES = ["rerank", "retrieval", "popularity"]
+
+
+def training_pairs(
+    labels: Sequence[Mapping[int, int]],
+    retrieved: Sequence[Sequence[int]],
+    pos_of: Mapping[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(query index, item position, grade)`` for judged items and mined hard negatives."""
+    qs, items, grades = [], [], []
+    for qi, (lab, ret) in enumerate(zip(labels, retrieved)):
+        seen = set()
+        for item_id, g in lab.items():
+            if item_id in pos_of:
+                qs.append(qi), items.append(pos_of[item_id]), grades.append(g)
+                seen.add(item_id)
+        for item_id in ret:
+            if item_id not in seen and item_id in pos_of:
+                qs.append(qi), items.append(pos_of[item_id]), grades.append(0)
+    return np.array(qs), np.array(items), np.array(grades, dtype=np.float32)
+
+
+def train_cross_encoder(
+    model: CrossEncoder,
+    tok: Tokenizer,
+    query_texts: Sequence[str],
+    item_tokens: Sequence[np.ndarray],
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+) -> list[float]:
+    """Train for ``cfg.rerank_steps`` steps; graded items are sampled as often as negatives."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 1)
+    q_idx, item_pos, grades = pairs
+    qtoks = [query_token_list(tok, t) for t in query_texts]
+    pos_rows = np.flatnonzero(grades > 0)
+    neg_rows = np.flatnonzero(grades == 0)
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.bert.parameters(), "lr": cfg.rerank_lr},
+            {"params": model.head.parameters(), "lr": cfg.head_lr},
+        ],
+        weight_decay=0.01,
+    )
+    model.train()
+    losses: list[float] = []
+    half = cfg.rerank_batch // 2
+    for step in progress(range(cfg.rerank_steps), "train reranker"):
+        rows = np.concatenate(
+            [
+                rng.choice(pos_rows, size=half) if len(pos_rows) else np.zeros(0, int),
+                rng.choice(neg_rows, size=cfg.rerank_batch - half)
+                if len(neg_rows)
+                else np.zeros(0, int),
+            ]
+        )
+        ids, mask, types, rows = _pairs_for(rows, q_idx, item_pos, qtoks, item_tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
+        target = torch.from_numpy(grades[rows] / 3.0)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss))
+        if step % 50 == 0:
+            log.info("reranker step %d: loss %.4f", step, losses[-1])
+    model.eval()
+    return losses
+
+
+def _pairs_for(
+    rows: np.ndarray,
+    q_idx: np.ndarray,
+    item_pos: np.ndarray,
+    qtoks: Sequence[np.ndarray],
+    item_tokens: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Padded pairs for ``rows``, grouped by query; returns the rows in the order built."""
+    blocks, order = [], []
+    for qi in np.unique(q_idx[rows]):
+        sel = rows[q_idx[rows] == qi]
+        blocks.append(build_pairs(qtoks[qi], [item_tokens[p] for p in item_pos[sel]]))
+        order.append(sel)
+    width = max(b[0].shape[1] for b in blocks)
+    stacked = [
+        np.concatenate([np.pad(b[j], ((0, 0), (0, width - b[j].shape[1]))) for b in blocks])
+        for j in range(3)
+    ]
+    return stacked[0], stacked[1], stacked[2], np.concatenate(order)
+
+
+@torch.inference_mode()
+def score_candidates(
+    model: CrossEncoder,
+    query_tokens: np.ndarray,
+    item_tokens: Sequence[np.ndarray],
+    *,
+    bf16: bool,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Cross-encoder logits of one query against several items, float32 ``[len(item_tokens)]``."""
+    out = np.zeros(len(item_tokens), dtype=np.float32)
+    for start in range(0, len(item_tokens), batch_size):
+        ids, mask, types = build_pairs(query_tokens, list(item_tokens[start : start + batch_size]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
+        out[start : start + len(ids)] = logits.float().numpy()
+    return out
+
+
+def fit_blend(features: np.ndarray, grades: np.ndarray) -> tuple[list[float], float]:
+    """Least-squares weights and bias predicting ``grades`` from ``features`` ``[n, 3]``."""
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(x, grades.astype(np.float64), rcond=None)
+    return [float(c) for c in coef[:-1]], float(coef[-1])
