@@ -1,0 +1,147 @@
+"""``towerserve demo``: the whole path on the embedded synthetic data, end to end.
+
+generate -> train -> export (ONNX, index, repository) -> offline metrics -> start the real
+tritonserver -> send sample gRPC requests -> print -> stop (unless ``keep_serving``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    """Settings of one demo run; sizes are counts, ports TCP ports on ``host``."""
+
+    workdir: Path = Path("runs/demo")
+    preset: str = "demo"
+    n_items: int = 5000
+    n_users: int = 500
+    n_queries: int = 1500
+    seed: int = 7
+    keep_serving: bool = False
+    grpc_port: int = 8001
+    host: str = "127.0.0.1"
+    budget_ms: float = 100.0
+
+
+def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
+    """Run every stage and return the offline metrics and sample answers."""
+    from client.grpc_client import TowerServeClient
+    from export.bundle import build_bundle
+    from export.repository import write_repository
+    from serving.triton import TritonServer, free_ports
+    from towers.config import preset_config
+    from towers.data import GenerateConfig, generate, load_dataset
+    from towers.evaluate import evaluate_search
+    from towers.train import train
+
+    started = time.perf_counter()
+    data_dir, artifacts = cfg.workdir / "data", cfg.workdir / "artifacts"
+    repository = cfg.workdir / "repository"
+    console.rule("1/5 data")
+    generate(
+        GenerateConfig(
+            n_items=cfg.n_items, n_users=cfg.n_users, n_queries=cfg.n_queries, seed=cfg.seed
+        ),
+        data_dir,
+        progress=True,
+    )
+    console.rule("2/5 train (distil, fine-tune, reranker)")
+    report = train(data_dir, artifacts, preset_config(cfg.preset, seed=cfg.seed))  # type: ignore[arg-type]
+    console.print(f"trained model {report['model_version']}: seconds per stage {report['seconds']}")
+    console.rule("3/5 export (ONNX + parity, embeddings, FAISS, repository)")
+    manifest = build_bundle(artifacts, data_dir, artifacts / "bundle")
+    write_repository(artifacts / "bundle", repository)
+    console.print(f"index {manifest['index']}, ONNX parity {manifest['onnx_parity_max_abs_diff']}")
+    console.rule("4/5 offline metrics on held-out test queries")
+    metrics = evaluate_search(artifacts, artifacts / "bundle", data_dir)
+    print_metrics(metrics, console)
+
+    console.rule("5/5 serve with the real tritonserver, query over gRPC")
+    ds = load_dataset(data_dir)
+    http_port, metrics_port = free_ports(2)
+    server = TritonServer(
+        repository,
+        grpc_port=cfg.grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        host=cfg.host,
+    )
+    answers = []
+    server.start()
+    try:
+        server.wait_ready(timeout_s=300)
+        with TowerServeClient(f"{cfg.host}:{cfg.grpc_port}") as client:
+            for label, kwargs in sample_requests(ds.queries, ds.events):
+                rec = client.recommend(k=5, budget_ms=cfg.budget_ms, **kwargs)
+                console.print(f"[bold]{label}[/bold]")
+                from client.cli import print_recommendation
+
+                print_recommendation(str(kwargs.get("query", "")), rec)
+                answers.append({"request": label, "item_ids": rec.item_ids})
+        console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+        if cfg.keep_serving:
+            console.print(f"serving on {cfg.host}:{cfg.grpc_port} (gRPC); Ctrl-C stops it")
+            try:
+                while server.is_running:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        server.stop()
+    out = {"metrics": metrics, "answers": answers, "model_version": report["model_version"]}
+    (cfg.workdir / "demo_result.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def sample_requests(queries: pd.DataFrame, events: pd.DataFrame) -> list[tuple[str, dict]]:
+    """A few test queries, a returning user with no query, and query plus history."""
+    test = queries[queries["split"] == "test"]["query_text"].drop_duplicates().head(3).tolist()
+    reqs: list[tuple[str, dict]] = [(f"search: {q!r}", {"query": q}) for q in test]
+    if len(events):
+        user = int(events.sort_values("ts")["user_id"].iloc[-1])
+        reqs.append((f"homepage for returning user {user} (stored history)", {"user_id": user}))
+        recent = events[events["user_id"] == user].sort_values("ts").tail(5)
+        if test:
+            reqs.append(
+                (
+                    f"search {test[0]!r} with 5 recent items",
+                    {
+                        "query": test[0],
+                        "history": recent["item_id"].tolist(),
+                        "history_ts": recent["ts"].tolist(),
+                    },
+                )
+            )
+    return reqs
+
+
+def print_metrics(metrics: dict[str, dict[str, float]], console: Console) -> None:
+    """The offline metrics table plus the two ratios the product promises."""
+    table = Table(title=f"held-out test queries: {int(metrics['_meta']['n_queries'])}")
+    cols = [c for c in next(iter(metrics.values())) if c != "queries_per_s"]
+    table.add_column("system")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in metrics.items():
+        if name.startswith("_"):
+            continue
+        table.add_row(name, *(f"{row[c]:.3f}" for c in cols))
+    console.print(table)
+    teacher = metrics["teacher_exact"]["recall@100"]
+    for name in ("student_exact", "student_faiss"):
+        ratio = metrics[name]["recall@100"] / teacher if teacher else float("nan")
+        console.print(f"{name} Recall@100 / teacher: {ratio:.2f}")
+    gain = metrics["student_faiss_rerank"]["ndcg@10"] - metrics["student_faiss"]["ndcg@10"]
+    console.print(f"NDCG@10 gain from reranking: {gain:+.3f}")
