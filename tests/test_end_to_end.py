@@ -1,0 +1,170 @@
+"""End to end on the real stack: generated data, trained towers, ONNX, FAISS, tritonserver, gRPC.
+
+One module-scoped fixture builds a tiny trained repository (a couple of minutes on 2 cores)
+and starts the real ``tritonserver`` from the nvidia-pytriton wheel on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections import Counter
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from client.grpc_client import TowerServeClient, TowerServeError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from export.bundle import build_bundle
+    from export.repository import write_repository
+    from serving.triton import TritonServer, free_ports
+    from towers.config import preset_config
+    from towers.data import GenerateConfig, generate, load_dataset
+    from towers.train import train
+
+    work = tmp_path_factory.mktemp("e2e")
+    generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
+    train(work / "data", work / "artifacts", preset_config("tiny", seed=3))
+    manifest = build_bundle(work / "artifacts", work / "data", work / "artifacts" / "bundle")
+    write_repository(work / "artifacts" / "bundle", work / "repository")
+    grpc_port, http_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        work / "repository", grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
+    )
+    server.start()
+    try:
+        server.wait_ready(timeout_s=300)
+        with TowerServeClient(f"127.0.0.1:{grpc_port}") as client:
+            yield {
+                "client": client,
+                "server": server,
+                "data": load_dataset(work / "data"),
+                "manifest": manifest,
+                "bundle": work / "artifacts" / "bundle",
+                "url": f"127.0.0.1:{grpc_port}",
+            }
+    finally:
+        server.stop()
+    assert not server.is_running
+
+
+def _good(client: TowerServeClient) -> None:
+    rec = client.recommend("running shoes", k=5, budget_ms=200)
+    assert len(rec.item_ids) == 5
+
+
+def test_query_for_a_product_type_returns_that_type(stack) -> None:
+    items = stack["data"].items.set_index("item_id")
+    counts = items["product_type"].value_counts()
+    hits = []
+    for product_type in counts.index[:5]:
+        rec = stack["client"].recommend(product_type, k=10, budget_ms=500)
+        assert len(rec.item_ids) == 10 and len(set(rec.item_ids)) == 10
+        assert rec.scores == sorted(rec.scores, reverse=True)[: len(rec.scores)] or rec.degraded
+        types = Counter(items.loc[rec.item_ids, "product_type"])
+        hits.append(types[product_type] / 10)
+        assert all(t for t in rec.titles)
+    assert np.mean(hits) >= 0.6, hits
+
+
+def test_history_only_and_stored_user_history(stack) -> None:
+    client, events = stack["client"], stack["data"].events
+    user = int(events["user_id"].iloc[0])
+    by_user = client.recommend("", user_id=user, k=5)
+    assert len(by_user.item_ids) == 5
+    recent = events[events["user_id"] == user].sort_values("ts").tail(3)
+    explicit = client.recommend(
+        "", history=recent["item_id"].tolist(), history_ts=recent["ts"].tolist(), k=5
+    )
+    assert len(explicit.item_ids) == 5
+
+
+def test_budget_zero_degrades_to_retrieval_order(stack) -> None:
+    rec = stack["client"].recommend("blue jeans", k=10, budget_ms=0)
+    assert rec.n_scored == 0 and rec.degraded
+    full = stack["client"].recommend("blue jeans", k=10, budget_ms=5000)
+    assert full.n_scored > 0 and not full.degraded
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"query": ""}, "empty query"),
+        ({"query": "", "user_id": 987654321}, "empty query"),
+        ({"query": "shoes", "k": 0}, "K"),
+        ({"query": "shoes", "k": 100000}, "K"),
+        ({"query": "shoes", "history": [1, 2], "history_ts": [5]}, "HISTORY_TS"),
+    ],
+)
+def test_bad_requests_get_errors_and_server_keeps_serving(stack, kwargs, message) -> None:
+    client = stack["client"]
+    with pytest.raises(TowerServeError, match=message):
+        client.recommend(**kwargs)
+    _good(client)
+
+
+def test_overlong_query_is_truncated_not_rejected(stack) -> None:
+    rec = stack["client"].recommend("red cotton shirt " * 200, k=3)
+    assert len(rec.item_ids) == 3
+
+
+def _raw(name, data, dtype):
+    t = grpcclient.InferInput(name, list(data.shape), dtype)
+    t.set_data_from_numpy(data)
+    return t
+
+
+def _inputs(query=b"shoes", k=None, drop=None):
+    k = np.array([5], np.int32) if k is None else k
+    parts = {
+        "QUERY": _raw("QUERY", np.array([query], dtype=np.object_), "BYTES"),
+        "USER_ID": _raw("USER_ID", np.array([-1], np.int64), "INT64"),
+        "HISTORY_IDS": _raw("HISTORY_IDS", np.zeros(0, np.int64), "INT64"),
+        "HISTORY_TS": _raw("HISTORY_TS", np.zeros(0, np.int64), "INT64"),
+        "K": _raw("K", k, "INT32" if k.dtype == np.int32 else "FP32"),
+        "BUDGET_MS": _raw("BUDGET_MS", np.array([50], np.float32), "FP32"),
+    }
+    return [v for n, v in parts.items() if n != drop]
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        pytest.param(lambda: _inputs(query=b"\xff\xfe bad bytes"), id="non-utf8"),
+        pytest.param(lambda: _inputs(k=np.array([5.0], np.float32)), id="wrong-dtype"),
+        pytest.param(lambda: _inputs(k=np.array([5, 6], np.int32)), id="wrong-shape"),
+        pytest.param(lambda: _inputs(drop="K"), id="missing-input"),
+    ],
+)
+def test_malformed_tensors_get_errors(stack, inputs) -> None:
+    raw = grpcclient.InferenceServerClient(stack["url"])
+    with pytest.raises(InferenceServerException):
+        raw.infer("recommend", inputs())
+    _good(stack["client"])
+
+
+def test_embed_items_matches_the_index_table(stack) -> None:
+    items = stack["data"].items
+    from towers.data import item_texts
+
+    texts = item_texts(items.head(70))
+    vecs = stack["client"].embed_items(texts)
+    table = np.load(stack["bundle"] / "item_embeddings.npy")[:70]
+    assert vecs.shape == table.shape
+    cos = (vecs * table).sum(1)
+    assert cos.min() > 0.99, cos.min()  # fp32 ONNX vs the bf16 table used for the index
+
+
+def test_metrics_endpoint_counts_requests(stack) -> None:
+    body = urllib.request.urlopen(stack["server"].url_metrics).read().decode()
+    assert 'nv_inference_request_success{model="recommend"' in body
+    assert 'model="reranker"' in body
+    manifest = json.loads((stack["bundle"] / "manifest.json").read_text())
+    assert manifest["model_version"] == stack["manifest"]["model_version"]
