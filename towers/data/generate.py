@@ -1,0 +1,213 @@
+"""Generate the synthetic e-commerce data set (the project's embedded default data).
+
+``generate(GenerateConfig(), out_dir)`` writes ``items``, ``users``, ``events``, ``queries``
+and ``qrels`` as Parquet plus ``meta.json`` into ``out_dir`` (schemas in
+:mod:`towers.data.schema`). The same config, seed included, gives byte-identical files with
+the same pyarrow version. Every stage draws from its own child of the seed, so changing one
+stage's size leaves the others' random streams alone.
+
+Speed: numpy/pyarrow vectorised; 1,000,000 items, 20,000 users and 5,000 queries take well
+under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from towers.data.gen_behaviour import SECONDS_PER_DAY, make_events, make_users
+from towers.data.gen_items import ItemSampler, TaxonomyArrays, make_items
+from towers.data.gen_queries import (
+    MAX_PER_LABEL,
+    N_NEGATIVES,
+    SPLIT_FRACTIONS,
+    make_qrels,
+    make_queries,
+)
+from towers.data.schema import SCHEMA_VERSION
+
+__all__ = ["START_TS", "DatasetPaths", "GenerateConfig", "generate"]
+
+logger = logging.getLogger(__name__)
+
+#: 2026-01-01T00:00:00Z in unix seconds: the first possible event or query time.
+START_TS = 1_767_225_600
+#: Table names in the order they are generated and written.
+TABLE_NAMES = ("items", "users", "events", "queries", "qrels")
+
+
+class GenerateConfig(BaseModel):
+    """Size and shape of the synthetic data set.
+
+    Invalid values raise ``pydantic.ValidationError`` (a ``ValueError``) naming the field and
+    the allowed range.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_items: int = Field(5000, ge=200, le=10_000_000, description="catalogue size")
+    n_users: int = Field(500, ge=10, le=2_000_000, description="users with behaviour")
+    n_queries: int = Field(1500, ge=20, le=1_000_000, description="search queries")
+    seed: int = Field(7, ge=0, le=2**63 - 1, description="random seed; same seed, same files")
+    days: int = Field(28, ge=7, le=730, description="length of the time range in days")
+    events_per_user: float = Field(
+        60.0, ge=5.0, le=5000.0, description="mean events per user over the whole range"
+    )
+    pref_drift: float = Field(
+        0.67,
+        ge=0.0,
+        le=1.0,
+        description="probability that each of a user's 3 preferred types is different by the end",
+    )
+    seasonal_strength: float = Field(
+        1.0, ge=0.0, le=3.0, description="size of the global department trend (0 = none)"
+    )
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """Files written by :func:`generate`."""
+
+    root: Path
+    items: Path
+    users: Path
+    events: Path
+    queries: Path
+    qrels: Path
+    meta: Path
+
+    @classmethod
+    def under(cls, root: Path) -> DatasetPaths:
+        root = Path(root)
+        return cls(root, *(root / f"{t}.parquet" for t in TABLE_NAMES), root / "meta.json")
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write to a temporary name, then rename onto ``path`` (no half-written files)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> DatasetPaths:
+    """Generate the data set described by ``config`` into ``out_dir`` (created if needed;
+    existing files of the same names are replaced).
+
+    Args:
+        config: sizes, seed and drift settings.
+        out_dir: destination directory.
+        progress: show a tqdm progress bar over the generation stages.
+
+    Returns:
+        The paths of the written files.
+    """
+    paths = DatasetPaths.under(Path(out_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(config.seed).spawn(5)
+    rng_items, rng_users, rng_events, rng_queries, rng_qrels = (
+        np.random.default_rng(s) for s in seeds
+    )
+    tax = TaxonomyArrays.build()
+    stages = ["items", "users", "events", "queries", "qrels", "write"]
+    bar = tqdm(total=len(stages), desc="generate", unit="stage", disable=not progress)
+    timings: dict[str, float] = {}
+    tables: dict[str, pa.Table] = {}
+
+    def stage(name: str) -> None:
+        bar.set_postfix_str(name)
+        timings[name] = time.perf_counter()
+
+    def done(name: str) -> None:
+        timings[name] = time.perf_counter() - timings[name]
+        logger.debug("generate: %s took %.2f s", name, timings[name])
+        bar.update(1)
+
+    try:
+        stage("items")
+        items = make_items(config.n_items, rng_items, tax)
+        sampler = ItemSampler(items.type_idx, items.popularity, tax.n_types)
+        tables["items"] = items.table
+        done("items")
+
+        stage("users")
+        tables["users"], prefs = make_users(
+            config.n_users,
+            config.days,
+            config.pref_drift,
+            config.seasonal_strength,
+            rng_users,
+            tax,
+            items,
+            sampler,
+        )
+        done("users")
+
+        stage("events")
+        tables["events"] = make_events(
+            prefs,
+            config.events_per_user,
+            START_TS,
+            config.days,
+            rng_events,
+            tax,
+            items,
+            sampler,
+        )
+        done("events")
+
+        stage("queries")
+        tables["queries"] = make_queries(
+            config.n_queries, prefs, START_TS, config.days, rng_queries, tax, items, sampler
+        )
+        done("queries")
+
+        stage("qrels")
+        item_cols = ["item_id", "product_type", "brand", "color", "material", "price_band"]
+        tables["qrels"] = make_qrels(
+            tables["queries"], items.table.select(item_cols).to_pandas(), rng_qrels
+        )
+        done("qrels")
+
+        stage("write")
+        for name in TABLE_NAMES:
+            _write_parquet(tables[name], getattr(paths, name))
+        end_ts = START_TS + config.days * SECONDS_PER_DAY
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "generator": "towerserve synthetic e-commerce",
+            "config": config.model_dump(),
+            "counts": {name: tables[name].num_rows for name in TABLE_NAMES},
+            "time_range": {
+                "start_ts": START_TS,
+                "end_ts": end_ts,
+                "start": dt.datetime.fromtimestamp(START_TS, dt.UTC).isoformat(),
+                "end": dt.datetime.fromtimestamp(end_ts, dt.UTC).isoformat(),
+            },
+            "qrels": {"max_per_label": MAX_PER_LABEL, "negatives_per_query": N_NEGATIVES},
+            "split_fractions": dict(zip(("train", "valid", "test"), SPLIT_FRACTIONS, strict=True)),
+        }
+        tmp = paths.meta.with_name(".meta.json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, paths.meta)
+        done("write")
+    finally:
+        bar.close()
+    logger.info(
+        "generated %s in %s (%.1f s: %s)",
+        ", ".join(f"{tables[n].num_rows} {n}" for n in TABLE_NAMES if n in tables),
+        paths.root,
+        sum(timings.values()),
+        ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+    )
+    return paths
