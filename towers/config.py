@@ -35,6 +35,7 @@ class TrainConfig(BaseModel):
     rerank_steps: int = Field(300, ge=0)
     rerank_batch: int = Field(64, ge=2)
     rerank_lr: float = 1e-4
+    rerank_group: int = Field(8, ge=2, description="items per query in a listwise group")
     hard_negatives: int = Field(30, ge=0, description="retrieved items mined per query")
     blend_candidates: int = Field(50, ge=10, description="candidates per query to fit the blend")
 
@@ -43,7 +44,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "tiny": dict(
         distil_epochs=1,
         finetune_steps=120,
-        rerank_steps=120,
+        rerank_steps=200,
         finetune_batch=48,
         rerank_batch=48,
         hard_negatives=20,

@@ -53,13 +53,26 @@ def train_cross_encoder(
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
     cfg: TrainConfig,
 ) -> list[float]:
-    """Train for ``cfg.rerank_steps`` steps; graded items are sampled as often as negatives."""
+    """Train for ``cfg.rerank_steps`` steps on groups of ``cfg.rerank_group`` items per query.
+
+    Each group holds one exact item and items drawn from the query's other judged items and
+    hard negatives. The loss is listwise (ListNet: cross-entropy between the softmax of the
+    logits and the gains ``2**grade - 1``, normalised) plus half a pointwise binary
+    cross-entropy towards ``grade / 3``, which keeps logits comparable across queries.
+    """
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     q_idx, item_pos, grades = pairs
     qtoks = [query_token_list(tok, t) for t in query_texts]
-    pos_rows = np.flatnonzero(grades > 0)
-    neg_rows = np.flatnonzero(grades == 0)
+    order = np.argsort(q_idx, kind="stable")
+    bounds = np.searchsorted(q_idx[order], np.arange(len(query_texts) + 1))
+    rows_of = [order[bounds[q] : bounds[q + 1]] for q in range(len(query_texts))]
+    exact_of = [r[grades[r] >= 3] for r in rows_of]
+    usable = np.array(
+        [q for q in range(len(query_texts)) if len(exact_of[q]) and len(rows_of[q]) > 1]
+    )
+    if not len(usable):
+        raise ValueError("no training query has an exact (grade 3) item: cannot train the reranker")
     opt = torch.optim.AdamW(
         [
             {"params": model.bert.parameters(), "lr": cfg.rerank_lr},
@@ -69,21 +82,30 @@ def train_cross_encoder(
     )
     model.train()
     losses: list[float] = []
-    half = cfg.rerank_batch // 2
+    group = cfg.rerank_group
+    n_queries = max(cfg.rerank_batch // group, 1)
     for step in progress(range(cfg.rerank_steps), "train reranker"):
+        chosen = rng.choice(usable, size=n_queries, replace=len(usable) < n_queries)
         rows = np.concatenate(
             [
-                rng.choice(pos_rows, size=half) if len(pos_rows) else np.zeros(0, int),
-                rng.choice(neg_rows, size=cfg.rerank_batch - half)
-                if len(neg_rows)
-                else np.zeros(0, int),
+                np.concatenate(
+                    [rng.choice(exact_of[q], size=1), rng.choice(rows_of[q], size=group - 1)]
+                )
+                for q in chosen
             ]
         )
         ids, mask, types, rows = _pairs_for(rows, q_idx, item_pos, qtoks, item_tokens)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
-        target = torch.from_numpy(grades[rows] / 3.0)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        logits = logits.float()
+        g = torch.from_numpy(grades[rows]).float()
+        pointwise = torch.nn.functional.binary_cross_entropy_with_logits(logits, g / 3.0)
+        # rows come back grouped by query, ``group`` per query (in query-id order)
+        grouped_logits = logits.view(-1, group)
+        gains = (2.0 ** g.view(-1, group)) - 1.0
+        target = gains / gains.sum(1, keepdim=True).clamp(min=1e-6)
+        listwise = -(target * torch.log_softmax(grouped_logits, dim=1)).sum(1).mean()
+        loss = listwise + 0.5 * pointwise
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
