@@ -1,0 +1,34 @@
+"""Triton model ``item_tower``: item text -> item vector; one tower run per dynamic batch
+(logic: serving.item_encoder)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from serving.backend import (
+    int_parameter,
+    model_config,
+    output_dtypes,
+    parameters,
+    request_tensors,
+    responses_for,
+    version_dir,
+)
+from serving.item_encoder import ItemEncoder
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        params = parameters(config)
+        self.dtypes = output_dtypes(config)
+        self.stage = ItemEncoder.from_dir(
+            version_dir(args),
+            model_version=params.get("model_version"),
+            intra_op_threads=int_parameter(params, "intra_op_threads", 1),
+            batch_size=max(1, int(config.get("max_batch_size", 64))),
+        )
+
+    def execute(self, requests: list) -> list:
+        results = self.stage.embed_requests([request_tensors(r) for r in requests])
+        return responses_for(pb_utils, results, self.dtypes, model="item_tower")

@@ -1,0 +1,34 @@
+"""Triton model ``retriever``: FAISS top candidates for a user vector
+(logic: serving.retrieval)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from serving.backend import (
+    int_parameter,
+    model_config,
+    output_dtypes,
+    parameters,
+    respond,
+    version_dir,
+)
+from serving.retrieval import Retriever
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        params = parameters(config)
+        self.dtypes = output_dtypes(config)
+        # Raises (the model does not load) for an index of another model version.
+        self.stage = Retriever.from_dir(
+            version_dir(args),
+            model_version=params.get("model_version", ""),
+            max_k=int_parameter(params, "max_k", 0, low=0) or None,
+            n_candidates=int_parameter(params, "n_candidates", 0, low=0) or None,
+            omp_threads=int_parameter(params, "omp_threads", 1),
+        )
+
+    def execute(self, requests: list) -> list:
+        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")

@@ -1,0 +1,18 @@
+"""Triton model ``tokenizer``: QUERY text -> user-tower token ids
+(logic: serving.query_tokenizer)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from serving.backend import model_config, output_dtypes, respond, version_dir
+from serving.query_tokenizer import QueryTokenizer
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        self.dtypes = output_dtypes(model_config(args))
+        self.stage = QueryTokenizer.from_dir(version_dir(args))
+
+    def execute(self, requests: list) -> list:
+        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="tokenizer")

@@ -1,0 +1,31 @@
+"""Triton model ``user_tower``: query tokens + recent items -> user vector
+(logic: serving.user_encoder)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from serving.backend import (
+    int_parameter,
+    model_config,
+    output_dtypes,
+    parameters,
+    respond,
+    version_dir,
+)
+from serving.user_encoder import UserEncoder
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        params = parameters(config)
+        self.dtypes = output_dtypes(config)
+        self.stage = UserEncoder.from_dir(
+            version_dir(args),
+            model_version=params.get("model_version"),
+            intra_op_threads=int_parameter(params, "intra_op_threads", 1),
+        )
+
+    def execute(self, requests: list) -> list:
+        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="user_tower")

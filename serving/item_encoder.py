@@ -1,0 +1,130 @@
+"""Item tower serving: item text -> item vector, for batch re-embedding of the catalog.
+
+Triton's dynamic batcher hands one ``execute`` several requests (each ``ITEM_TEXT`` BYTES
+``[b, 1]``, at most ``max_batch_size`` rows in all). They are decoded one request at a time, so
+a request with non-UTF-8 text gets its own error while the others go on, then every valid text
+is tokenized and padded together and the tower runs once (in slices of ``batch_size`` rows),
+and the vectors are split back per request.
+
+Each text keeps ``MAX_ITEM_TOKENS`` tokens plus [CLS]/[SEP] (longer texts are truncated, as at
+index-build time); only its first ``MAX_ITEM_CHARS`` characters are tokenized.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from serving.bundle import check_model_version, load_manifest
+from serving.errors import RequestError
+from serving.onnx_session import OnnxModel
+from serving.tensors import require
+from towers.text import encode_items, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MAX_ITEM_CHARS", "ItemEncoder", "decode_texts"]
+
+#: Characters of an item text that are tokenized; the rest is ignored.
+MAX_ITEM_CHARS = 4096
+ITEM_TOWER_INPUTS = ("input_ids", "attention_mask")
+
+#: ``encode_fn(input_ids=..., attention_mask=...) -> float32 [B, D]``.
+EncodeFn = Callable[..., np.ndarray]
+
+
+def decode_texts(arr: np.ndarray, name: str = "ITEM_TEXT") -> list[str]:
+    """The UTF-8 strings of a BYTES tensor ``[b, 1]`` or ``[b]``; a :class:`RequestError`
+    naming the first row that is not UTF-8 text."""
+    arr = np.asarray(arr, dtype=object)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise RequestError(f"{name} must have shape [batch, 1] (one text per row), got {arr.shape}")
+    texts = []
+    for row, value in enumerate(arr):
+        if isinstance(value, str):
+            texts.append(value)
+            continue
+        try:
+            texts.append(bytes(value).decode("utf-8"))
+        except (TypeError, UnicodeDecodeError):
+            raise RequestError(f"{name} row {row} is not UTF-8 text") from None
+    return texts
+
+
+class ItemEncoder:
+    """The item tower over raw text: ``encode_fn`` is the ONNX session (or a stand-in);
+    ``batch_size`` the most rows per tower run."""
+
+    def __init__(self, tokenizer: Tokenizer, encode_fn: EncodeFn, *, batch_size: int = 64):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.encode_fn = encode_fn
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_dir(
+        cls,
+        folder: Path,
+        *,
+        model_version: str | None = None,
+        intra_op_threads: int = 1,
+        batch_size: int = 64,
+    ) -> ItemEncoder:
+        """Load ``item_tower.onnx`` and ``tokenizer.json``; refuse another ``model_version``."""
+        folder = Path(folder)
+        check_model_version(load_manifest(folder), model_version, f"{folder}")
+        session = OnnxModel(
+            folder / "item_tower.onnx",
+            intra_op_threads=intra_op_threads,
+            expected_inputs=ITEM_TOWER_INPUTS,
+        )
+        return cls(load_tokenizer(folder / "tokenizer.json"), session, batch_size=batch_size)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of ``texts``, float32 ``[len(texts), D]`` (L2-normalised by the tower)."""
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = [t[:MAX_ITEM_CHARS] for t in texts[start : start + self.batch_size]]
+            ids, mask = encode_items(self.tokenizer, chunk)
+            vecs = np.asarray(self.encode_fn(input_ids=ids, attention_mask=mask), np.float32)
+            if vecs.ndim != 2 or len(vecs) != len(chunk):
+                raise RuntimeError(f"item tower returned {vecs.shape} for {len(chunk)} texts")
+            out.append(vecs)
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(out)
+
+    def embed_requests(
+        self, requests: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[dict[str, np.ndarray] | Exception]:
+        """One result per request (its ``ITEM_TEXT`` tensor): ``{"ITEM_VECTOR": [b, D]}``, or
+        the exception to answer it with. Valid requests share one tower run."""
+        results: list[dict[str, np.ndarray] | Exception] = []
+        texts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for tensors in requests:
+            try:
+                got = decode_texts(require(tensors, "ITEM_TEXT"))
+            except RequestError as exc:
+                results.append(exc)
+                spans.append((-1, -1))
+                continue
+            spans.append((len(texts), len(texts) + len(got)))
+            texts.extend(got)
+            results.append({})
+        try:
+            vectors = self.embed(texts)
+        except Exception as exc:  # the shared run failed: every valid request reports it
+            log.exception("item tower failed on %d texts", len(texts))
+            return [r if isinstance(r, Exception) else exc for r in results]
+        for i, (lo, hi) in enumerate(spans):
+            if lo >= 0:
+                results[i] = {"ITEM_VECTOR": vectors[lo:hi]}
+        return results

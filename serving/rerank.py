@@ -1,0 +1,406 @@
+"""Stage 4 of the request path: cross-encoder reranking within a latency budget, and the blend.
+
+Deadline rule. A request carries ``BUDGET_MS`` (milliseconds, measured from ``START_NS``, the
+wall-clock time the tokenizer received it, so time spent in earlier stages counts). Candidates
+are cross-scored in retrieval order, ``chunk_size`` at a time. Before each chunk the reranker
+predicts its cost from an exponential moving average (EMA) of the measured cost per candidate
+and starts it only if it fits the time left (minus ``reserve_ms`` kept for answering); it never
+starts a chunk predicted to overrun. So a request never waits past its budget because of the
+reranker, up to the error of the prediction on the one chunk that was started.
+
+Answer order: cross-scored candidates by blended score (``bias + w . [rerank logit, retrieval
+score, popularity]``, ``blend.json``), then the unscored ones in retrieval order. ``SCORES``
+holds the blended score of the cross-scored items and the retrieval inner product of the others
+(``DEGRADED`` says when there are others). ``budget_ms <= 0`` skips the cross-encoder.
+
+Context segment of the pairs: the query's tokens; for an empty query the title tokens of the
+user's two most recent history items (most recent first); with neither, an empty segment.
+
+The cost EMA lives in the model instance and carries over between requests; it starts from a
+calibration run at load (``calibrate``). Within a request the prediction uses the larger of
+the EMA and the cost just measured on this request's previous chunk, so a sudden slowdown
+(another stage busy on the same cores) stops the loop at once instead of after several chunks.
+A cost estimate inflated by a slow spell would stop every later request from scoring anything,
+and so from measuring again: each request that could not start its first chunk although some
+budget was left lowers the estimate by the EMA factor, never below the calibrated cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.bundle import BundleError, check_model_version, load_manifest
+from serving.catalog import ItemRows
+from serving.errors import RequestError
+from serving.onnx_session import OnnxModel
+from serving.query_tokenizer import QueryTokenizer
+from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
+from towers.features import MAX_QUERY_TOKENS, build_pairs
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BLEND_FEATURES",
+    "MAX_BUDGET_MS",
+    "Blend",
+    "ItemTexts",
+    "RerankResult",
+    "Reranker",
+]
+
+#: Largest budget a request may ask for, in milliseconds.
+MAX_BUDGET_MS = 10_000.0
+#: Feature order the blend weights refer to.
+BLEND_FEATURES = ("rerank", "retrieval", "popularity")
+#: History items whose titles stand in for an empty query.
+CONTEXT_ITEMS = 2
+#: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
+RERANKER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+#: ``score_fn(input_ids, attention_mask, token_type_ids) -> logits float32 [n]``.
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Blend:
+    """The learned linear blend: ``bias + weights . [rerank, retrieval, popularity]``."""
+
+    weights: np.ndarray
+    bias: float
+
+    @classmethod
+    def from_json(cls, path: Path) -> Blend:
+        doc = json.loads(Path(path).read_text())
+        features = tuple(doc.get("features", ()))
+        if features != BLEND_FEATURES or len(doc.get("weights", ())) != len(BLEND_FEATURES):
+            raise BundleError(
+                f"{path}: features must be {list(BLEND_FEATURES)} with one weight each, got "
+                f"{list(features)} and {doc.get('weights')}"
+            )
+        return cls(np.asarray(doc["weights"], dtype=np.float32), float(doc["bias"]))
+
+    def score(
+        self, rerank: np.ndarray, retrieval: np.ndarray, popularity: np.ndarray
+    ) -> np.ndarray:
+        """Blended scores, float32 ``[n]``."""
+        feats = np.stack([rerank, retrieval, popularity], axis=1).astype(np.float32)
+        return (feats @ self.weights + self.bias).astype(np.float32)
+
+
+class ItemTexts:
+    """What the reranker knows per item, aligned with ``item_ids``: pre-tokenized text
+    (``offsets`` int64 ``[N+1]`` into ``tokens`` int ``[T]``, no special tokens), ``titles``
+    and ``popularity`` float32 ``[N]``."""
+
+    def __init__(
+        self,
+        item_ids: np.ndarray,
+        offsets: np.ndarray,
+        tokens: np.ndarray,
+        titles: Sequence[str],
+        popularity: np.ndarray,
+    ) -> None:
+        self.rows = ItemRows(item_ids)
+        n = len(self.rows)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+        self.titles = [str(t) for t in titles]
+        self.popularity = np.asarray(popularity, dtype=np.float32)
+        if (
+            len(self.offsets) != n + 1
+            or len(self.titles) != n
+            or len(self.popularity) != n
+            or (n and (self.offsets[0] != 0 or self.offsets[-1] != len(self.tokens)))
+        ):
+            raise ValueError(
+                f"item tables disagree: {n} item ids, {len(self.offsets)} offsets (need N + 1, "
+                f"0 to {len(self.tokens)} tokens), {len(self.titles)} titles, "
+                f"{len(self.popularity)} popularity values"
+            )
+        #: Titles as UTF-8 bytes, object ``[N]`` (what a BYTES output tensor holds).
+        self.title_bytes = np.empty(n, dtype=object)
+        self.title_bytes[:] = [t.encode("utf-8") for t in self.titles]
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> ItemTexts:
+        """Load ``item_tokens.npz``, ``item_titles.json`` and ``popularity.npy`` (aligned with
+        ``item_ids.npy`` when present; a different order is refused)."""
+        folder = Path(folder)
+        with np.load(folder / "item_tokens.npz") as f:
+            ids, offsets, tokens = f["item_ids"], f["offsets"], f["tokens"]
+        ids_path = folder / "item_ids.npy"
+        if ids_path.is_file() and not np.array_equal(np.load(ids_path), ids):
+            raise BundleError(f"{folder}: item_tokens.npz and item_ids.npy list other items")
+        titles = json.loads((folder / "item_titles.json").read_text())
+        return cls(ids, offsets, tokens, titles, np.load(folder / "popularity.npy"))
+
+    def item_tokens(self, row: int) -> np.ndarray:
+        return self.tokens[self.offsets[row] : self.offsets[row + 1]]
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One answer, best first: ``item_ids`` int64 ``[k]``, ``scores`` float32 ``[k]``,
+    ``titles`` (UTF-8 bytes, object ``[k]``); ``n_scored`` candidates were cross-scored of
+    ``n_candidates``; ``degraded`` when some were not."""
+
+    item_ids: np.ndarray
+    scores: np.ndarray
+    titles: np.ndarray
+    n_scored: int
+    n_candidates: int
+
+    @property
+    def degraded(self) -> bool:
+        return self.n_scored < self.n_candidates
+
+
+class Reranker:
+    """Cross-scores candidates within each request's budget and blends the signals.
+
+    ``score_fn`` scores a chunk of pairs (see :data:`ScoreFn`); ``chunk_size`` candidates are
+    scored per call; ``max_k`` is the largest ``K``; ``clock_ns`` the wall clock in ns (the same
+    clock as ``START_NS``); ``initial_cost_ms`` the per-candidate cost assumed before any
+    measurement; ``ema_alpha`` the weight of a new measurement; ``reserve_ms`` the part of the
+    budget kept for answering; ``tokenizer`` is needed only by :meth:`infer` and
+    :meth:`context_tokens` (text in).
+    """
+
+    def __init__(
+        self,
+        items: ItemTexts,
+        blend: Blend,
+        score_fn: ScoreFn,
+        *,
+        chunk_size: int = 16,
+        max_k: int = 100,
+        clock_ns: Callable[[], int] = time.time_ns,
+        initial_cost_ms: float = 0.5,
+        ema_alpha: float = 0.2,
+        reserve_ms: float = 0.0,
+        tokenizer: QueryTokenizer | None = None,
+    ) -> None:
+        if chunk_size < 1 or max_k < 1:
+            raise ValueError(f"chunk_size and max_k must be >= 1, got {chunk_size}, {max_k}")
+        if not initial_cost_ms > 0 or not 0 < ema_alpha <= 1 or reserve_ms < 0:
+            raise ValueError(
+                "need initial_cost_ms > 0, 0 < ema_alpha <= 1, reserve_ms >= 0; got "
+                f"{initial_cost_ms}, {ema_alpha}, {reserve_ms}"
+            )
+        self.items = items
+        self.blend = blend
+        self.score_fn = score_fn
+        self.chunk_size = chunk_size
+        self.max_k = max_k
+        self.clock_ns = clock_ns
+        self.ema_alpha = ema_alpha
+        self.reserve_ns = int(reserve_ms * 1e6)
+        self.tokenizer = tokenizer
+        #: Estimated cost of cross-scoring one candidate, ns (EMA of measurements).
+        self.cost_ns = float(initial_cost_ms) * 1e6
+        #: The estimate never decays below this without a measurement (calibrated cost).
+        self.floor_ns = self.cost_ns
+
+    @classmethod
+    def from_dir(
+        cls,
+        folder: Path,
+        *,
+        model_version: str | None = None,
+        chunk_size: int = 16,
+        max_k: int | None = None,
+        intra_op_threads: int = 1,
+        reserve_ms: float = 0.0,
+        calibrate: bool = True,
+    ) -> Reranker:
+        """Load ``reranker.onnx``, ``tokenizer.json``, ``blend.json`` and the item tables from a
+        version folder, refuse another ``model_version``, and calibrate the cost estimate."""
+        folder = Path(folder)
+        manifest = load_manifest(folder)
+        check_model_version(manifest, model_version, f"{folder}")
+        session = OnnxModel(
+            folder / "reranker.onnx",
+            intra_op_threads=intra_op_threads,
+            expected_inputs=RERANKER_INPUTS,
+        )
+
+        def score_fn(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+            return session(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+        reranker = cls(
+            ItemTexts.from_dir(folder),
+            Blend.from_json(folder / "blend.json"),
+            score_fn,
+            chunk_size=chunk_size,
+            max_k=max_k or manifest.max_k,
+            reserve_ms=reserve_ms,
+            tokenizer=QueryTokenizer.from_dir(folder),
+        )
+        if calibrate:
+            reranker.calibrate()
+        return reranker
+
+    # -- cost model --------------------------------------------------------------------------
+
+    def calibrate(self, rounds: int = 3) -> float:
+        """Measure one full chunk of real items ``rounds`` times (the first also warms the
+        session up) and start the estimate, and its floor, from the fastest; returns ms."""
+        n = min(self.chunk_size, len(self.items.rows))
+        if n == 0:
+            return self.cost_ns / 1e6
+        query = np.full(MAX_QUERY_TOKENS // 2, 2000, dtype=np.int64)
+        best = math.inf
+        for _ in range(max(1, rounds)):
+            start = self.clock_ns()
+            self._score_rows(query, np.arange(n))
+            best = min(best, (self.clock_ns() - start) / n)
+        self.cost_ns = self.floor_ns = max(best, 1.0)
+        log.info("reranker: %.3f ms per candidate (chunks of %d)", self.cost_ns / 1e6, n)
+        return self.cost_ns / 1e6
+
+    def _measured(self, ns_per_candidate: float) -> None:
+        sample = max(ns_per_candidate, 1.0)
+        self.cost_ns = (1 - self.ema_alpha) * self.cost_ns + self.ema_alpha * sample
+
+    def _starved(self) -> None:
+        self.cost_ns = max(self.floor_ns, (1 - self.ema_alpha) * self.cost_ns)
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def _score_rows(self, context: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        ids, mask, types = build_pairs(context, [self.items.item_tokens(r) for r in rows])
+        logits = np.asarray(self.score_fn(ids, mask, types), dtype=np.float32).reshape(-1)
+        if len(logits) != len(rows):
+            raise RuntimeError(f"reranker returned {len(logits)} scores for {len(rows)} pairs")
+        return logits
+
+    def score_within(self, context: np.ndarray, rows: np.ndarray, deadline_ns: int) -> np.ndarray:
+        """Cross-encoder logits of the first ``n_scored`` of ``rows`` (retrieval order), float32
+        ``[n_scored]``: whole chunks, each started only when predicted to end by
+        ``deadline_ns - reserve_ms`` (all times wall-clock ns)."""
+        logits: list[np.ndarray] = []
+        done = 0
+        last_ns = 0.0  # per-candidate cost of this request's previous chunk
+        while done < len(rows):
+            size = min(self.chunk_size, len(rows) - done)
+            start = self.clock_ns()
+            if start + max(self.cost_ns, last_ns) * size > deadline_ns - self.reserve_ns:
+                if done == 0 and deadline_ns - self.reserve_ns > start:
+                    self._starved()
+                break
+            logits.append(self._score_rows(context, rows[done : done + size]))
+            last_ns = (self.clock_ns() - start) / size
+            self._measured(last_ns)
+            done += size
+        return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+
+    def rerank(
+        self,
+        context: np.ndarray,
+        candidate_ids: np.ndarray,
+        candidate_scores: np.ndarray,
+        *,
+        k: int,
+        budget_ms: float,
+        start_ns: int | None = None,
+    ) -> RerankResult:
+        """The top ``k`` of the candidates (retrieval order, best first).
+
+        ``context`` are the pair's first-segment token ids (no special tokens); ``budget_ms``
+        in ``(-inf, MAX_BUDGET_MS]`` counted from ``start_ns`` (wall-clock ns; ``None``, 0 or
+        a time in the future mean now). Candidates the catalog lacks are dropped.
+        """
+        if not 1 <= k <= self.max_k:
+            raise RequestError(f"K must be in 1..{self.max_k}, got {k}")
+        if not math.isfinite(budget_ms) or budget_ms > MAX_BUDGET_MS:
+            raise RequestError(
+                f"BUDGET_MS must be a finite number of milliseconds <= {MAX_BUDGET_MS:g} "
+                f"(0 or less skips reranking), got {budget_ms}"
+            )
+        cand = np.asarray(candidate_ids, dtype=np.int64).reshape(-1)
+        retrieval = np.asarray(candidate_scores, dtype=np.float32).reshape(-1)
+        if len(cand) != len(retrieval):
+            raise RequestError(
+                f"CANDIDATE_SCORES has {len(retrieval)} values but CANDIDATE_IDS has "
+                f"{len(cand)}: send one retrieval score per candidate"
+            )
+        rows, known = self.items.rows.lookup(cand)
+        if not known.all():
+            log.debug("dropping %d candidates not in the catalog", int((~known).sum()))
+            cand, retrieval, rows = cand[known], retrieval[known], rows[known]
+
+        now = self.clock_ns()
+        start = now if not start_ns or start_ns > now else int(start_ns)
+        if budget_ms > 0 and len(cand):
+            deadline = start + int(budget_ms * 1e6)
+            logits = self.score_within(np.asarray(context, dtype=np.int64), rows, deadline)
+        else:
+            logits = np.zeros(0, dtype=np.float32)
+        n_scored = len(logits)
+
+        blended = self.blend.score(
+            logits, retrieval[:n_scored], self.items.popularity[rows[:n_scored]]
+        )
+        order = np.concatenate(
+            [np.argsort(-blended, kind="stable"), np.arange(n_scored, len(cand))]
+        )[:k]
+        scores = np.concatenate([blended, retrieval[n_scored:]])[order].astype(np.float32)
+        return RerankResult(
+            item_ids=cand[order],
+            scores=scores,
+            titles=self.items.title_bytes[rows[order]],
+            n_scored=n_scored,
+            n_candidates=len(cand),
+        )
+
+    # -- Triton ------------------------------------------------------------------------------
+
+    def context_tokens(self, query: str, history_ids: np.ndarray) -> np.ndarray:
+        """First pair segment: the query's tokens; for an empty query the titles of the two
+        most recent known ``history_ids`` (oldest first in the input), most recent first."""
+        if self.tokenizer is None:
+            raise RuntimeError("this reranker was built without a tokenizer")
+        tokens = self.tokenizer.query_tokens(query)
+        if len(tokens):
+            return tokens
+        rows, known = self.items.rows.lookup(history_ids)
+        recent = rows[known][::-1][:CONTEXT_ITEMS]
+        text = " ".join(self.items.titles[r] for r in recent)
+        return self.tokenizer.text_tokens(text, MAX_QUERY_TOKENS - 2)
+
+    def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Triton tensors: ``QUERY`` BYTES ``[1]``, ``HISTORY_IDS`` int64 ``[h]``,
+        ``CANDIDATE_IDS`` int64 ``[n]``, ``CANDIDATE_SCORES`` float32 ``[n]``, ``K`` int32
+        ``[1]``, ``BUDGET_MS`` float32 ``[1]``, ``START_NS`` int64 ``[1]`` -> ``ITEM_IDS``
+        int64 ``[k]``, ``SCORES`` float32 ``[k]``, ``ITEM_TITLES`` BYTES ``[k]``, ``N_SCORED``
+        int32 ``[1]``, ``DEGRADED`` bool ``[1]``."""
+        query = text_scalar(require(tensors, "QUERY"), "QUERY")
+        k = int_scalar(require(tensors, "K"), "K")
+        budget_ms = float_scalar(require(tensors, "BUDGET_MS"), "BUDGET_MS")
+        start_ns = int_scalar(require(tensors, "START_NS"), "START_NS")
+        history = int_vector(require(tensors, "HISTORY_IDS"), "HISTORY_IDS")
+        cand = int_vector(require(tensors, "CANDIDATE_IDS"), "CANDIDATE_IDS")
+        scores = np.asarray(require(tensors, "CANDIDATE_SCORES"), dtype=np.float32).reshape(-1)
+        result = self.rerank(
+            self.context_tokens(query, history),
+            cand,
+            scores,
+            k=k,
+            budget_ms=budget_ms,
+            start_ns=start_ns,
+        )
+        return {
+            "ITEM_IDS": result.item_ids,
+            "SCORES": result.scores,
+            "ITEM_TITLES": result.titles,
+            "N_SCORED": np.array([result.n_scored], dtype=np.int32),
+            "DEGRADED": np.array([result.degraded], dtype=np.bool_),
+        }

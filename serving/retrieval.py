@@ -1,0 +1,180 @@
+"""Stage 3 of the request path: FAISS top candidates for a user vector.
+
+The index (``index.faiss``) holds the item vectors of one model version under their item ids
+(``add_with_ids``) and scores by inner product (vectors are L2-normalised, so this is cosine).
+The retriever returns ``max(n_candidates, K)`` candidates, best first, for the reranker:
+
+* it refuses, at load, an index whose manifest names another model version than the one it was
+  configured with (an index of another item tower lives in another vector space);
+* items listed in an optional ``removed_ids.npy`` (int64 ``[R]``) are never returned; they are
+  excluded inside the search (a FAISS ID selector), so they do not eat into the depth;
+* an IVF index searches ``nprobe`` lists (from the manifest) and may return fewer candidates
+  than asked when those lists hold fewer items.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from serving.bundle import BundleError, check_model_version, load_manifest
+from serving.errors import RequestError
+from serving.tensors import int_scalar, require
+
+log = logging.getLogger(__name__)
+
+__all__ = ["INDEX_FILE", "REMOVED_FILE", "Retriever"]
+
+INDEX_FILE = "index.faiss"
+REMOVED_FILE = "removed_ids.npy"
+
+
+class Retriever:
+    """Top-``max(n_candidates, K)`` search over ``index`` for one user vector.
+
+    ``dim`` is the vector dimension D; ``max_k`` the largest ``K`` a request may ask for;
+    ``removed_ids`` item ids never returned; ``nprobe`` (IVF indexes only) the lists searched.
+    """
+
+    def __init__(
+        self,
+        index: faiss.Index,
+        *,
+        max_k: int = 100,
+        n_candidates: int = 100,
+        removed_ids: np.ndarray | None = None,
+        nprobe: int | None = None,
+    ) -> None:
+        if max_k < 1 or n_candidates < 1:
+            raise ValueError(f"max_k and n_candidates must be >= 1, got {max_k}, {n_candidates}")
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("the index must score by inner product (METRIC_INNER_PRODUCT)")
+        self.index = index
+        self.dim = int(index.d)
+        self.max_k = max_k
+        self.n_candidates = n_candidates
+        self.ivf = faiss.try_extract_index_ivf(index)
+        self.nprobe = None
+        if self.ivf is not None:
+            self.nprobe = int(nprobe) if nprobe else int(self.ivf.nprobe)
+            self.nprobe = max(1, min(self.nprobe, int(self.ivf.nlist)))
+            self.ivf.nprobe = self.nprobe
+        removed = np.unique(np.asarray(removed_ids if removed_ids is not None else [], np.int64))
+        self.removed_ids = removed
+        self._params = self._search_params(removed)
+
+    def _search_params(self, removed: np.ndarray) -> faiss.SearchParameters | None:
+        if len(removed) == 0:
+            return None
+        # Keep the selectors referenced: the SWIG wrappers hold raw pointers to them.
+        self._batch = faiss.IDSelectorBatch(removed)
+        self._not_removed = faiss.IDSelectorNot(self._batch)
+        if self.ivf is not None:
+            return faiss.SearchParametersIVF(sel=self._not_removed, nprobe=self.nprobe)
+        return faiss.SearchParameters(sel=self._not_removed)
+
+    @classmethod
+    def from_dir(
+        cls,
+        folder: Path,
+        *,
+        model_version: str,
+        max_k: int | None = None,
+        n_candidates: int | None = None,
+        omp_threads: int | None = 1,
+    ) -> Retriever:
+        """Load ``index.faiss`` (and ``removed_ids.npy`` if present) from a version folder.
+
+        ``model_version`` is the version this retriever is configured for: an index whose
+        manifest names another one is refused. ``max_k``/``n_candidates`` default to the
+        manifest's. ``omp_threads`` sets FAISS's (process-wide) OpenMP threads; ``None`` keeps
+        FAISS's default (all cores). Also refuses an index whose dimension or size contradicts
+        the manifest.
+        """
+        folder = Path(folder)
+        if not model_version:
+            raise BundleError(
+                f"retriever in {folder} has no model_version configured: write the repository "
+                "with export.repository.write_repository"
+            )
+        manifest = load_manifest(folder)
+        check_model_version(manifest, model_version, f"the index in {folder}")
+        path = folder / INDEX_FILE
+        if not path.is_file():
+            raise BundleError(f"{path} is missing")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise BundleError(f"{path} is not a readable FAISS index: {exc}") from exc
+        if index.d != manifest.dim or index.ntotal != manifest.n_items:
+            raise BundleError(
+                f"{path} holds {index.ntotal} vectors of dim {index.d}, but the manifest says "
+                f"{manifest.n_items} items of dim {manifest.dim}"
+            )
+        if omp_threads:
+            faiss.omp_set_num_threads(omp_threads)
+        removed_path = folder / REMOVED_FILE
+        removed = np.load(removed_path) if removed_path.is_file() else None
+        retriever = cls(
+            index,
+            max_k=max_k or manifest.max_k,
+            n_candidates=n_candidates or manifest.n_candidates,
+            removed_ids=removed,
+            nprobe=int(manifest.index.get("nprobe") or 0) or None,
+        )
+        log.info(
+            "retriever %s: %d items, dim %d, nprobe %s, %d removed, version %s",
+            path,
+            index.ntotal,
+            index.d,
+            retriever.nprobe,
+            len(retriever.removed_ids),
+            manifest.model_version,
+        )
+        return retriever
+
+    def check_k(self, k: int) -> int:
+        """``k`` if it is in ``1..max_k``, else a :class:`RequestError` naming the range."""
+        if not 1 <= k <= self.max_k:
+            raise RequestError(f"K must be in 1..{self.max_k}, got {k}")
+        return k
+
+    def check_vector(self, user_vector: np.ndarray) -> np.ndarray:
+        """``user_vector`` (``[D]`` or ``[1, D]``, finite floats) as float32 ``[1, D]``."""
+        vec = np.asarray(user_vector)
+        if vec.dtype.kind != "f":
+            raise RequestError(f"USER_VECTOR must be float32, got {vec.dtype}")
+        if vec.size != self.dim or vec.ndim > 2 or (vec.ndim == 2 and vec.shape[0] != 1):
+            raise RequestError(
+                f"USER_VECTOR must be [1, {self.dim}] (the index dimension), got shape {vec.shape}"
+            )
+        vec = np.ascontiguousarray(vec.reshape(1, self.dim), dtype=np.float32)
+        if not np.all(np.isfinite(vec)):
+            raise RequestError("USER_VECTOR must be finite (no nan or inf)")
+        return vec
+
+    def depth(self, k: int) -> int:
+        """How many candidates a search for ``k`` items asks FAISS for."""
+        return min(max(self.n_candidates, k), int(self.index.ntotal))
+
+    def search(self, user_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(item_ids int64 [n], scores float32 [n])``, best first, ``n <= depth(k)``."""
+        self.check_k(k)
+        vec = self.check_vector(user_vector)
+        depth = self.depth(k)
+        if depth == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        scores, ids = self.index.search(vec, depth, params=self._params)
+        keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
+        return ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+
+    def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Triton tensors: ``USER_VECTOR`` float32 ``[1, D]``, ``K`` int32 ``[1]`` ->
+        ``CANDIDATE_IDS`` int64 ``[n]``, ``CANDIDATE_SCORES`` float32 ``[n]``."""
+        k = self.check_k(int_scalar(require(tensors, "K"), "K"))
+        ids, scores = self.search(require(tensors, "USER_VECTOR"), k)
+        return {"CANDIDATE_IDS": ids, "CANDIDATE_SCORES": scores}

@@ -1,0 +1,271 @@
+"""Stage 2 of the request path: query tokens + the user's recent items -> user vector.
+
+History resolution, in order:
+
+1. the request's ``HISTORY_IDS``/``HISTORY_TS`` (one unix time in seconds per item), when at
+   least one of its ids is in the catalog;
+2. otherwise the history the server stores for ``USER_ID`` (``user_history.npz``); an unknown
+   user id, or -1 (anonymous), simply has none;
+3. otherwise no history.
+
+Ids not in the catalog are dropped (and counted); of the rest the ``MAX_HISTORY`` newest are
+kept, oldest first, weighted by ``towers.features.recency_weights``. A request with an empty
+query and no usable history is a :class:`RequestError`: there is nothing to recommend from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.bundle import check_model_version, load_manifest
+from serving.catalog import ItemRows
+from serving.errors import RequestError
+from serving.onnx_session import OnnxModel
+from serving.tensors import float_scalar, int_matrix, int_scalar, int_vector, require
+from towers.features import MAX_HISTORY, MAX_QUERY_TOKENS, last_n, recency_weights
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ResolvedHistory", "StoredHistory", "UserEncoder"]
+
+#: The user tower's ONNX inputs, in the order ``export/onnx.py`` declares them.
+USER_TOWER_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "has_query",
+    "history_vectors",
+    "history_weights",
+)
+
+#: ``encode_fn(**feeds) -> user_vector``: the ONNX session, or a stand-in in tests.
+EncodeFn = Callable[..., np.ndarray]
+
+
+class StoredHistory:
+    """Recent events per known user: ``user_ids`` int64 ``[U]``, ``offsets`` int64 ``[U+1]``,
+    ``item_ids`` and ``ts`` (unix s) int64 ``[E]``; user ``i`` owns events
+    ``offsets[i]:offsets[i+1]``, oldest first."""
+
+    def __init__(
+        self, user_ids: np.ndarray, offsets: np.ndarray, item_ids: np.ndarray, ts: np.ndarray
+    ) -> None:
+        self.users = ItemRows(user_ids)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.item_ids = np.asarray(item_ids, dtype=np.int64)
+        self.ts = np.asarray(ts, dtype=np.int64)
+        n_users, n_events = len(self.users), len(self.item_ids)
+        if (
+            len(self.offsets) != n_users + 1
+            or len(self.ts) != n_events
+            or self.offsets[0] != 0
+            or self.offsets[-1] != n_events
+            or np.any(np.diff(self.offsets) < 0)
+        ):
+            raise ValueError(
+                f"inconsistent stored history: {n_users} users, {len(self.offsets)} offsets "
+                f"(need users + 1, from 0 to {n_events}, non-decreasing), {n_events} item ids, "
+                f"{len(self.ts)} timestamps"
+            )
+
+    @classmethod
+    def empty(cls) -> StoredHistory:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, np.zeros(1, dtype=np.int64), z, z)
+
+    @classmethod
+    def from_npz(cls, path: Path) -> StoredHistory:
+        with np.load(path) as f:
+            return cls(f["user_ids"], f["offsets"], f["item_ids"], f["ts"])
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def lookup(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(item_ids, ts)`` stored for ``user_id``, oldest first; empty when unknown."""
+        rows, known = self.users.lookup(np.array([user_id], dtype=np.int64))
+        if not known[0]:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        lo, hi = self.offsets[rows[0]], self.offsets[rows[0] + 1]
+        return self.item_ids[lo:hi], self.ts[lo:hi]
+
+
+@dataclass(frozen=True)
+class ResolvedHistory:
+    """The history the user tower uses: catalog ``item_ids``, their ``ts`` (unix s) and table
+    ``rows``, at most ``MAX_HISTORY``, oldest first. ``source`` is ``"request"``, ``"stored"``
+    or ``"none"``; ``n_unknown`` counts the ids dropped because the catalog lacks them."""
+
+    item_ids: np.ndarray
+    ts: np.ndarray
+    rows: np.ndarray
+    source: str
+    n_unknown: int
+
+
+class UserEncoder:
+    """Builds the user tower's inputs and runs it.
+
+    ``item_ids`` int64 ``[N]`` and ``item_vectors`` float32 ``[N, D]`` are the catalog's
+    item-tower vectors (row ``i`` is ``item_ids[i]``); ``recency_tau_s`` the decay constant of
+    the history weights in seconds; ``stored`` the server's histories of known users;
+    ``encode_fn(**feeds)`` runs the tower on the feeds named in ``USER_TOWER_INPUTS`` and
+    returns float32 ``[1, D]``.
+    """
+
+    def __init__(
+        self,
+        item_ids: np.ndarray,
+        item_vectors: np.ndarray,
+        *,
+        recency_tau_s: float,
+        encode_fn: EncodeFn,
+        stored: StoredHistory | None = None,
+        max_history: int = MAX_HISTORY,
+    ) -> None:
+        self.items = ItemRows(item_ids)
+        self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+        if self.item_vectors.ndim != 2 or len(self.item_vectors) != len(self.items):
+            raise ValueError(
+                f"item_vectors must be [N, D] with N = {len(self.items)} item ids, "
+                f"got {self.item_vectors.shape}"
+            )
+        if not recency_tau_s > 0:
+            raise ValueError(f"recency_tau_s must be > 0, got {recency_tau_s}")
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        self.dim = int(self.item_vectors.shape[1])
+        self.recency_tau_s = float(recency_tau_s)
+        self.encode_fn = encode_fn
+        self.stored = stored if stored is not None else StoredHistory.empty()
+        self.max_history = max_history
+
+    @classmethod
+    def from_dir(
+        cls, folder: Path, *, model_version: str | None = None, intra_op_threads: int = 1
+    ) -> UserEncoder:
+        """Load ``user_tower.onnx``, ``item_ids.npy``, ``item_embeddings.npy`` and
+        ``user_history.npz`` from a version folder; refuse another ``model_version``."""
+        folder = Path(folder)
+        manifest = load_manifest(folder)
+        check_model_version(manifest, model_version, f"{folder}")
+        vectors = np.load(folder / "item_embeddings.npy")
+        if vectors.ndim != 2 or vectors.shape[1] != manifest.dim:
+            raise ValueError(
+                f"{folder / 'item_embeddings.npy'} has shape {vectors.shape}, manifest dim "
+                f"{manifest.dim}"
+            )
+        session = OnnxModel(
+            folder / "user_tower.onnx",
+            intra_op_threads=intra_op_threads,
+            expected_inputs=USER_TOWER_INPUTS,
+        )
+        history_path = folder / "user_history.npz"
+        stored = StoredHistory.from_npz(history_path) if history_path.is_file() else None
+        return cls(
+            np.load(folder / "item_ids.npy"),
+            vectors,
+            recency_tau_s=manifest.recency_tau_s,
+            encode_fn=session,
+            stored=stored,
+        )
+
+    def resolve_history(
+        self, user_id: int, history_ids: np.ndarray, history_ts: np.ndarray
+    ) -> ResolvedHistory:
+        """The history to use (see the module docstring for the order)."""
+        history_ids = np.asarray(history_ids, dtype=np.int64).reshape(-1)
+        history_ts = np.asarray(history_ts, dtype=np.int64).reshape(-1)
+        if len(history_ids) != len(history_ts):
+            raise RequestError(
+                f"HISTORY_TS has {len(history_ts)} entries but HISTORY_IDS has "
+                f"{len(history_ids)}: send one unix time in seconds per history item"
+            )
+        n_unknown = 0
+        if len(history_ids):
+            resolved = self._known(history_ids, history_ts, "request")
+            if len(resolved.item_ids):
+                return resolved
+            n_unknown = resolved.n_unknown
+            log.debug("user %d: none of %d request history ids known", user_id, n_unknown)
+        stored_ids, stored_ts = self.stored.lookup(user_id)
+        if len(stored_ids):
+            resolved = self._known(stored_ids, stored_ts, "stored")
+            if len(resolved.item_ids):
+                return ResolvedHistory(
+                    resolved.item_ids,
+                    resolved.ts,
+                    resolved.rows,
+                    "stored",
+                    n_unknown + resolved.n_unknown,
+                )
+        z = np.zeros(0, dtype=np.int64)
+        return ResolvedHistory(z, z, z, "none", n_unknown)
+
+    def _known(self, ids: np.ndarray, ts: np.ndarray, source: str) -> ResolvedHistory:
+        rows, known = self.items.lookup(ids)
+        n_unknown = int((~known).sum())
+        ids, ts = last_n(ids[known], ts[known], self.max_history)
+        rows, _ = self.items.lookup(ids)
+        return ResolvedHistory(ids, ts, rows, source, n_unknown)
+
+    def encode(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        has_query: float,
+        history: ResolvedHistory,
+        user_id: int = -1,
+    ) -> np.ndarray:
+        """The user vector, float32 ``[1, D]``, for tokenized query inputs (int64 ``[1, L]``)
+        and a resolved history. An empty query (``has_query`` 0) needs a non-empty history."""
+        query = bool(has_query > 0)
+        if not query and len(history.item_ids) == 0:
+            who = "anonymous user -1" if user_id == -1 else f"user {user_id}"
+            raise RequestError(
+                f"empty query and no known history for {who}: send a query or recent item ids"
+            )
+        n = max(1, len(history.item_ids))
+        vectors = np.zeros((1, n, self.dim), dtype=np.float32)
+        weights = np.zeros((1, n), dtype=np.float32)
+        if len(history.item_ids):
+            vectors[0] = self.item_vectors[history.rows]
+            weights[0] = recency_weights(history.ts, self.recency_tau_s)
+        out = self.encode_fn(
+            input_ids=np.ascontiguousarray(input_ids, dtype=np.int64),
+            attention_mask=np.ascontiguousarray(attention_mask, dtype=np.int64),
+            has_query=np.array([[1.0 if query else 0.0]], dtype=np.float32),
+            history_vectors=vectors,
+            history_weights=weights,
+        )
+        out = np.asarray(out, dtype=np.float32)
+        if out.shape != (1, self.dim):
+            raise RuntimeError(f"user tower returned shape {out.shape}, expected (1, {self.dim})")
+        return out
+
+    def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Triton tensors: ``INPUT_IDS``/``ATTENTION_MASK`` int64 ``[1, L]``, ``HAS_QUERY``
+        float32 ``[1, 1]``, ``USER_ID`` int64 ``[1]``, ``HISTORY_IDS``/``HISTORY_TS`` int64
+        ``[n]`` -> ``USER_VECTOR`` float32 ``[1, D]`` and ``HISTORY_USED`` int64 ``[h]`` (the
+        resolved history ids, oldest first, for the reranker)."""
+        ids = int_matrix(require(tensors, "INPUT_IDS"), "INPUT_IDS", max_cols=MAX_QUERY_TOKENS)
+        mask = int_matrix(
+            require(tensors, "ATTENTION_MASK"), "ATTENTION_MASK", max_cols=MAX_QUERY_TOKENS
+        )
+        if mask.shape != ids.shape:
+            raise RequestError(
+                f"ATTENTION_MASK must have the shape of INPUT_IDS {ids.shape}, got {mask.shape}"
+            )
+        has_query = float_scalar(require(tensors, "HAS_QUERY"), "HAS_QUERY")
+        user_id = int_scalar(require(tensors, "USER_ID"), "USER_ID")
+        history = self.resolve_history(
+            user_id,
+            int_vector(require(tensors, "HISTORY_IDS"), "HISTORY_IDS"),
+            int_vector(require(tensors, "HISTORY_TS"), "HISTORY_TS"),
+        )
+        vector = self.encode(ids, mask, has_query, history, user_id)
+        return {"USER_VECTOR": vector, "HISTORY_USED": history.item_ids}

@@ -1,0 +1,207 @@
+"""The repository writer on a tiny synthetic bundle (fake ONNX bytes: nothing loads them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.repository import (
+    MODEL_FILES,
+    MODELS,
+    TEMPLATES,
+    RepositoryError,
+    is_repository,
+    write_repository,
+)
+from serving.backend import parameters
+from serving.bundle import BundleError
+
+BUNDLE_FILES = {
+    "tokenizer.json": b'{"fake": "tokenizer"}',
+    "item_tower.onnx": b"fake item tower",
+    "user_tower.onnx": b"fake user tower",
+    "user_tower.onnx.data": b"fake user tower weights",
+    "reranker.onnx": b"fake reranker",
+    "index.faiss": b"fake index",
+    "item_titles.json": b'["a", "b", "c"]',
+    "blend.json": b'{"features": ["rerank", "retrieval", "popularity"], "weights": [1, 1, 1], '
+    b'"bias": 0}',
+}
+
+
+def make_bundle(folder: Path, version: str = "v-test") -> Path:
+    folder.mkdir(parents=True)
+    for name, data in BUNDLE_FILES.items():
+        (folder / name).write_bytes(data)
+    ids = np.array([5, 6, 7], np.int64)
+    np.save(folder / "item_ids.npy", ids)
+    np.save(folder / "item_embeddings.npy", np.eye(3, 4, dtype=np.float32))
+    np.save(folder / "popularity.npy", np.zeros(3, np.float32))
+    np.savez(
+        folder / "item_tokens.npz",
+        item_ids=ids,
+        offsets=np.array([0, 1, 2, 3]),
+        tokens=np.array([10, 11, 12], np.int32),
+    )
+    np.savez(
+        folder / "user_history.npz",
+        user_ids=np.array([1]),
+        offsets=np.array([0, 1]),
+        item_ids=np.array([5]),
+        ts=np.array([100]),
+    )
+    checksums = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+    }
+    manifest = {
+        "model_version": version,
+        "dim": 4,
+        "n_items": 3,
+        "created_at": "2024-01-01T00:00:00+00:00",
+        "index": {"type": "Flat", "nlist": 0, "nprobe": 0},
+        "recency_tau_s": 3600.0,
+        "max_k": 100,
+        "n_candidates": 100,
+        "checksums": checksums,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def parse(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_layout_and_configs(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    repo = write_repository(bundle, tmp_path / "repo", max_k=50, chunk_size=8, item_batch=32)
+    assert repo == tmp_path / "repo"
+    assert sorted(p.name for p in repo.iterdir()) == sorted(MODELS)
+    for model in MODELS:
+        version = repo / model / "1"
+        expected = {"manifest.json", *MODEL_FILES[model]}
+        if model != "recommend":
+            expected.add("model.py")
+        if model == "user_tower":
+            expected.add("user_tower.onnx.data")  # the side file travels with its graph
+        assert {p.name for p in version.iterdir()} == expected, model
+        for name in expected - {"model.py"}:
+            assert (version / name).read_bytes() == (bundle / name).read_bytes()
+        config = parse(repo / model / "config.pbtxt")
+        assert config.name == model
+        if model != "recommend":
+            assert config.backend == "python"
+            assert parameters({"parameters": _params(config)})["model_version"] == "v-test"
+    assert _params(parse(repo / "retriever" / "config.pbtxt"))["max_k"]["string_value"] == "50"
+    reranker = _params(parse(repo / "reranker" / "config.pbtxt"))
+    assert reranker["chunk_size"]["string_value"] == "8"
+    item = parse(repo / "item_tower" / "config.pbtxt")
+    assert item.max_batch_size == 32 and item.dynamic_batching.max_queue_delay_microseconds > 0
+    assert parse(repo / "recommend" / "config.pbtxt").platform == "ensemble"
+    # the template's comments are kept at the top of the generated config
+    assert (repo / "reranker" / "config.pbtxt").read_text().startswith("# Stage 4")
+    assert is_repository(repo)
+    assert oct(repo.stat().st_mode & 0o777) == oct(0o755)
+
+
+def _params(config: model_config_pb2.ModelConfig) -> dict:
+    return {k: {"string_value": v.string_value} for k, v in config.parameters.items()}
+
+
+def test_files_are_hard_linked_when_possible(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    repo = write_repository(bundle, tmp_path / "repo")
+    assert os.path.samefile(repo / "retriever" / "1" / "index.faiss", bundle / "index.faiss")
+
+
+def test_every_committed_template_parses() -> None:
+    for model in MODELS:
+        config = parse(TEMPLATES / model / "config.pbtxt")
+        assert config.name == model
+        if model != "recommend":
+            assert (TEMPLATES / model / "1" / "model.py").is_file()
+
+
+def test_rewrite_replaces_the_old_repository(tmp_path: Path) -> None:
+    repo = write_repository(make_bundle(tmp_path / "b1", "v1"), tmp_path / "repo")
+    (repo / "retriever" / "1" / "stale.txt").write_text("old")
+    write_repository(make_bundle(tmp_path / "b2", "v2"), repo)
+    assert not (repo / "retriever" / "1" / "stale.txt").exists()
+    manifest = json.loads((repo / "retriever" / "1" / "manifest.json").read_text())
+    assert manifest["model_version"] == "v2"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    (bundle / "item_tokens.npz").unlink()
+    with pytest.raises(BundleError, match="item_tokens.npz is missing"):
+        write_repository(bundle, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    (bundle / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        write_repository(bundle, tmp_path / "repo")
+
+
+def test_checksum_mismatch_is_named(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    (bundle / "reranker.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match=r"reranker\.onnx does not match its checksum"):
+        write_repository(bundle, tmp_path / "repo")
+
+
+def test_side_file_is_checked_too(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    (bundle / "user_tower.onnx.data").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match=r"user_tower\.onnx\.data does not match"):
+        write_repository(bundle, tmp_path / "repo")
+
+
+def test_optional_removed_ids_go_to_the_retriever(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    np.save(bundle / "removed_ids.npy", np.array([6], np.int64))  # added after export
+    repo = write_repository(bundle, tmp_path / "repo")
+    assert (repo / "retriever" / "1" / "removed_ids.npy").is_file()
+    assert not (repo / "reranker" / "1" / "removed_ids.npy").exists()
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_repository(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    with pytest.raises(RepositoryError, match="not a model repository"):
+        write_repository(bundle, precious)
+    assert (precious / "thesis.tex").read_text() == "do not delete"
+    with pytest.raises(RepositoryError, match="not a model repository"):
+        write_repository(bundle, bundle)  # the bundle itself
+
+
+def test_refuses_to_overwrite_the_templates(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryError, match="committed template folder"):
+        write_repository(make_bundle(tmp_path / "bundle"), TEMPLATES)
+
+
+def test_empty_target_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    write_repository(make_bundle(tmp_path / "bundle"), tmp_path / "repo")
+    assert is_repository(tmp_path / "repo")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"chunk_size": 0}, {"item_batch": 0}, {"max_k": 0}, {"n_candidates": 0}]
+)
+def test_bad_settings(tmp_path: Path, kwargs: dict) -> None:
+    with pytest.raises(RepositoryError, match="must be >= 1"):
+        write_repository(make_bundle(tmp_path / "bundle"), tmp_path / "repo", **kwargs)

@@ -1,0 +1,286 @@
+"""The reranker's deadline loop, ordering and validation, with a fake clock and scorer."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.bundle import BundleError
+from serving.errors import RequestError
+from serving.query_tokenizer import QueryTokenizer
+from serving.rerank import Blend, ItemTexts, Reranker
+from towers.features import SEP_ID
+
+MS = 1_000_000
+N = 40
+ITEM_IDS = np.arange(500, 500 + N, dtype=np.int64)
+#: Item at row r is represented by the single token 2000 + r; its logit is LOGITS[r].
+LOGITS = np.random.default_rng(1).normal(size=N).astype(np.float32)
+POPULARITY = np.linspace(-1, 1, N).astype(np.float32)
+
+
+class FakeClock:
+    """Wall clock in ns that only moves when told to."""
+
+    def __init__(self, start_ns: int = 10**18) -> None:
+        self.now_ns = start_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance_ms(self, ms: float) -> None:
+        self.now_ns += int(ms * MS)
+
+
+class FakeScorer:
+    """``score_fn`` that costs ``cost_ms`` per pair on the fake clock and returns LOGITS."""
+
+    def __init__(self, clock: FakeClock, cost_ms: float) -> None:
+        self.clock, self.cost_ms = clock, cost_ms
+        self.calls: list[int] = []
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        assert ids.shape == mask.shape == types.shape and ids.dtype == np.int64
+        self.calls.append(len(ids))
+        self.clock.advance_ms(self.cost_ms * len(ids))
+        item_token = np.where((types == 1) & (ids != SEP_ID), ids, 0).max(axis=1)
+        return LOGITS[item_token - 2000]
+
+
+def items() -> ItemTexts:
+    tokens = (2000 + np.arange(N)).astype(np.int32)
+    titles = [f"title {i}" for i in range(N)]
+    return ItemTexts(ITEM_IDS, np.arange(N + 1), tokens, titles, POPULARITY)
+
+
+BLEND = Blend(np.array([1.0, 0.5, 0.1], np.float32), 0.2)
+
+
+def make(cost_ms: float = 1.0, *, chunk_size: int = 4, initial_cost_ms: float = 1.0, **kw):
+    clock = FakeClock()
+    scorer = FakeScorer(clock, cost_ms)
+    reranker = Reranker(
+        items(),
+        BLEND,
+        scorer,
+        chunk_size=chunk_size,
+        max_k=N,
+        clock_ns=clock,
+        initial_cost_ms=initial_cost_ms,
+        **kw,
+    )
+    return reranker, clock, scorer
+
+
+def candidates(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` items in retrieval order (descending retrieval scores)."""
+    order = np.random.default_rng(2).permutation(N)[:n]
+    return ITEM_IDS[order], np.linspace(0.9, 0.1, n).astype(np.float32)
+
+
+def expected_blend(cand: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
+    rows = cand - 500
+    return BLEND.score(LOGITS[rows], retrieval, POPULARITY[rows])
+
+
+def test_large_budget_scores_everything_and_sorts_by_blend() -> None:
+    reranker, clock, _ = make()
+    cand, ret = candidates(20)
+    res = reranker.rerank(np.array([7, 8]), cand, ret, k=20, budget_ms=1000, start_ns=clock())
+    assert res.n_scored == 20 and not res.degraded
+    blended = expected_blend(cand, ret)
+    order = np.argsort(-blended, kind="stable")
+    np.testing.assert_array_equal(res.item_ids, cand[order])
+    np.testing.assert_allclose(res.scores, blended[order], rtol=1e-6)
+    assert list(res.titles) == [f"title {i - 500}".encode() for i in cand[order]]
+
+
+def test_deadline_stops_before_the_budget_and_keeps_retrieval_order_below() -> None:
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4)
+    cand, ret = candidates(20)
+    start = clock()
+    res = reranker.rerank(np.array([7]), cand, ret, k=20, budget_ms=10, start_ns=start)
+    # 1 ms per candidate, chunks of 4: two chunks (8 ms) fit, a third would end at 12 ms.
+    assert scorer.calls == [4, 4]
+    assert res.n_scored == 8 and res.degraded
+    assert clock() - start <= 10 * MS
+    scored = cand[:8][np.argsort(-expected_blend(cand[:8], ret[:8]), kind="stable")]
+    np.testing.assert_array_equal(res.item_ids[:8], scored)
+    np.testing.assert_array_equal(res.item_ids[8:], cand[8:])
+    np.testing.assert_array_equal(res.scores[8:], ret[8:])  # unscored: retrieval score
+
+
+def test_time_spent_in_earlier_stages_counts() -> None:
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4)
+    cand, ret = candidates(20)
+    start = clock()
+    clock.advance_ms(7)  # tokenizer, user tower and retriever took 7 ms of the 10
+    res = reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=10, start_ns=start)
+    assert scorer.calls == [] and res.n_scored == 0 and res.degraded
+    np.testing.assert_array_equal(res.item_ids, cand[:5])
+
+
+@pytest.mark.parametrize("budget_ms", [0.0, -5.0])
+def test_zero_or_negative_budget_skips_reranking(budget_ms: float) -> None:
+    reranker, clock, scorer = make()
+    cand, ret = candidates(20)
+    res = reranker.rerank(np.array([7]), cand, ret, k=10, budget_ms=budget_ms, start_ns=clock())
+    assert scorer.calls == [] and res.n_scored == 0 and res.degraded
+    np.testing.assert_array_equal(res.item_ids, cand[:10])
+    np.testing.assert_array_equal(res.scores, ret[:10])
+
+
+def test_never_overruns_when_the_estimate_was_too_low() -> None:
+    # The estimate says 0.1 ms per candidate, the truth is 1 ms: after the first chunk the
+    # loop predicts with the cost it just measured, so it stops in time.
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, initial_cost_ms=0.1)
+    cand, ret = candidates(20)
+    start = clock()
+    res = reranker.rerank(np.array([7]), cand, ret, k=20, budget_ms=10, start_ns=start)
+    assert res.n_scored == 8 and clock() - start <= 10 * MS
+
+
+def test_estimate_follows_measurements_across_requests() -> None:
+    reranker, clock, _ = make(cost_ms=2.0, chunk_size=4, initial_cost_ms=1.0)
+    cand, ret = candidates(20)
+    for _ in range(20):
+        reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=1000, start_ns=clock())
+    assert reranker.cost_ns == pytest.approx(2.0 * MS, rel=1e-3)
+    start = clock()
+    res = reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=17, start_ns=start)
+    assert res.n_scored == 8 and clock() - start <= 17 * MS  # 2 chunks of 8 ms fit, not 3
+
+
+def test_an_inflated_estimate_decays_back_to_the_floor() -> None:
+    reranker, clock, _ = make(cost_ms=1.0, chunk_size=4, initial_cost_ms=1.0)
+    reranker.cost_ns = 100.0 * MS  # left behind by a slow spell
+    cand, ret = candidates(20)
+    n_scored = []
+    for _ in range(40):
+        res = reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=10, start_ns=clock())
+        n_scored.append(res.n_scored)
+        assert reranker.cost_ns >= reranker.floor_ns
+    assert n_scored[0] == 0 and n_scored[-1] == 8
+
+
+def test_calibrate_sets_estimate_and_floor() -> None:
+    reranker, _, scorer = make(cost_ms=0.25, chunk_size=8, initial_cost_ms=5.0)
+    assert reranker.calibrate(rounds=3) == pytest.approx(0.25)
+    assert scorer.calls == [8, 8, 8]
+    assert reranker.floor_ns == reranker.cost_ns == pytest.approx(0.25 * MS)
+
+
+def test_reserve_is_kept_for_answering() -> None:
+    reranker, clock, _ = make(cost_ms=1.0, chunk_size=4, reserve_ms=3.0)
+    cand, ret = candidates(20)
+    start = clock()
+    res = reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=12, start_ns=start)
+    assert res.n_scored == 8 and clock() - start <= 9 * MS
+
+
+def test_top_k_unknown_candidates_and_future_start() -> None:
+    reranker, clock, _ = make()
+    cand, ret = candidates(10)
+    cand = np.concatenate([cand[:3], [-1, 123456], cand[3:]])
+    ret = np.concatenate([ret[:3], [0.5, 0.5], ret[3:]]).astype(np.float32)
+    res = reranker.rerank(np.array([7]), cand, ret, k=4, budget_ms=1000, start_ns=clock() + 10**12)
+    assert len(res.item_ids) == 4 and res.n_scored == 10 and res.n_candidates == 10
+    assert -1 not in res.item_ids and 123456 not in res.item_ids
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"k": 0}, r"K must be in 1\.\.40"),
+        ({"k": 41}, r"K must be in 1\.\.40"),
+        ({"budget_ms": math.nan}, "BUDGET_MS must be a finite"),
+        ({"budget_ms": math.inf}, "BUDGET_MS must be a finite"),
+        ({"budget_ms": 10_001}, "<= 10000"),
+    ],
+)
+def test_bad_arguments_are_request_errors(kwargs: dict, message: str) -> None:
+    reranker, clock, _ = make()
+    cand, ret = candidates(5)
+    args = {"k": 5, "budget_ms": 10.0, **kwargs}
+    with pytest.raises(RequestError, match=message):
+        reranker.rerank(np.array([7]), cand, ret, start_ns=clock(), **args)
+
+
+def test_mismatched_candidate_lengths() -> None:
+    reranker, clock, _ = make()
+    with pytest.raises(RequestError, match="CANDIDATE_SCORES has 2 values but CANDIDATE_IDS has 3"):
+        reranker.rerank(
+            np.array([7]), ITEM_IDS[:3], np.ones(2, np.float32), k=3, budget_ms=5, start_ns=0
+        )
+
+
+def test_empty_query_context_is_the_last_two_history_titles(teacher_tokenizer) -> None:
+    clock = FakeClock()
+    reranker = Reranker(
+        items(),
+        BLEND,
+        FakeScorer(clock, 0.0),
+        clock_ns=clock,
+        tokenizer=QueryTokenizer(teacher_tokenizer),
+    )
+    tok = reranker.tokenizer
+    history = np.array([ITEM_IDS[1], ITEM_IDS[2], 99999, ITEM_IDS[3]])  # oldest first
+    got = reranker.context_tokens("", history)
+    np.testing.assert_array_equal(got, tok.text_tokens("title 3 title 2", 30))
+    np.testing.assert_array_equal(reranker.context_tokens("", np.zeros(0, np.int64)), [])
+    np.testing.assert_array_equal(
+        reranker.context_tokens("red shoes", history), tok.query_tokens("red shoes")
+    )
+
+
+def test_infer_tensors(teacher_tokenizer) -> None:
+    clock = FakeClock()
+    reranker = Reranker(
+        items(),
+        BLEND,
+        FakeScorer(clock, 0.5),
+        chunk_size=4,
+        max_k=N,
+        clock_ns=clock,
+        tokenizer=QueryTokenizer(teacher_tokenizer),
+    )
+    cand, ret = candidates(12)
+    out = reranker.infer(
+        {
+            "QUERY": np.array([b"red shirt"], dtype=object),
+            "HISTORY_IDS": np.zeros(0, np.int64),
+            "CANDIDATE_IDS": cand,
+            "CANDIDATE_SCORES": ret,
+            "K": np.array([5], np.int32),
+            "BUDGET_MS": np.array([1000], np.float32),
+            "START_NS": np.array([clock()], np.int64),
+        }
+    )
+    assert out["ITEM_IDS"].dtype == np.int64 and out["ITEM_IDS"].shape == (5,)
+    assert out["SCORES"].dtype == np.float32 and out["ITEM_TITLES"].dtype == object
+    assert out["N_SCORED"].tolist() == [12] and out["DEGRADED"].tolist() == [False]
+    with pytest.raises(RequestError, match="QUERY must be UTF-8 text"):
+        reranker.infer({"QUERY": np.array([b"\xff"], dtype=object)})
+
+
+def test_blend_file_must_name_the_features(tmp_path: Path) -> None:
+    path = tmp_path / "blend.json"
+    path.write_text(json.dumps({"features": ["a", "b", "c"], "weights": [1, 2, 3], "bias": 0}))
+    with pytest.raises(BundleError, match="features must be"):
+        Blend.from_json(path)
+
+
+def test_item_tables_must_agree() -> None:
+    with pytest.raises(ValueError, match="item tables disagree"):
+        ItemTexts(ITEM_IDS, np.arange(N + 1), np.arange(N), ["t"] * (N - 1), POPULARITY)
+
+
+def test_from_dir_loads_a_version_folder(repository: Path) -> None:
+    reranker = Reranker.from_dir(repository / "reranker" / "1", model_version="test-v1")
+    assert reranker.cost_ns > 0 and reranker.max_k == 20
+    with pytest.raises(BundleError, match="configured for version 'other'"):
+        Reranker.from_dir(repository / "reranker" / "1", model_version="other", calibrate=False)
