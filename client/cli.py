@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -109,6 +110,21 @@ def data_convert(
     console.print(f"[green]data set written to {escape(str(out))}[/green]")
 
 
+def parse_time(value: str, option: str) -> int:
+    """Unix seconds from ``value``: an integer, or an ISO 8601 date/time (UTC if no zone)."""
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is neither unix seconds nor an ISO date/time (e.g. 2026-01-22T06:00)",
+            param_hint=option,
+        ) from exc
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Data set folder (Parquet or CSV).")] = Path(
@@ -119,15 +135,159 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     dim: Annotated[int | None, typer.Option(help="Embedding dimension.")] = None,
     student_layers: Annotated[int | None, typer.Option(help="Layers per tower (1-6).")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on events before this time (unix s or ISO, UTC); hold the rest out."
+        ),
+    ] = None,
+    until_frac: Annotated[
+        float | None,
+        typer.Option(
+            help="Train on events before this fraction of their time range (tiny and demo "
+            "presets: 0.75, so `towerserve eval` has later events to test on)."
+        ),
+    ] = None,
+    all_events: Annotated[
+        bool, typer.Option("--all-events", help="Train on every event (production).")
+    ] = False,
+    from_: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Incremental update: fine-tune the user tower of these artifacts on the newest "
+            "events only (needs --since); the item tower, index and reranker stay as they are.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="With --from: learn from events at or after this time (unix s or ISO)."),
+    ] = None,
+    update_mode: Annotated[
+        str, typer.Option(help="With --from: history, head or user (what is trained).")
+    ] = "history",
+    update_steps: Annotated[int, typer.Option(help="With --from: optimiser steps.")] = 150,
 ) -> None:
-    """Distil the towers from the teacher, fine-tune them, train the reranker and blend."""
-    from towers.config import preset_config
-    from towers.train import train as run_train
+    """Distil the towers from the teacher, fine-tune them, train the reranker and blend.
 
-    cfg = preset_config(preset, seed=seed, dim=dim, student_layers=student_layers)  # type: ignore[arg-type]
-    report = run_train(data, out, cfg)
+    With --from and --since: an incremental update of an existing model on the newest events.
+    """
+    from pydantic import ValidationError
+
+    until_ts = parse_time(until, "--until") if until else None
+    try:
+        if from_ is not None:
+            if since is None:
+                raise typer.BadParameter("--from needs --since (the start of the newest events)")
+            from towers.update import UpdateConfig, update
+
+            ucfg = UpdateConfig(
+                since_ts=parse_time(since, "--since"),
+                until_ts=until_ts,
+                mode=update_mode,  # type: ignore[arg-type]
+                steps=update_steps,
+            )
+            report = update(from_, data, out, ucfg)
+            console.print(
+                f"[green]updated model {report['model_version']} (from "
+                f"{report['parent_version']}) written to {out} in "
+                f"{report['update']['seconds']} s[/green]"  # type: ignore[index]
+            )
+            return
+        if since is not None:
+            raise typer.BadParameter("--since is only for an update: add --from ARTIFACTS")
+        from towers.config import preset_config
+        from towers.train import train as run_train
+
+        cfg = preset_config(
+            preset,  # type: ignore[arg-type]
+            seed=seed,
+            dim=dim,
+            student_layers=student_layers,
+            until_ts=until_ts,
+            until_frac=until_frac,
+        )
+        if all_events:
+            cfg = cfg.model_copy(update={"until_ts": None, "until_frac": None})
+        report = run_train(data, out, cfg)
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     console.print(f"[green]model {report['model_version']} written to {out}[/green]")
     console.print_json(json.dumps(report["seconds"]))
+
+
+@app.command("eval")
+def eval_cmd(
+    artifacts: Annotated[Path, typer.Option(help="Artifacts from `train`.")] = Path(
+        "runs/artifacts"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="Data set (default: the one the model was trained on).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("runs/report"),
+    sections: Annotated[
+        str, typer.Option(help="Comma-separated: search, recommendation, distillation, drift.")
+    ] = "search,recommendation,distillation,drift",
+    systems: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated systems to compare (default all): popularity, bm25, "
+            "teacher_exact, student_exact, student_faiss, student_faiss_rerank."
+        ),
+    ] = None,
+    layers: Annotated[
+        str, typer.Option(help="Student depths for the distillation trade-off.")
+    ] = "1,2,3,4",
+    windows: Annotated[int, typer.Option(help="Time windows after the training cut.")] = 3,
+    max_users: Annotated[int, typer.Option(help="Users sampled per recommendation task.")] = 2000,
+    update_mode: Annotated[
+        str, typer.Option(help="Incremental update: history, head or user.")
+    ] = "history",
+    retrain: Annotated[
+        bool,
+        typer.Option(help="Also retrain fully at the update point as the reference (slow)."),
+    ] = True,
+) -> None:
+    """Evaluate a trained model against baselines; write OUT/report.md, plots and results.json.
+
+    Measures, side by side in one run: search quality on held-out queries (popularity, BM25,
+    teacher, student exact and through FAISS, retrieve+rerank), next-item recommendation after
+    the training cut, the distillation trade-off (1-4 layer students vs the teacher: quality
+    and encoding speed), and quality by time window before and after an incremental update.
+    """
+    from pydantic import ValidationError
+
+    from towers.evaluation.harness import EvalConfig, run_eval
+
+    def split(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    try:
+        cfg = EvalConfig(
+            artifacts=artifacts,
+            data_dir=data,
+            out_dir=out,
+            sections=split(sections),  # type: ignore[arg-type]
+            systems=split(systems) if systems else None,
+            layers=tuple(int(x) for x in split(layers)),
+            windows=windows,
+            max_users=max_users,
+            update_mode=update_mode,  # type: ignore[arg-type]
+            retrain=retrain,
+        )
+        results = run_eval(cfg)
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"checks ({out / 'report.md'})")
+    for col in ("check", "value", "threshold", ""):
+        table.add_column(col)
+    for c in results["checks"]:  # type: ignore[union-attr]
+        mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
+        table.add_row(c["name"], f"{c['value']:.3f}", f"{c['threshold']:g}", mark)
+    console.print(table)
+    console.print(f"[green]report written to {out / 'report.md'}[/green]")
 
 
 @app.command("export")

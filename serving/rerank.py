@@ -43,7 +43,7 @@ from serving.errors import RequestError
 from serving.onnx_session import OnnxModel
 from serving.query_tokenizer import QueryTokenizer
 from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
-from towers.features import MAX_QUERY_TOKENS, build_pairs
+from towers.features import CONTEXT_ITEMS, MAX_QUERY_TOKENS, build_pairs
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ __all__ = [
 MAX_BUDGET_MS = 10_000.0
 #: Feature order the blend weights refer to.
 BLEND_FEATURES = ("rerank", "retrieval", "popularity")
-#: History items whose titles stand in for an empty query.
-CONTEXT_ITEMS = 2
 #: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
 RERANKER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -16,3 +16,18 @@ def tokenizer():
     from towers.text import load_tokenizer
 
     return load_tokenizer(tokenizer_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A small generated data set and a model trained on it with the tiny preset (events
+    before 75% of the time range; the rest held out): ``{"data": dir, "artifacts": dir}``.
+    Trained once per test session (about a minute on 2 cores)."""
+    from towers.config import preset_config
+    from towers.data import GenerateConfig, generate
+    from towers.train import train
+
+    work = tmp_path_factory.mktemp("tiny_model")
+    generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
+    train(work / "data", work / "artifacts", preset_config("tiny", seed=3))
+    return {"data": work / "data", "artifacts": work / "artifacts"}

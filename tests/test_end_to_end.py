@@ -21,19 +21,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, tiny_model):
     from export.bundle import build_bundle
     from export.repository import write_repository
     from serving.triton import TritonServer, free_ports
-    from towers.config import preset_config
-    from towers.data import GenerateConfig, generate, load_dataset
-    from towers.train import train
+    from towers.data import load_dataset
 
     work = tmp_path_factory.mktemp("e2e")
-    generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
-    train(work / "data", work / "artifacts", preset_config("tiny", seed=3))
-    manifest = build_bundle(work / "artifacts", work / "data", work / "artifacts" / "bundle")
-    write_repository(work / "artifacts" / "bundle", work / "repository")
+    bundle = work / "bundle"
+    manifest = build_bundle(tiny_model["artifacts"], tiny_model["data"], bundle)
+    write_repository(bundle, work / "repository")
     grpc_port, http_port, metrics_port = free_ports(3)
     server = TritonServer(
         work / "repository", grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
@@ -45,9 +42,9 @@ def stack(tmp_path_factory):
             yield {
                 "client": client,
                 "server": server,
-                "data": load_dataset(work / "data"),
+                "data": load_dataset(tiny_model["data"]),
                 "manifest": manifest,
-                "bundle": work / "artifacts" / "bundle",
+                "bundle": bundle,
                 "url": f"127.0.0.1:{grpc_port}",
             }
     finally:

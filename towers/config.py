@@ -38,6 +38,14 @@ class TrainConfig(BaseModel):
     rerank_group: int = Field(8, ge=2, description="items per query in a listwise group")
     hard_negatives: int = Field(30, ge=0, description="retrieved items mined per query")
     blend_candidates: int = Field(50, ge=10, description="candidates per query to fit the blend")
+    # time cut: events at or after it are never trained on (kept for evaluation)
+    until_ts: int | None = Field(None, description="train on events before this unix second")
+    until_frac: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="when until_ts is unset: cut this fraction of the way through the events",
+    )
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -50,8 +58,9 @@ PRESETS: dict[str, dict[str, object]] = {
         hard_negatives=20,
         blend_candidates=30,
         max_history_pairs=5000,
+        until_frac=0.75,
     ),
-    "demo": {},
+    "demo": dict(until_frac=0.75),
     "full": dict(distil_epochs=3, finetune_steps=2000, rerank_steps=1500, max_history_pairs=200000),
 }
 

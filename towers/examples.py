@@ -31,6 +31,14 @@ class HistoryPairs:
     hist_pos: np.ndarray  # int64 [P, MAX_HISTORY]
     hist_ts: np.ndarray  # int64 [P, MAX_HISTORY]
     target_pos: np.ndarray  # int64 [P]
+    target_ts: np.ndarray  # int64 [P], unix s of the target event
+
+    def since(self, ts: int) -> HistoryPairs:
+        """The pairs whose target event is at or after ``ts`` (their history may be older)."""
+        keep = self.target_ts >= ts
+        return HistoryPairs(
+            self.hist_pos[keep], self.hist_ts[keep], self.target_pos[keep], self.target_ts[keep]
+        )
 
 
 def positions(items: pd.DataFrame) -> pd.Series:
@@ -86,7 +94,7 @@ def history_pairs(
         ok = (rank[cand] >= k) & (users[np.maximum(src, 0)] == users[cand])
         hist_pos[ok, MAX_HISTORY - k] = pos[src[ok]]
         hist_ts[ok, MAX_HISTORY - k] = ts[src[ok]]
-    return HistoryPairs(hist_pos, hist_ts, pos[cand])
+    return HistoryPairs(hist_pos, hist_ts, pos[cand], ts[cand])
 
 
 def latest_histories(

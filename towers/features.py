@@ -15,6 +15,8 @@ MAX_HISTORY = 20
 MAX_QUERY_TOKENS = 32
 #: Item-text tokens kept per item (without special tokens); longer texts are truncated.
 MAX_ITEM_TOKENS = 48
+#: History items whose titles, newest first, stand in for an empty query in the reranker.
+CONTEXT_ITEMS = 2
 #: Reranker pair length: [CLS] query [SEP] item [SEP].
 MAX_PAIR_TOKENS = MAX_QUERY_TOKENS + MAX_ITEM_TOKENS + 1
 CLS_ID = 101

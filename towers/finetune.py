@@ -176,3 +176,38 @@ def embed_queries(
             )
         out[start : start + len(chunk)] = torch.nn.functional.normalize(vec.float(), dim=-1).numpy()
     return out
+
+
+@torch.inference_mode()
+def embed_histories(
+    tower: UserTower,
+    tok: Tokenizer,
+    hist_pos: np.ndarray,
+    hist_weights: np.ndarray,
+    table: np.ndarray,
+    *,
+    batch_size: int = 512,
+    bf16: bool,
+) -> np.ndarray:
+    """User-tower vectors for an empty query plus histories, float32 ``[U, dim]``.
+
+    ``hist_pos`` ``[U, H]`` are item row positions in ``table`` (``-1`` = padding) and
+    ``hist_weights`` ``[U, H]`` their recency weights (zeros for padding).
+    """
+    tower.eval()
+    dim = tower.text.proj.out_features
+    out = np.zeros((len(hist_pos), dim), dtype=np.float32)
+    for start in range(0, len(hist_pos), batch_size):
+        rows = hist_pos[start : start + batch_size]
+        vecs = table[np.maximum(rows, 0)] * (rows >= 0)[..., None]
+        ids, mask = encode_queries(tok, [""] * len(rows))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            vec = tower(
+                torch.from_numpy(ids),
+                torch.from_numpy(mask),
+                torch.zeros(len(rows), 1),
+                torch.from_numpy(vecs.astype(np.float32)),
+                torch.from_numpy(hist_weights[start : start + batch_size].astype(np.float32)),
+            )
+        out[start : start + len(rows)] = torch.nn.functional.normalize(vec.float(), dim=-1).numpy()
+    return out

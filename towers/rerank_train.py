@@ -16,7 +16,8 @@ import torch
 from tokenizers import Tokenizer
 
 from towers.config import TrainConfig
-from towers.features import build_pairs
+from towers.examples import HistoryPairs
+from towers.features import CONTEXT_ITEMS, build_pairs
 from towers.models import CrossEncoder
 from towers.progress import progress
 from towers.text import query_token_list
@@ -43,6 +44,27 @@ def training_pairs(
             if item_id not in seen and item_id in pos_of:
                 qs.append(qi), items.append(pos_of[item_id]), grades.append(0)
     return np.array(qs), np.array(items), np.array(grades, dtype=np.float32)
+
+
+def history_contexts(
+    histories: HistoryPairs, titles: Sequence[str], item_ids: np.ndarray, n: int, seed: int
+) -> tuple[list[str], list[dict[int, int]], np.ndarray]:
+    """Reranker examples for data with behaviour but no labelled queries.
+
+    The context is what the served reranker reads for an empty query: the titles of the
+    ``CONTEXT_ITEMS`` newest history items, newest first, joined by spaces; the next item is
+    the exact (grade 3) match. Returns up to ``n`` contexts, their ``{item_id: 3}`` labels and
+    the row indices of ``histories`` they came from.
+    """
+    have = np.flatnonzero((histories.hist_pos >= 0).any(axis=1))
+    if len(have) > n:
+        have = np.sort(np.random.default_rng(seed).choice(have, n, replace=False))
+    texts, labels = [], []
+    for row in have:
+        recent = [p for p in histories.hist_pos[row][::-1] if p >= 0][:CONTEXT_ITEMS]
+        texts.append(" ".join(titles[p] for p in recent))
+        labels.append({int(item_ids[histories.target_pos[row]]): 3})
+    return texts, labels, have
 
 
 def train_cross_encoder(

@@ -5,12 +5,15 @@ Artifacts folder layout (all generated, git-ignored):
 - ``item_tower/``, ``user_tower/``, ``reranker/``: ``model.safetensors`` + ``config.json``
 - ``blend.json``: the learned combination of reranker, retrieval and popularity scores
 - ``teacher_item_embeddings.npy``: the teacher's item vectors (for evaluation)
+- ``item_embeddings.npy``: the item tower's vectors in items-table row order (an incremental
+  update that keeps the item tower reuses them)
 - ``train_report.json``: settings, losses and the seconds each stage took
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,25 +24,31 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 import torch
+from transformers import BertModel
 
 from towers.config import TrainConfig
+from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
-from towers.data import load_dataset
 from towers.distil import distil_student, pca_projection
 from towers.encoder import make_student
 from towers.examples import (
+    HistoryPairs,
+    QueryPositives,
     graded_labels,
     history_pairs,
     item_popularity,
     positions,
     query_positives,
 )
-from towers.finetune import embed_items, embed_queries, finetune_towers
+from towers.features import recency_weights
+from towers.finetune import embed_histories, embed_items, embed_queries, finetune_towers
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 from towers.rerank_train import (
     BLEND_FEATURES,
     fit_blend,
+    history_contexts,
     score_candidates,
     train_cross_encoder,
     training_pairs,
@@ -72,20 +81,35 @@ def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndar
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(items)))
 
 
-def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
-    """Train all models on the data set in ``data_dir`` and write them to ``out_dir``."""
-    torch.manual_seed(cfg.seed)
-    timer = StageTimer()
-    ds = load_dataset(data_dir)
+@dataclass
+class TrainedTowers:
+    """The two towers after distillation and fine-tuning, with what they were trained on."""
+
+    item_tower: ItemTower
+    user_tower: UserTower
+    item_vecs: np.ndarray  # float32 [n_items, dim], items-table row order
+    queries: QueryPositives
+    histories: HistoryPairs
+    distil_losses: list[float]
+    tower_losses: list[float]
+
+
+def train_towers(
+    ds: Dataset,
+    cfg: TrainConfig,
+    teacher: BertModel,
+    teacher_items: np.ndarray,
+    timer: StageTimer | None = None,
+) -> TrainedTowers:
+    """Distil a ``cfg.student_layers``-layer student from ``teacher`` on the catalog and train
+    query text, then fine-tune both towers on ``ds`` (its events already cut to the training
+    window). ``teacher_items`` are the teacher's vectors of the items, in row order."""
+    timer = timer or StageTimer()
     items = ds.items.reset_index(drop=True)
     texts = make_item_texts(items)
-    item_ids = items["item_id"].to_numpy(np.int64)
     pos_of = positions(items)
     tok = load_tokenizer(tokenizer_path())
-    teacher = load_teacher()
-
     train_queries = sorted(set(ds.queries.loc[ds.queries["split"] == "train", "query_text"]))
-    teacher_items = timer.run("teacher_items", embed_texts, teacher, texts, bf16=cfg.bf16)
     teacher_queries = timer.run(
         "teacher_queries", embed_texts, teacher, train_queries, bf16=cfg.bf16, max_tokens=32
     )
@@ -114,6 +138,12 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     rng = np.random.default_rng(cfg.seed)
     qpos = query_positives(ds.queries, ds.qrels, pos_of, "train")
     hist = history_pairs(ds.events, pos_of, cfg.max_history_pairs, rng)
+    if not len(qpos.texts) and not len(hist.target_pos):
+        raise ValueError(
+            "nothing to fine-tune the towers on: the data set has no train-split queries with "
+            "an exact (label 3) item and no positive events (click, add_to_cart, purchase) "
+            "after another event of the same user before the cut"
+        )
     log.info(
         "fine-tuning on %d queries and %d history pairs", len(qpos.texts), len(hist.target_pos)
     )
@@ -121,10 +151,51 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         "finetune", finetune_towers, item_tower, user_tower, tok, texts, qpos, hist, cfg
     )
     item_vecs = timer.run("embed_items", embed_items, item_tower, tok, texts, bf16=cfg.bf16)
+    return TrainedTowers(item_tower, user_tower, item_vecs, qpos, hist, distil_losses, tower_losses)
+
+
+def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
+    """Train all models on the data set in ``data_dir`` and write them to ``out_dir``."""
+    torch.manual_seed(cfg.seed)
+    timer = StageTimer()
+    ds = load_dataset(data_dir)
+    until_ts = resolve_cut(ds.events, cfg)
+    ds = cut_events(ds, until_ts)
+    items = ds.items.reset_index(drop=True)
+    texts = make_item_texts(items)
+    item_ids = items["item_id"].to_numpy(np.int64)
+    tok = load_tokenizer(tokenizer_path())
+    teacher = load_teacher()
+    teacher_items = timer.run("teacher_items", embed_texts, teacher, texts, bf16=cfg.bf16)
+    towers = train_towers(ds, cfg, teacher, teacher_items, timer)
+    item_tower, user_tower, item_vecs = towers.item_tower, towers.user_tower, towers.item_vecs
+    qpos, hist = towers.queries, towers.histories
+    distil_losses, tower_losses = towers.distil_losses, towers.tower_losses
 
     # reranker: graded pairs plus hard negatives mined with the trained retriever
     _, q_texts, q_labels = graded_labels(ds.queries, ds.qrels, "train")
-    q_vecs = embed_queries(user_tower, tok, q_texts, bf16=cfg.bf16)
+    if q_texts:
+        q_vecs = embed_queries(user_tower, tok, q_texts, bf16=cfg.bf16)
+    else:  # no labelled queries: learn to rerank for "what next" from history contexts
+        titles = items["title"].astype(str).tolist()
+        q_texts, q_labels, rows = history_contexts(
+            hist, titles, item_ids, cfg.rerank_steps * cfg.rerank_batch // 4, cfg.seed
+        )
+        if not q_texts:
+            raise ValueError(
+                "cannot train the reranker: no train-split queries with labels and no events "
+                "with a history before them"
+            )
+        log.info("no labelled queries: reranker trained on %d history contexts", len(q_texts))
+        weights = np.stack(
+            [
+                recency_weights_padded(h, t, cfg.recency_tau_s)
+                for h, t in zip(hist.hist_pos[rows], hist.hist_ts[rows])
+            ]
+        )
+        q_vecs = embed_histories(
+            user_tower, tok, hist.hist_pos[rows], weights, item_vecs, bf16=cfg.bf16
+        )
     _, top = exact_top_k(q_vecs, item_vecs, cfg.hard_negatives)
     retrieved = [[int(item_ids[p]) for p in row if p >= 0] for row in top]
     pos_map = {int(i): int(p) for i, p in zip(item_ids, range(len(item_ids)))}
@@ -157,6 +228,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
     (out_dir / "blend.json").write_text(json.dumps(blend, indent=2))
     np.save(out_dir / "teacher_item_embeddings.npy", teacher_items)
+    np.save(out_dir / "item_embeddings.npy", item_vecs)
     digest = hashlib.sha256((out_dir / "item_tower" / "model.safetensors").read_bytes())
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + digest.hexdigest()[:8]
     report = {
@@ -164,6 +236,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         "data_dir": str(data_dir.resolve()),
         "config": cfg.model_dump(),
         "n_items": len(items),
+        "events_until_ts": until_ts,
+        "n_train_events": len(ds.events),
         "n_train_queries": len(qpos.texts),
         "n_history_pairs": int(len(hist.target_pos)),
         "n_rerank_pairs": int(len(pairs[0])),
@@ -178,6 +252,43 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
     log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
     return report
+
+
+def resolve_cut(events: pd.DataFrame, cfg: TrainConfig) -> int | None:
+    """The unix second before which events are trained on, or ``None`` for all events.
+
+    ``cfg.until_ts`` wins; otherwise ``cfg.until_frac`` of the way through the events' time
+    range; with no events there is nothing to cut.
+    """
+    if cfg.until_ts is not None:
+        return int(cfg.until_ts)
+    if cfg.until_frac is None or len(events) == 0:
+        return None
+    return cut_ts_at(events, cfg.until_frac)
+
+
+def recency_weights_padded(hist_pos: np.ndarray, hist_ts: np.ndarray, tau_s: float) -> np.ndarray:
+    """Recency weights of one ``-1``-padded history row (zeros at the padding)."""
+    out = np.zeros(len(hist_pos), dtype=np.float32)
+    ok = hist_pos >= 0
+    if ok.any():
+        out[ok] = recency_weights(hist_ts[ok], tau_s)
+    return out
+
+
+def cut_events(ds: Dataset, until_ts: int | None) -> Dataset:
+    """``ds`` with only the events before ``until_ts`` (unix s; ``None`` keeps them all)."""
+    if until_ts is None:
+        return ds
+    kept = ds.events[ds.events["ts"] < until_ts].reset_index(drop=True)
+    log.info(
+        "training on the %d of %d events before %s (unix %d); later events are held out",
+        len(kept),
+        len(ds.events),
+        datetime.fromtimestamp(until_ts, UTC).isoformat(),
+        until_ts,
+    )
+    return dataclasses.replace(ds, events=kept)
 
 
 def _ends(losses: list[float], n: int = 20) -> list[float]:

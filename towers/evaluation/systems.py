@@ -1,0 +1,322 @@
+"""The systems under evaluation, built from one trained artifacts folder.
+
+:class:`Loaded` holds what every system reads (item table, teacher vectors, towers, reranker,
+blend, FAISS index); :func:`search_systems` and :func:`recommendation_systems` turn it into
+callables with the signatures of :mod:`towers.evaluation.search` and
+:mod:`towers.evaluation.recommend`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import torch
+from tokenizers import Tokenizer
+from transformers import BertModel
+
+from export.index import build_index
+from towers.data import Dataset, item_texts, load_dataset
+from towers.encoder import mean_pool
+from towers.evaluation.baselines import BM25Ranker, PopularityRanker
+from towers.evaluation.recommend import (
+    NextItemTask,
+    RecSystem,
+    exclude_history,
+    history_matrix,
+    pooled_history,
+)
+from towers.evaluation.search import SearchSystem
+from towers.examples import item_popularity
+from towers.features import MAX_HISTORY, MAX_QUERY_TOKENS
+from towers.finetune import embed_histories, embed_items, embed_queries
+from towers.models import CrossEncoder, UserTower, load_module
+from towers.rerank_train import score_candidates
+from towers.teacher import embed_texts, load_teacher, tokenizer_path
+from towers.text import encode, item_token_lists, load_tokenizer, query_token_list
+
+log = logging.getLogger(__name__)
+
+SEARCH_SYSTEMS = (
+    "popularity",
+    "bm25",
+    "teacher_exact",
+    "student_exact",
+    "student_faiss",
+    "student_faiss_rerank",
+)
+RECOMMENDATION_SYSTEMS = ("popularity", "teacher_exact", "student_exact", "student_faiss")
+#: Days of behaviour before a window that the popularity baseline counts.
+POPULARITY_DAYS = 7
+
+
+@dataclass
+class Loaded:
+    """One artifacts folder and its data set, loaded for evaluation."""
+
+    ds: Dataset
+    report: dict
+    item_ids: np.ndarray  # int64 [n], items-table order
+    texts: list[str]
+    table: np.ndarray  # float32 [n, dim] item-tower vectors
+    teacher_items: np.ndarray  # float32 [n, 384]
+    user_tower: UserTower
+    reranker: CrossEncoder | None
+    blend: dict
+    index: faiss.Index
+    index_params: dict
+    n_candidates: int
+    tok: Tokenizer
+    teacher: BertModel
+    bf16: bool
+
+    @property
+    def row_of(self) -> dict[int, int]:
+        return {int(i): r for r, i in enumerate(self.item_ids)}
+
+    @property
+    def cut_ts(self) -> int | None:
+        """Events at or after this unix second were held out of training (None: none were)."""
+        cut = self.report.get("events_until_ts")
+        return None if cut is None else int(cut)
+
+
+def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
+    """Load ``artifacts`` (from ``towerserve train``) and its data set.
+
+    The FAISS index is the exported one (``artifacts/bundle``) when its manifest names this
+    model version, else one built here the way ``towerserve export`` builds it.
+
+    Raises:
+        FileNotFoundError: ``artifacts`` has no ``train_report.json``.
+    """
+    report_path = artifacts / "train_report.json"
+    if not report_path.is_file():
+        raise FileNotFoundError(f"no train_report.json in {artifacts}: run `towerserve train`")
+    report = json.loads(report_path.read_text())
+    data_dir = data_dir or Path(report["data_dir"])
+    ds = load_dataset(data_dir)
+    items = ds.items.reset_index(drop=True)
+    texts = item_texts(items)
+    item_ids = items["item_id"].to_numpy(np.int64)
+    tok = load_tokenizer(tokenizer_path())
+    bf16 = bool(report["config"].get("bf16", True))
+    user_tower = load_module("user_tower", artifacts / "user_tower")
+    table_path = artifacts / "item_embeddings.npy"
+    if table_path.is_file():
+        table = np.load(table_path)
+    else:  # artifacts from before the table was saved
+        item_tower = load_module("item_tower", artifacts / "item_tower")
+        table = embed_items(item_tower, tok, texts, bf16=bf16)  # type: ignore[arg-type]
+    if len(table) != len(item_ids):
+        raise ValueError(
+            f"{artifacts} was trained on {len(table)} items but {data_dir} has {len(item_ids)}"
+        )
+    teacher = load_teacher()
+    teacher_path = artifacts / "teacher_item_embeddings.npy"
+    teacher_items = (
+        np.load(teacher_path) if teacher_path.is_file() else embed_texts(teacher, texts, bf16=bf16)
+    )
+    index, params, n_candidates = _index(artifacts, report, table, item_ids)
+    reranker_dir = artifacts / "reranker"
+    reranker = load_module("reranker", reranker_dir) if reranker_dir.is_dir() else None
+    blend_path = artifacts / "blend.json"
+    blend = json.loads(blend_path.read_text()) if blend_path.is_file() else {}
+    return Loaded(
+        ds,
+        report,
+        item_ids,
+        texts,
+        table,
+        teacher_items,
+        user_tower,  # type: ignore[arg-type]
+        reranker,  # type: ignore[arg-type]
+        blend,
+        index,
+        params,
+        n_candidates,
+        tok,
+        teacher,
+        bf16,
+    )
+
+
+def _index(
+    artifacts: Path, report: dict, table: np.ndarray, item_ids: np.ndarray
+) -> tuple[faiss.Index, dict, int]:
+    bundle = artifacts / "bundle"
+    manifest_path = bundle / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("model_version") == report.get("model_version"):
+            index = faiss.read_index(str(bundle / "index.faiss"))
+            if manifest["index"].get("nprobe"):
+                faiss.extract_index_ivf(index).nprobe = int(manifest["index"]["nprobe"])
+            return index, manifest["index"], int(manifest.get("n_candidates", 100))
+    index, params = build_index(table, item_ids)
+    return index, params, 100
+
+
+def exact_index(vectors: np.ndarray) -> faiss.Index:
+    """Exact inner-product search over ``vectors`` (returns row positions)."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+@torch.inference_mode()
+def teacher_queries(m: Loaded, texts: list[str]) -> np.ndarray:
+    """Teacher vectors of query texts (truncated like the user tower's), ``[n, 384]``."""
+    ids, mask = encode(m.tok, texts, MAX_QUERY_TOKENS)
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=m.bf16):
+        hidden = m.teacher(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+    return torch.nn.functional.normalize(mean_pool(hidden.float(), mask_t), dim=-1).numpy()
+
+
+def search_systems(m: Loaded, names: tuple[str, ...] = SEARCH_SYSTEMS) -> dict[str, SearchSystem]:
+    """The named search systems over ``m`` (unknown names raise ``ValueError``)."""
+    unknown = set(names) - set(SEARCH_SYSTEMS)
+    if unknown:
+        raise ValueError(f"unknown search systems {sorted(unknown)}: allowed {SEARCH_SYSTEMS}")
+    if "student_faiss_rerank" in names and m.reranker is None:
+        raise ValueError("student_faiss_rerank needs a trained reranker in the artifacts")
+    rows = m.item_ids
+    systems: dict[str, SearchSystem] = {}
+    if "popularity" in names:
+        pop = PopularityRanker(m.ds.events, rows, until_ts=m.cut_ts)
+        systems["popularity"] = lambda q, k: pop.top(k)
+    if "bm25" in names:
+        bm25 = BM25Ranker(m.texts, rows)
+        systems["bm25"] = bm25.search
+    if "teacher_exact" in names:
+        t_index = exact_index(m.teacher_items)
+
+        def teacher(q: str, k: int) -> list[int]:
+            _, top = t_index.search(teacher_queries(m, [q]), k)
+            return [int(rows[p]) for p in top[0] if p >= 0]
+
+        systems["teacher_exact"] = teacher
+    s_index = exact_index(m.table)
+
+    def student_vec(q: str) -> np.ndarray:
+        return embed_queries(m.user_tower, m.tok, [q], bf16=m.bf16)
+
+    if "student_exact" in names:
+
+        def student(q: str, k: int) -> list[int]:
+            _, top = s_index.search(student_vec(q), k)
+            return [int(rows[p]) for p in top[0] if p >= 0]
+
+        systems["student_exact"] = student
+    if "student_faiss" in names:
+
+        def student_faiss(q: str, k: int) -> list[int]:
+            _, ids = m.index.search(student_vec(q), k)
+            return [int(i) for i in ids[0] if i >= 0]
+
+        systems["student_faiss"] = student_faiss
+    if "student_faiss_rerank" in names:
+        systems["student_faiss_rerank"] = _reranking(m, student_vec)
+    return systems
+
+
+def _reranking(m: Loaded, student_vec) -> SearchSystem:  # type: ignore[no-untyped-def]
+    """FAISS top ``n_candidates``, reordered by the cross-encoder blend (no time budget);
+    deeper FAISS results follow in retrieval order."""
+    assert m.reranker is not None
+    row_of = m.row_of
+    tokens = item_token_lists(m.tok, m.texts)
+    popularity = item_popularity(m.ds.events, m.item_ids)
+    weights = np.asarray(m.blend.get("weights", [1.0, 0.0, 0.0]), dtype=np.float32)
+    bias = float(m.blend.get("bias", 0.0))
+
+    def rerank(q: str, k: int) -> list[int]:
+        scores, ids = m.index.search(student_vec(q), max(k, m.n_candidates))
+        keep = ids[0] >= 0
+        ids, scores = ids[0][keep], scores[0][keep]
+        head, tail = ids[: m.n_candidates], ids[m.n_candidates :]
+        item_rows = np.array([row_of[int(i)] for i in head], dtype=np.int64)
+        ce = score_candidates(
+            m.reranker, query_token_list(m.tok, q), [tokens[r] for r in item_rows], bf16=m.bf16
+        )
+        feats = np.stack([ce, scores[: len(head)], popularity[item_rows]], axis=1)
+        order = np.argsort(-(feats @ weights + bias), kind="stable")
+        return [int(i) for i in head[order]] + [int(i) for i in tail]
+
+    return rerank
+
+
+def recommendation_systems(
+    m: Loaded,
+    names: tuple[str, ...] = RECOMMENDATION_SYSTEMS,
+    user_tower: UserTower | None = None,
+) -> dict[str, RecSystem]:
+    """The named next-item systems over ``m``; ``user_tower`` replaces ``m``'s (to compare an
+    updated tower on the same item table)."""
+    unknown = set(names) - set(RECOMMENDATION_SYSTEMS)
+    if unknown:
+        raise ValueError(
+            f"unknown recommendation systems {sorted(unknown)}: allowed {RECOMMENDATION_SYSTEMS}"
+        )
+    tower = user_tower or m.user_tower
+    tau_s = float(m.report["config"].get("recency_tau_s", 2 * 86400.0))
+    row_of = m.row_of
+    depth = MAX_HISTORY  # extra depth so that excluding the history still leaves k items
+    systems: dict[str, RecSystem] = {}
+    if "popularity" in names:
+
+        def popularity(task: NextItemTask, k: int) -> list[list[int]]:
+            pop = PopularityRanker(
+                m.ds.events,
+                m.item_ids,
+                until_ts=task.start_ts,
+                since_ts=task.start_ts - POPULARITY_DAYS * 86_400,
+            )
+            return [pop.top(k, exclude=h) for h in task.hist_ids]
+
+        systems["popularity"] = popularity
+    if "teacher_exact" in names:
+        t_index = exact_index(m.teacher_items)
+
+        def teacher(task: NextItemTask, k: int) -> list[list[int]]:
+            rows, weights = history_matrix(task, row_of, tau_s)
+            _, top = t_index.search(pooled_history(m.teacher_items, rows, weights), k + depth)
+            return exclude_history(top, m.item_ids, task, k)
+
+        systems["teacher_exact"] = teacher
+    s_index = exact_index(m.table)
+
+    def user_vecs(task: NextItemTask) -> np.ndarray:
+        rows, weights = history_matrix(task, row_of, tau_s)
+        return embed_histories(tower, m.tok, rows, weights, m.table, bf16=m.bf16)
+
+    if "student_exact" in names:
+
+        def student(task: NextItemTask, k: int) -> list[list[int]]:
+            _, top = s_index.search(user_vecs(task), k + depth)
+            return exclude_history(top, m.item_ids, task, k)
+
+        systems["student_exact"] = student
+    if "student_faiss" in names:
+
+        def student_faiss(task: NextItemTask, k: int) -> list[list[int]]:
+            _, ids = m.index.search(user_vecs(task), k + depth)
+            out = []
+            for row, hist in zip(ids, task.hist_ids):
+                seen = set(map(int, hist))
+                out.append([int(i) for i in row if i >= 0 and int(i) not in seen][:k])
+            return out
+
+        systems["student_faiss"] = student_faiss
+    return systems
+
+
+def events_range(events: pd.DataFrame) -> tuple[int, int]:
+    """``(first ts, last ts + 1)`` of the behaviour log, unix seconds."""
+    return int(events["ts"].min()), int(events["ts"].max()) + 1

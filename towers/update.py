@@ -1,0 +1,228 @@
+"""``towerserve train --from ARTIFACTS --since T``: an incremental update on the newest events.
+
+Intent drifts by the hour, a full training run takes minutes to hours: between full runs the
+user tower is brought up to date on the newest window of behaviour only. The item tower is
+frozen, so the item vectors, the FAISS index and the reranker's item text all stay valid and
+nothing has to be re-embedded; only the user tower's weights change.
+
+Modes (what is trained; everything else is frozen):
+
+- ``history``: the history projection and the two fusion scales of the user tower
+  (``dim * dim + 2`` parameters): the cheapest, and where most of the drift shows;
+- ``head``: those plus the query projection (adds ``hidden * dim``);
+- ``user``: the whole user tower, BERT layers included.
+
+The loss is the fine-tuning loss (sampled softmax over in-batch negatives with logQ
+correction), with the item side read from the saved item table instead of re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from towers.data import load_dataset
+from towers.examples import HistoryPairs, history_pairs, positions
+from towers.finetune import history_inputs, in_batch_loss
+from towers.models import UserTower, load_module, save_module
+from towers.progress import progress
+from towers.teacher import tokenizer_path
+from towers.text import encode_queries, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+UpdateMode = Literal["history", "head", "user"]
+#: Files of an artifacts folder that an update copies unchanged.
+COPIED = ("item_tower", "reranker", "blend.json", "teacher_item_embeddings.npy")
+
+
+class UpdateConfig(BaseModel):
+    """Settings of one incremental update. Times are unix seconds."""
+
+    since_ts: int = Field(description="fine-tune on positive events at or after this time")
+    until_ts: int | None = Field(None, description="... and before this time (None: all)")
+    mode: UpdateMode = "history"
+    steps: int = Field(150, ge=1)
+    batch: int = Field(256, ge=2, description="history pairs per step")
+    lr: float = Field(3e-3, gt=0)
+    seed: int = 7
+    max_pairs: int = Field(200_000, ge=1)
+
+
+def trainable_parameters(tower: UserTower, mode: UpdateMode) -> list[torch.nn.Parameter]:
+    """Freeze ``tower`` except the parameters ``mode`` trains, and return those."""
+    for p in tower.parameters():
+        p.requires_grad_(False)
+    chosen: list[torch.nn.Parameter] = [
+        tower.history.weight,
+        tower.query_scale,
+        tower.history_scale,
+    ]
+    if mode == "head":
+        chosen += list(tower.text.proj.parameters())
+    elif mode == "user":
+        chosen = list(tower.parameters())
+    elif mode != "history":
+        raise ValueError(f"unknown update mode {mode!r}: history, head or user")
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen
+
+
+def update(
+    artifacts: Path, data_dir: Path | None, out_dir: Path, cfg: UpdateConfig
+) -> dict[str, object]:
+    """Fine-tune the user tower of ``artifacts`` on the events of ``[since, until)`` and write
+    a complete artifacts folder to ``out_dir`` (the other models copied unchanged).
+
+    Raises:
+        FileNotFoundError: ``artifacts`` is not a trained artifacts folder.
+        ValueError: the window holds no positive event with a history to learn from, or
+            ``out_dir`` is ``artifacts`` itself.
+    """
+    started = time.perf_counter()
+    report_path = artifacts / "train_report.json"
+    if not report_path.is_file() or not (artifacts / "item_embeddings.npy").is_file():
+        raise FileNotFoundError(
+            f"{artifacts} is not a trained artifacts folder (needs train_report.json and "
+            "item_embeddings.npy from `towerserve train`)"
+        )
+    if out_dir.resolve() == artifacts.resolve():
+        raise ValueError("--out must differ from --from: an update never overwrites its parent")
+    parent = json.loads(report_path.read_text())
+    data_dir = data_dir or Path(parent["data_dir"])
+    ds = load_dataset(data_dir)
+    items = ds.items.reset_index(drop=True)
+    events = ds.events
+    if cfg.until_ts is not None:
+        events = events[events["ts"] < cfg.until_ts]
+    pairs = history_pairs(events, positions(items), len(events), np.random.default_rng(cfg.seed))
+    pairs = pairs.since(cfg.since_ts)
+    pairs = _with_history(pairs)
+    if len(pairs.target_pos) == 0:
+        raise ValueError(
+            f"no positive events with a history in [{cfg.since_ts}, {cfg.until_ts}) in "
+            f"{data_dir}: nothing to update on"
+        )
+    if len(pairs.target_pos) > cfg.max_pairs:
+        keep = np.random.default_rng(cfg.seed).choice(len(pairs.target_pos), cfg.max_pairs, False)
+        pairs = HistoryPairs(*(a[np.sort(keep)] for a in vars(pairs).values()))
+    table = np.load(artifacts / "item_embeddings.npy")
+    if len(table) != len(items):
+        raise ValueError(
+            f"{artifacts}/item_embeddings.npy has {len(table)} rows but {data_dir} has "
+            f"{len(items)} items: update on the catalog the model was trained on"
+        )
+    user_tower = load_module("user_tower", artifacts / "user_tower")
+    assert isinstance(user_tower, UserTower)
+    losses, n_params = _fit(user_tower, table, pairs, parent, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src, dst = artifacts / name, out_dir / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copy2(src, dst)
+    np.save(out_dir / "item_embeddings.npy", table)
+    meta = json.loads((artifacts / "user_tower" / "config.json").read_text())["meta"]
+    save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
+    digest = hashlib.sha256((out_dir / "user_tower" / "model.safetensors").read_bytes())
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-u" + digest.hexdigest()[:7]
+    seconds = round(time.perf_counter() - started, 2)
+    report = {
+        **parent,
+        "model_version": version,
+        "parent_version": parent["model_version"],
+        "item_tower_version": parent.get("item_tower_version", parent["model_version"]),
+        "data_dir": str(data_dir.resolve()),
+        "events_until_ts": cfg.until_ts
+        if cfg.until_ts is not None
+        else int(ds.events["ts"].max()) + 1,
+        "update": {
+            **cfg.model_dump(),
+            "n_pairs": int(len(pairs.target_pos)),
+            "trainable_params": n_params,
+            "seconds": seconds,
+            "loss_first_last": [
+                round(float(np.mean(losses[:10])), 4),
+                round(float(np.mean(losses[-10:])), 4),
+            ],
+        },
+    }
+    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
+    log.info(
+        "updated user tower (%s, %d params) on %d pairs in %.1f s: version %s",
+        cfg.mode,
+        n_params,
+        len(pairs.target_pos),
+        seconds,
+        version,
+    )
+    return report
+
+
+def _with_history(pairs: HistoryPairs) -> HistoryPairs:
+    """Only pairs with at least one history item (nothing to learn from the others)."""
+    keep = (pairs.hist_pos >= 0).any(axis=1)
+    return HistoryPairs(*(a[keep] for a in vars(pairs).values()))
+
+
+def _fit(
+    tower: UserTower,
+    table: np.ndarray,
+    pairs: HistoryPairs,
+    parent: dict[str, object],
+    cfg: UpdateConfig,
+) -> tuple[list[float], int]:
+    """Train the ``cfg.mode`` parameters of ``tower``; returns losses and the parameter count."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    train_cfg = parent.get("config", {})
+    assert isinstance(train_cfg, dict)
+    tau_s = float(train_cfg.get("recency_tau_s", 2 * 86400.0))
+    temp = float(train_cfg.get("temperature", 0.05))
+    bf16 = bool(train_cfg.get("bf16", True))
+    params = trainable_parameters(tower, cfg.mode)
+    n_params = int(sum(p.numel() for p in params))
+    counts = np.ones(len(table))
+    np.add.at(counts, pairs.target_pos, 1.0)
+    log_q = np.log(counts / counts.sum())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    ids, mask = encode_queries(load_tokenizer(tokenizer_path()), [""])
+    items_t = torch.from_numpy(table.astype(np.float32))
+    tower.train()
+    losses: list[float] = []
+    n = len(pairs.target_pos)
+    for _ in progress(range(cfg.steps), "update user tower"):
+        pick = rng.integers(0, n, size=min(cfg.batch, n))
+        vecs, weights = history_inputs(pairs.hist_pos[pick], pairs.hist_ts[pick], table, tau_s)
+        b = len(pick)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and cfg.mode == "user"):
+            users = tower(
+                torch.from_numpy(ids).expand(b, -1),
+                torch.from_numpy(mask).expand(b, -1),
+                torch.zeros(b, 1),
+                vecs,
+                weights,
+            )
+        targets = pairs.target_pos[pick]
+        loss = in_batch_loss(users.float(), items_t[targets], targets, log_q, temp)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss))
+    tower.eval()
+    for p in tower.parameters():
+        p.requires_grad_(True)
+    return losses, n_params
