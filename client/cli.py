@@ -155,18 +155,18 @@ def train(
         Path | None,
         typer.Option(
             "--from",
-            help="Incremental update: fine-tune the user tower of these artifacts on the newest "
-            "events only (needs --since); the item tower, index and reranker stay as they are.",
+            help="Incremental update: fine-tune the history path of these artifacts' user tower "
+            "on the newest events only (needs --since); the item tower, index and reranker "
+            "stay as they are.",
         ),
     ] = None,
     since: Annotated[
         str | None,
         typer.Option(help="With --from: learn from events at or after this time (unix s or ISO)."),
     ] = None,
-    update_mode: Annotated[
-        str, typer.Option(help="With --from: history, head or user (what is trained).")
-    ] = "history",
-    update_steps: Annotated[int, typer.Option(help="With --from: optimiser steps.")] = 150,
+    update_epochs: Annotated[
+        float, typer.Option(help="With --from: passes over the newest events' pairs.")
+    ] = 2.0,
 ) -> None:
     """Distil the towers from the teacher, fine-tune them, train the reranker and blend.
 
@@ -184,8 +184,7 @@ def train(
             ucfg = UpdateConfig(
                 since_ts=parse_time(since, "--since"),
                 until_ts=until_ts,
-                mode=update_mode,  # type: ignore[arg-type]
-                steps=update_steps,
+                epochs=update_epochs,
             )
             report = update(from_, data, out, ucfg)
             console.print(
@@ -241,9 +240,6 @@ def eval_cmd(
     ] = "1,2,3,4",
     windows: Annotated[int, typer.Option(help="Time windows after the training cut.")] = 3,
     max_users: Annotated[int, typer.Option(help="Users sampled per recommendation task.")] = 2000,
-    update_mode: Annotated[
-        str, typer.Option(help="Incremental update: history, head or user.")
-    ] = "history",
     retrain: Annotated[
         bool,
         typer.Option(help="Also retrain fully at the update point as the reference (slow)."),
@@ -273,7 +269,6 @@ def eval_cmd(
             layers=tuple(int(x) for x in split(layers)),
             windows=windows,
             max_users=max_users,
-            update_mode=update_mode,  # type: ignore[arg-type]
             retrain=retrain,
         )
         results = run_eval(cfg)

@@ -43,7 +43,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     from serving.triton import TritonServer, free_ports
     from towers.config import preset_config
     from towers.data import GenerateConfig, generate, load_dataset
-    from towers.evaluate import evaluate_search
+    from towers.evaluation.harness import EvalConfig, run_eval
     from towers.train import train
 
     started = time.perf_counter()
@@ -64,9 +64,17 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     manifest = build_bundle(artifacts, data_dir, artifacts / "bundle")
     write_repository(artifacts / "bundle", repository)
     console.print(f"index {manifest['index']}, ONNX parity {manifest['onnx_parity_max_abs_diff']}")
-    console.rule("4/5 offline metrics on held-out test queries")
-    metrics = evaluate_search(artifacts, artifacts / "bundle", data_dir)
-    print_metrics(metrics, console)
+    console.rule("4/5 offline metrics: held-out test queries and the week after the cut")
+    results = run_eval(
+        EvalConfig(
+            artifacts=artifacts,
+            data_dir=data_dir,
+            out_dir=cfg.workdir / "report",
+            sections=("search", "recommendation"),
+        )
+    )
+    print_metrics(results, console)
+    metrics = {k: results[k] for k in ("search", "recommendation", "checks") if k in results}
 
     console.rule("5/5 serve with the real tritonserver, query over gRPC")
     ds = load_dataset(data_dir)
@@ -127,21 +135,28 @@ def sample_requests(queries: pd.DataFrame, events: pd.DataFrame) -> list[tuple[s
     return reqs
 
 
-def print_metrics(metrics: dict[str, dict[str, float]], console: Console) -> None:
-    """The offline metrics table plus the two ratios the product promises."""
-    table = Table(title=f"held-out test queries: {int(metrics['_meta']['n_queries'])}")
-    cols = [c for c in next(iter(metrics.values())) if c != "queries_per_s"]
-    table.add_column("system")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for name, row in metrics.items():
-        if name.startswith("_"):
+def print_metrics(results: dict[str, object], console: Console) -> None:
+    """The search and recommendation tables of an eval run, then its checks."""
+    columns = {
+        "search": ("recall@10", "recall@100", "ndcg@10", "mrr@10", "latency_ms_p50"),
+        "recommendation": ("recall@10", "recall@50", "ndcg@10", "coverage@10"),
+    }
+    for section, cols in columns.items():
+        part = results.get(section)
+        if not isinstance(part, dict):
             continue
-        table.add_row(name, *(f"{row[c]:.3f}" for c in cols))
-    console.print(table)
-    teacher = metrics["teacher_exact"]["recall@100"]
-    for name in ("student_exact", "student_faiss"):
-        ratio = metrics[name]["recall@100"] / teacher if teacher else float("nan")
-        console.print(f"{name} Recall@100 / teacher: {ratio:.2f}")
-    gain = metrics["student_faiss_rerank"]["ndcg@10"] - metrics["student_faiss"]["ndcg@10"]
-    console.print(f"NDCG@10 gain from reranking: {gain:+.3f}")
+        size = part.get("n_queries", part.get("n_users"))
+        unit = "queries" if section == "search" else "users"
+        table = Table(title=f"{section}: {size} held-out {unit}")
+        table.add_column("system")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for name, row in part["systems"].items():
+            table.add_row(name, *(f"{row[c]:.3f}" if c in row else "-" for c in cols))
+        console.print(table)
+    for check in results.get("checks", []):  # type: ignore[union-attr]
+        mark = "[green]pass[/green]" if check["passed"] else "[red]miss[/red]"
+        console.print(
+            f"{mark} {check['name']}: {check['value']:.3f} (target {check['threshold']:g}, "
+            f"{check['detail']})"
+        )

@@ -72,7 +72,7 @@ def distil_student(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
-            total += float(loss)
+            total += loss.item()
         losses.append(total / max(n_batches, 1))
         log.info("distil epoch %d: 1-cos %.4f", epoch + 1, losses[-1])
     student.eval()

@@ -75,26 +75,45 @@ def graded_labels(
 
 
 def history_pairs(
-    events: pd.DataFrame, pos_of: pd.Series, max_pairs: int, rng: np.random.Generator
+    events: pd.DataFrame,
+    pos_of: pd.Series,
+    max_pairs: int,
+    rng: np.random.Generator,
 ) -> HistoryPairs:
-    """Sample up to ``max_pairs`` (previous ``MAX_HISTORY`` events -> next positive event)."""
+    """Sample up to ``max_pairs`` (previous ``MAX_HISTORY`` events -> item engaged with) pairs.
+
+    A target is an item the user engaged with positively (click, add_to_cart, purchase); its
+    history ends just before the user *first touched that item in that session* (usually the
+    view that started the funnel), so the pair asks what serving asks: which new item will
+    this user want, given what they did before. One pair per (user, session, item); a target
+    already in its own history (a re-engagement) is dropped, as is one with no history.
+    """
     ev = events[events["item_id"].isin(pos_of.index)].sort_values(["user_id", "ts"], kind="stable")
+    ev = ev.reset_index(drop=True)
     pos = pos_of[ev["item_id"].to_numpy()].to_numpy()
     ts = ev["ts"].to_numpy(np.int64)
     users = ev["user_id"].to_numpy()
     rank = ev.groupby("user_id").cumcount().to_numpy()  # index within the user's sequence
-    is_target = ev["event_type"].isin(POSITIVE_EVENTS).to_numpy() & (rank > 0)
-    cand = np.flatnonzero(is_target)
+    group = ev.groupby(["user_id", "session_id", "item_id"], sort=False).ngroup().to_numpy()
+    row = np.arange(len(ev))
+    start = pd.Series(row).groupby(group).transform("min").to_numpy()  # first touch
+    positive_rows = np.flatnonzero(ev["event_type"].isin(POSITIVE_EVENTS).to_numpy())
+    _, first = np.unique(group[positive_rows], return_index=True)
+    cand = np.sort(positive_rows[first])  # the first positive event of each group
+    cand = cand[rank[start[cand]] > 0]  # the user did something before touching the item
     if len(cand) > max_pairs:
         cand = np.sort(rng.choice(cand, size=max_pairs, replace=False))
+    end = start[cand]  # history is everything of the user's before ``end``
     hist_pos = np.full((len(cand), MAX_HISTORY), -1, dtype=np.int64)
     hist_ts = np.zeros((len(cand), MAX_HISTORY), dtype=np.int64)
     for k in range(1, MAX_HISTORY + 1):  # column MAX_HISTORY-k holds the k-th previous event
-        src = cand - k
-        ok = (rank[cand] >= k) & (users[np.maximum(src, 0)] == users[cand])
+        src = end - k
+        ok = (rank[end] >= k) & (users[np.maximum(src, 0)] == users[end])
         hist_pos[ok, MAX_HISTORY - k] = pos[src[ok]]
         hist_ts[ok, MAX_HISTORY - k] = ts[src[ok]]
-    return HistoryPairs(hist_pos, hist_ts, pos[cand], ts[cand])
+    target = pos[cand]
+    novel = ~(hist_pos == target[:, None]).any(axis=1)
+    return HistoryPairs(hist_pos[novel], hist_ts[novel], target[novel], ts[cand][novel])
 
 
 def latest_histories(

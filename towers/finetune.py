@@ -146,7 +146,7 @@ def finetune_towers(
             list(item_tower.parameters()) + list(user_tower.parameters()), 1.0
         )
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0:
             log.info("fine-tune step %d: loss %.3f", step, losses[-1])
     item_tower.eval()

@@ -132,7 +132,7 @@ def train_cross_encoder(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0:
             log.info("reranker step %d: loss %.4f", step, losses[-1])
     model.eval()

@@ -36,7 +36,18 @@ def tokenizer_path() -> Path:
 def load_teacher() -> BertModel:
     """The 6-layer, 384-hidden teacher in eval mode, loaded without any network access."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = BertModel.from_pretrained(str(teacher_dir()), add_pooling_layer=False)
+    from transformers.utils import logging as hf_logging
+
+    # the checkpoint's unused pooler weights make transformers print a load report each time
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = BertModel.from_pretrained(str(teacher_dir()), add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
     model.eval()
     return model
 

@@ -5,12 +5,12 @@ user tower is brought up to date on the newest window of behaviour only. The ite
 frozen, so the item vectors, the FAISS index and the reranker's item text all stay valid and
 nothing has to be re-embedded; only the user tower's weights change.
 
-Modes (what is trained; everything else is frozen):
-
-- ``history``: the history projection and the two fusion scales of the user tower
-  (``dim * dim + 2`` parameters): the cheapest, and where most of the drift shows;
-- ``head``: those plus the query projection (adds ``hidden * dim``);
-- ``user``: the whole user tower, BERT layers included.
+What is trained: the user tower's history projection and its fusion scale (``dim * dim +
+1`` parameters); everything else is frozen. The update learns from behaviour only, and
+behaviour reaches the user vector through that path alone, so training more of the tower
+would change nothing but the query path, which stays as trained (search with an empty
+history answers exactly as before the update). Steps default to ``epochs`` passes over the
+window's pairs, so a small window is not over-fitted.
 
 The loss is the fine-tuning loss (sampled softmax over in-batch negatives with logQ
 correction), with the item side read from the saved item table instead of re-encoded.
@@ -21,11 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -41,7 +41,6 @@ from towers.text import encode_queries, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-UpdateMode = Literal["history", "head", "user"]
 #: Files of an artifacts folder that an update copies unchanged.
 COPIED = ("item_tower", "reranker", "blend.json", "teacher_item_embeddings.npy")
 
@@ -51,29 +50,19 @@ class UpdateConfig(BaseModel):
 
     since_ts: int = Field(description="fine-tune on positive events at or after this time")
     until_ts: int | None = Field(None, description="... and before this time (None: all)")
-    mode: UpdateMode = "history"
-    steps: int = Field(150, ge=1)
+    epochs: float = Field(2.0, gt=0, description="passes over the window's pairs")
+    steps: int | None = Field(None, ge=1, description="optimiser steps (default: from epochs)")
     batch: int = Field(256, ge=2, description="history pairs per step")
     lr: float = Field(3e-3, gt=0)
     seed: int = 7
     max_pairs: int = Field(200_000, ge=1)
 
 
-def trainable_parameters(tower: UserTower, mode: UpdateMode) -> list[torch.nn.Parameter]:
-    """Freeze ``tower`` except the parameters ``mode`` trains, and return those."""
+def trainable_parameters(tower: UserTower) -> list[torch.nn.Parameter]:
+    """Freeze ``tower`` except its history path, and return that path's parameters."""
     for p in tower.parameters():
         p.requires_grad_(False)
-    chosen: list[torch.nn.Parameter] = [
-        tower.history.weight,
-        tower.query_scale,
-        tower.history_scale,
-    ]
-    if mode == "head":
-        chosen += list(tower.text.proj.parameters())
-    elif mode == "user":
-        chosen = list(tower.parameters())
-    elif mode != "history":
-        raise ValueError(f"unknown update mode {mode!r}: history, head or user")
+    chosen = [tower.history.weight, tower.history_scale]
     for p in chosen:
         p.requires_grad_(True)
     return chosen
@@ -150,6 +139,7 @@ def update(
         else int(ds.events["ts"].max()) + 1,
         "update": {
             **cfg.model_dump(),
+            "trained": "user_tower.history",
             "n_pairs": int(len(pairs.target_pos)),
             "trainable_params": n_params,
             "seconds": seconds,
@@ -161,8 +151,7 @@ def update(
     }
     (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
     log.info(
-        "updated user tower (%s, %d params) on %d pairs in %.1f s: version %s",
-        cfg.mode,
+        "updated the user tower's history path (%d params) on %d pairs in %.1f s: version %s",
         n_params,
         len(pairs.target_pos),
         seconds,
@@ -184,15 +173,14 @@ def _fit(
     parent: dict[str, object],
     cfg: UpdateConfig,
 ) -> tuple[list[float], int]:
-    """Train the ``cfg.mode`` parameters of ``tower``; returns losses and the parameter count."""
+    """Train the history path of ``tower``; returns the losses and the parameter count."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     train_cfg = parent.get("config", {})
     assert isinstance(train_cfg, dict)
     tau_s = float(train_cfg.get("recency_tau_s", 2 * 86400.0))
     temp = float(train_cfg.get("temperature", 0.05))
-    bf16 = bool(train_cfg.get("bf16", True))
-    params = trainable_parameters(tower, cfg.mode)
+    params = trainable_parameters(tower)
     n_params = int(sum(p.numel() for p in params))
     counts = np.ones(len(table))
     np.add.at(counts, pairs.target_pos, 1.0)
@@ -203,25 +191,25 @@ def _fit(
     tower.train()
     losses: list[float] = []
     n = len(pairs.target_pos)
-    for _ in progress(range(cfg.steps), "update user tower"):
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * n / cfg.batch))
+    for _ in progress(range(steps), "update user tower"):
         pick = rng.integers(0, n, size=min(cfg.batch, n))
         vecs, weights = history_inputs(pairs.hist_pos[pick], pairs.hist_ts[pick], table, tau_s)
         b = len(pick)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and cfg.mode == "user"):
-            users = tower(
-                torch.from_numpy(ids).expand(b, -1),
-                torch.from_numpy(mask).expand(b, -1),
-                torch.zeros(b, 1),
-                vecs,
-                weights,
-            )
+        users = tower(
+            torch.from_numpy(ids).expand(b, -1),
+            torch.from_numpy(mask).expand(b, -1),
+            torch.zeros(b, 1),
+            vecs,
+            weights,
+        )
         targets = pairs.target_pos[pick]
         loss = in_batch_loss(users.float(), items_t[targets], targets, log_q, temp)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     tower.eval()
     for p in tower.parameters():
         p.requires_grad_(True)

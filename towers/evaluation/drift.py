@@ -28,7 +28,7 @@ from towers.config import TrainConfig
 from towers.evaluation.recommend import next_item_task, run_systems
 from towers.evaluation.systems import Loaded, events_range, load, recommendation_systems
 from towers.models import UserTower, load_module
-from towers.update import UpdateConfig, UpdateMode, update
+from towers.update import UpdateConfig, update
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def drift_section(
     *,
     n_windows: int = 3,
     max_users: int | None = 2000,
-    update_mode: UpdateMode = "history",
-    update_steps: int = 150,
+    update_epochs: float = 2.0,
     retrain: bool = True,
     seed: int = 7,
 ) -> dict[str, object]:
@@ -88,9 +87,7 @@ def drift_section(
         return out
 
     stale = metric(m, None, range(n_windows))
-    update_cfg = UpdateConfig(
-        since_ts=cut, until_ts=edges[upd_at], mode=update_mode, steps=update_steps, seed=seed
-    )
+    update_cfg = UpdateConfig(since_ts=cut, until_ts=edges[upd_at], epochs=update_epochs, seed=seed)
     report = update(artifacts, data_dir, work_dir / "updated", update_cfg)
     upd_info = report["update"]
     assert isinstance(upd_info, dict)
@@ -140,7 +137,7 @@ def drift_section(
         "update": {
             "since_ts": cut,
             "until_ts": edges[upd_at],
-            "mode": update_mode,
+            "mode": "user_tower.history",
             "seconds": seconds,
             "full_train_seconds": full_s,
             "full_train_measured": retrain,

@@ -32,7 +32,6 @@ from towers.evaluation.systems import (
     search_systems,
 )
 from towers.examples import graded_labels
-from towers.update import UpdateMode
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,7 @@ class EvalConfig(BaseModel):
     max_users: int | None = Field(2000, ge=1, description="users sampled per recommendation task")
     layers: tuple[int, ...] = Field((1, 2, 3, 4), description="student depths to compare")
     windows: int = Field(3, ge=2, le=20, description="time windows after the cut")
-    update_mode: UpdateMode = "history"
-    update_steps: int = Field(150, ge=1)
+    update_epochs: float = Field(2.0, gt=0, description="passes over the update window")
     retrain: bool = Field(True, description="full retrain at the update point as reference")
     seed: int = 7
 
@@ -100,8 +98,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, object]:
                 cfg.out_dir / "models",
                 n_windows=cfg.windows,
                 max_users=cfg.max_users,
-                update_mode=cfg.update_mode,
-                update_steps=cfg.update_steps,
+                update_epochs=cfg.update_epochs,
                 retrain=cfg.retrain,
                 seed=cfg.seed,
             )

@@ -92,15 +92,15 @@ def test_incremental_update_changes_only_the_user_tower(tiny_model, tmp_path) ->
             str(cut),
             "--out",
             str(out),
-            "--update-steps",
-            "20",
+            "--update-epochs",
+            "1",
         ],
     )
     assert res.exit_code == 0, res.output
     child = json.loads((out / "train_report.json").read_text())
     assert child["parent_version"] == report["model_version"]
     assert child["model_version"] != report["model_version"]
-    assert child["update"]["mode"] == "history" and child["update"]["n_pairs"] > 0
+    assert child["update"]["trained"] == "user_tower.history" and child["update"]["n_pairs"] > 0
     same = load_file(str(out / "item_tower" / "model.safetensors"))
     orig = load_file(str(parent / "item_tower" / "model.safetensors"))
     assert all(np.array_equal(same[k], orig[k]) for k in orig)
