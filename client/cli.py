@@ -127,9 +127,13 @@ def parse_time(value: str, option: str) -> int:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Data set folder (Parquet or CSV).")] = Path(
-        "runs/data"
-    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data set folder (Parquet or CSV) [default: runs/data; with --from: the data "
+            "set the parent model was trained on]."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Artifacts folder.")] = Path("runs/artifacts"),
     preset: Annotated[str, typer.Option(help="tiny, demo or full.")] = "demo",
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
@@ -208,7 +212,7 @@ def train(
         )
         if all_events:
             cfg = cfg.model_copy(update={"until_ts": None, "until_frac": None})
-        report = run_train(data, out, cfg)
+        report = run_train(data or Path("runs/data"), out, cfg)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -254,17 +258,25 @@ def eval_cmd(
     """
     from pydantic import ValidationError
 
-    from towers.evaluation.harness import EvalConfig, run_eval
+    from towers.evaluation.harness import SECTIONS, EvalConfig, run_eval
 
     def split(text: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in text.split(",") if x.strip())
 
+    chosen = split(sections)
+    unknown = [x for x in chosen if x not in SECTIONS]
+    if unknown or not chosen:
+        console.print(
+            f"[red]unknown section(s) {', '.join(unknown) or '(none given)'}: choose from "
+            f"{', '.join(SECTIONS)}[/red]"
+        )
+        raise typer.Exit(1)
     try:
         cfg = EvalConfig(
             artifacts=artifacts,
             data_dir=data,
             out_dir=out,
-            sections=split(sections),  # type: ignore[arg-type]
+            sections=chosen,  # type: ignore[arg-type]
             systems=split(systems) if systems else None,
             layers=tuple(int(x) for x in split(layers)),
             windows=windows,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 
 class PopularityRanker:

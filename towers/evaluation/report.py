@@ -436,11 +436,20 @@ def _plot_quality_vs_latency(systems: Mapping[str, Mapping[str, Any]], plots: _P
     if not points:
         return None
     fig, ax = _new_figure()
-    for i, (x, y, _) in enumerate(points):
-        ax.scatter([x], [y], s=40, color=f"C{i % 10}", zorder=3)
+    # a legend, not text labels: systems of similar quality and speed sit on top of each other
+    for i, (x, y, label) in enumerate(points):
+        ax.scatter(
+            [x],
+            [y],
+            s=45,
+            color=f"C{i % 10}",
+            marker=_MARKERS[i % len(_MARKERS)],
+            zorder=3,
+            label=label,
+        )
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.15)
-    _label_points(ax, points)
+    _legend(ax)
     ax.set_xlabel("latency p50 (ms per query, log scale)")
     ax.set_ylabel(f"{ndcg_col} (0-1)")
     ax.set_title(f"Search: quality vs latency ({ndcg_col})")
