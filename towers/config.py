@@ -32,9 +32,10 @@ class TrainConfig(BaseModel):
     max_query_positives: int = Field(4, ge=1, description="exact items sampled per query")
     max_history_pairs: int = Field(30000, ge=0)
     # reranker
-    rerank_steps: int = Field(300, ge=0)
+    # 1000 steps at 3e-4: NDCG@10 0.969 vs 0.935 at 300 steps at 1e-4 (demo data, see README)
+    rerank_steps: int = Field(1000, ge=0)
     rerank_batch: int = Field(64, ge=2)
-    rerank_lr: float = 1e-4
+    rerank_lr: float = 3e-4
     rerank_group: int = Field(8, ge=2, description="items per query in a listwise group")
     hard_negatives: int = Field(30, ge=0, description="retrieved items mined per query")
     blend_candidates: int = Field(50, ge=10, description="candidates per query to fit the blend")
