@@ -138,7 +138,7 @@ def sample_requests(queries: pd.DataFrame, events: pd.DataFrame) -> list[tuple[s
 def print_metrics(results: dict[str, object], console: Console) -> None:
     """The search and recommendation tables of an eval run, then its checks."""
     columns = {
-        "search": ("recall@10", "recall@100", "ndcg@10", "mrr@10", "latency_ms_p50"),
+        "search": ("recall@10", "recall@100", "ndcg@10", "mrr@10", "p50 ms"),
         "recommendation": ("recall@10", "recall@50", "ndcg@10", "coverage@10"),
     }
     for section, cols in columns.items():
@@ -148,11 +148,12 @@ def print_metrics(results: dict[str, object], console: Console) -> None:
         size = part.get("n_queries", part.get("n_users"))
         unit = "queries" if section == "search" else "users"
         table = Table(title=f"{section}: {size} held-out {unit}")
-        table.add_column("system")
+        table.add_column("system", no_wrap=True)
         for c in cols:
             table.add_column(c, justify="right")
         for name, row in part["systems"].items():
-            table.add_row(name, *(f"{row[c]:.3f}" if c in row else "-" for c in cols))
+            keys = ["latency_ms_p50" if c == "p50 ms" else c for c in cols]
+            table.add_row(name, *(f"{row[k]:.3f}" if k in row else "-" for k in keys))
         console.print(table)
     for check in results.get("checks", []):  # type: ignore[union-attr]
         mark = "[green]pass[/green]" if check["passed"] else "[red]miss[/red]"
