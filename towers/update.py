@@ -133,6 +133,10 @@ def update(
         "model_version": version,
         "parent_version": parent["model_version"],
         "item_tower_version": parent.get("item_tower_version", parent["model_version"]),
+        "seconds": {"update": seconds},
+        "full_train_seconds": parent.get(
+            "full_train_seconds", parent.get("seconds", {})
+        ),  # the stages of the full run this model descends from
         "data_dir": str(data_dir.resolve()),
         "events_until_ts": cfg.until_ts
         if cfg.until_ts is not None

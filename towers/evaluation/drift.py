@@ -104,7 +104,9 @@ def drift_section(
         full_s = time.perf_counter() - start
         retrained = metric(load(work_dir / "retrained", data_dir), None, later)
     else:
-        full_s = float(sum(m.report.get("seconds", {}).values()))
+        # the full run's stages (an updated model keeps its ancestor's under their own key)
+        stages = m.report.get("full_train_seconds", m.report.get("seconds", {}))
+        full_s = float(sum(stages.values()))
 
     def mean_gap(a: list[float | None], b: list[float | None]) -> float:
         gaps = [x - y for x, y in zip(a, b) if x is not None and y is not None]

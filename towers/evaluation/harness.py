@@ -1,7 +1,7 @@
 """``towerserve eval``: every section measured in one run, checked, and written as a report.
 
-Sections (each optional): ``search`` (labelled test queries), ``recommendation`` (next items
-in the week after the training cut... or whatever is held out), ``distillation`` (students of
+Sections (each optional): ``search`` (labelled test queries), ``recommendation`` (the new items
+users engage with in the held-out time range after the training cut), ``distillation`` (students of
 1..4 layers against the teacher), ``drift`` (quality by time window, incremental update).
 The checks at the end are the targets the project holds itself to; each says its threshold.
 """
@@ -9,6 +9,7 @@ The checks at the end are the targets the project holds itself to; each says its
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from datetime import UTC, datetime
@@ -160,8 +161,6 @@ def _meta(cfg: EvalConfig, m: Loaded, data_dir: Path) -> dict[str, object]:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

@@ -99,6 +99,8 @@ def test_incremental_update_changes_only_the_user_tower(tiny_model, tmp_path) ->
     assert res.exit_code == 0, res.output
     child = json.loads((out / "train_report.json").read_text())
     assert child["parent_version"] == report["model_version"]
+    assert set(child["seconds"]) == {"update"}
+    assert child["full_train_seconds"] == report["seconds"]
     assert child["model_version"] != report["model_version"]
     assert child["update"]["trained"] == "user_tower.history" and child["update"]["n_pairs"] > 0
     same = load_file(str(out / "item_tower" / "model.safetensors"))
