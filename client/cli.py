@@ -39,7 +39,7 @@ def main(
 def data_generate(
     out: Annotated[Path, typer.Option(help="Folder for the Parquet files.")] = Path("runs/data"),
     items: Annotated[int, typer.Option(help="Number of items.")] = 5000,
-    users: Annotated[int, typer.Option(help="Number of users.")] = 500,
+    users: Annotated[int, typer.Option(help="Number of users.")] = 2000,
     queries: Annotated[int, typer.Option(help="Number of search queries.")] = 1500,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:

@@ -26,7 +26,7 @@ class DemoConfig:
     workdir: Path = Path("runs/demo")
     preset: str = "demo"
     n_items: int = 5000
-    n_users: int = 500
+    n_users: int = 2000
     n_queries: int = 1500
     seed: int = 7
     keep_serving: bool = False

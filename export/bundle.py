@@ -2,8 +2,9 @@
 
 The bundle ties together, under one ``model_version``: the three ONNX graphs (parity-checked
 against PyTorch), the item-embedding table, the FAISS index, the pre-tokenized item text,
-titles, popularity, the blend, the stored user histories and a ``manifest.json`` with sha256
-checksums of every file. ``export/repository.py`` then lays it out as a Triton repository.
+titles, popularity, the retriever's popularity prior, the blend, the stored user histories
+and a ``manifest.json`` with sha256 checksums of every file. ``export/repository.py`` then
+lays it out as a Triton repository.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from towers.data import item_texts, load_dataset
 from towers.examples import item_popularity, latest_histories
 from towers.finetune import embed_items
 from towers.models import load_module
+from towers.prior import load_prior
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: The retriever's popularity prior by item id (``item_ids``, ``values``).
+PRIOR_BUNDLE_FILE = "item_prior.npz"
 
 
 def sha256(path: Path) -> str:
@@ -94,6 +98,12 @@ def build_bundle(
     (tmp / "item_titles.json").write_text(json.dumps(items["title"].astype(str).tolist()))
     np.save(tmp / "popularity.npy", item_popularity(ds.events, item_ids))
     shutil.copy2(artifacts / "blend.json", tmp / "blend.json")
+    prior = load_prior(artifacts)
+    if prior is not None and len(prior.values) == len(item_ids):
+        np.savez(tmp / PRIOR_BUNDLE_FILE, item_ids=item_ids, values=prior.values)
+    elif prior is not None:
+        log.warning("the prior in %s does not match the catalog: left out", artifacts)
+        prior = None
     users, offs, hist_items, hist_ts = latest_histories(ds.events)
     np.savez(
         tmp / "user_history.npz", user_ids=users, offsets=offs, item_ids=hist_items, ts=hist_ts
@@ -111,6 +121,7 @@ def build_bundle(
         "n_candidates": n_candidates,
         "onnx_parity_max_abs_diff": parity,
         "embedding_precision": "bf16" if bf16 else "fp32",
+        "prior": prior.meta() if prior is not None else {},
         "checksums": {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -65,7 +65,7 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
     "recommend": (),
 }
 #: Files a model reads when the bundle has them.
-OPTIONAL_FILES: dict[str, tuple[str, ...]] = {"retriever": ("removed_ids.npy",)}
+OPTIONAL_FILES: dict[str, tuple[str, ...]] = {"retriever": ("removed_ids.npy", "item_prior.npz")}
 MODELS = tuple(MODEL_FILES)
 
 

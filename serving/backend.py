@@ -9,16 +9,20 @@ example:
 * exactly one response per request, in request order;
 * a bad request (:class:`RequestError`) is answered with an error carrying its message; any
   other exception becomes ``"internal error: ..."`` on that request and is logged with its
-  traceback. ``execute`` never raises, so one bad request never fails the others.
+  traceback. ``execute`` never raises, so one bad request never fails the others;
+* ``initialize`` ends with :func:`warm_up`, so the sessions' first-run work (ONNX Runtime
+  allocations, FAISS) is not paid by the first real request; a failing warm-up is logged as a
+  warning and never stops the model from loading.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +43,7 @@ __all__ = [
     "responses_for",
     "success_response",
     "version_dir",
+    "warm_up",
 ]
 
 #: Triton ``TYPE_*`` names to numpy dtypes (as in ``triton_python_backend_utils``).
@@ -60,6 +65,12 @@ TRITON_DTYPES: dict[str, type] = {
 
 #: A stage's request handler: input tensors by name -> output tensors by name.
 Handler = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+class WarmsUp(Protocol):
+    """A stage with a ``warm_up()`` that runs a few representative inferences."""
+
+    def warm_up(self) -> None: ...
 
 
 def model_config(args: Mapping[str, str]) -> dict[str, Any]:
@@ -183,3 +194,22 @@ def responses_for(
         except Exception as exc:  # every failure is answered on its request, none escapes
             responses.append(error_response(pb_utils, exc, model))
     return responses
+
+
+def warm_up(stage: WarmsUp, *, model: str = "") -> float | None:
+    """Run ``stage.warm_up()`` once (the end of ``initialize``) and log how long it took.
+
+    Returns the seconds it took, or ``None`` when it raised: the exception is logged as a
+    warning with its traceback and swallowed, because a warm-up must never stop a model from
+    loading (the first real requests are then merely slower).
+    """
+    name = model or type(stage).__name__
+    start = time.perf_counter()
+    try:
+        stage.warm_up()
+    except Exception:  # never fail the load over a warm-up
+        log.warning("%s: warm-up failed, first requests will be slower", name, exc_info=True)
+        return None
+    seconds = time.perf_counter() - start
+    log.info("%s: warm-up took %.1f ms", name, seconds * 1e3)
+    return seconds

@@ -55,6 +55,9 @@ class Manifest:
     max_k: int = 100
     n_candidates: int = 100
     checksums: dict[str, str] = field(default_factory=dict)
+    #: The retriever's popularity prior (towers/prior.py): weight, default, at_ts,
+    #: half_life_s; empty for bundles made without one.
+    prior: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], source: str = MANIFEST) -> Manifest:
@@ -74,6 +77,7 @@ class Manifest:
                 max_k=int(doc.get("max_k", 100)),
                 n_candidates=int(doc.get("n_candidates", 100)),
                 checksums={str(k): str(v) for k, v in dict(doc.get("checksums", {})).items()},
+                prior={str(k): float(v) for k, v in dict(doc.get("prior") or {}).items()},
             )
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{source} has a field of the wrong type: {exc}") from exc

@@ -36,6 +36,13 @@ ITEM_TOWER_INPUTS = ("input_ids", "attention_mask")
 #: ``encode_fn(input_ids=..., attention_mask=...) -> float32 [B, D]``.
 EncodeFn = Callable[..., np.ndarray]
 
+#: Warm-up texts: a short item title and a longer description.
+WARM_UP_TEXTS = (
+    "red cotton shirt",
+    "lightweight waterproof hiking jacket with a hood, two zip pockets and taped seams, "
+    "packs into its own pocket",
+)
+
 
 def decode_texts(arr: np.ndarray, name: str = "ITEM_TEXT") -> list[str]:
     """The UTF-8 strings of a BYTES tensor ``[b, 1]`` or ``[b]``; a :class:`RequestError`
@@ -128,3 +135,9 @@ class ItemEncoder:
             if lo >= 0:
                 results[i] = {"ITEM_VECTOR": vectors[lo:hi]}
         return results
+
+    def warm_up(self) -> None:
+        """Embed ``WARM_UP_TEXTS`` (a short title and a longer description, one batch) through
+        :meth:`embed`, so the tower's first-run work is not paid by a real request. One small
+        tower run: well under a second. Raises what :meth:`embed` raises."""
+        self.embed(list(WARM_UP_TEXTS))

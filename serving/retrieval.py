@@ -9,7 +9,12 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
 * items listed in an optional ``removed_ids.npy`` (int64 ``[R]``) are never returned; they are
   excluded inside the search (a FAISS ID selector), so they do not eat into the depth;
 * an IVF index searches ``nprobe`` lists (from the manifest) and may return fewer candidates
-  than asked when those lists hold fewer items.
+  than asked when those lists hold fewer items;
+* requests without a query (``HAS_QUERY`` 0: recommendation) are ranked by ``cosine + weight
+  * prior``, the model's trending-popularity prior (``item_prior.npz`` and the manifest's
+  ``prior``; see towers/prior.py): the ``PRIOR_OVERFETCH`` x depth best by cosine are
+  re-ranked and the best ``depth`` kept. Search requests, and requests that leave
+  ``HAS_QUERY`` out, rank by cosine alone.
 """
 
 from __future__ import annotations
@@ -23,21 +28,25 @@ import numpy as np
 
 from serving.bundle import BundleError, check_model_version, load_manifest
 from serving.errors import RequestError
-from serving.tensors import int_scalar, require
+from serving.tensors import float_scalar, int_scalar, require
+from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDEX_FILE", "REMOVED_FILE", "Retriever"]
+__all__ = ["INDEX_FILE", "PRIOR_FILE", "REMOVED_FILE", "Retriever"]
 
 INDEX_FILE = "index.faiss"
 REMOVED_FILE = "removed_ids.npy"
+PRIOR_FILE = "item_prior.npz"
 
 
 class Retriever:
     """Top-``max(n_candidates, K)`` search over ``index`` for one user vector.
 
     ``dim`` is the vector dimension D; ``max_k`` the largest ``K`` a request may ask for;
-    ``removed_ids`` item ids never returned; ``nprobe`` (IVF indexes only) the lists searched.
+    ``removed_ids`` item ids never returned; ``nprobe`` (IVF indexes only) the lists searched;
+    ``prior`` the popularity prior by item id and ``prior_weight`` its weight for requests
+    without a query (0 or no prior: cosine only).
     """
 
     def __init__(
@@ -48,9 +57,15 @@ class Retriever:
         n_candidates: int = 100,
         removed_ids: np.ndarray | None = None,
         nprobe: int | None = None,
+        prior: PriorLookup | None = None,
+        prior_weight: float = 0.0,
     ) -> None:
         if max_k < 1 or n_candidates < 1:
             raise ValueError(f"max_k and n_candidates must be >= 1, got {max_k}, {n_candidates}")
+        if not np.isfinite(prior_weight) or prior_weight < 0:
+            raise ValueError(f"prior_weight must be finite and >= 0, got {prior_weight}")
+        self.prior = prior if prior_weight > 0 else None
+        self.prior_weight = float(prior_weight) if prior is not None else 0.0
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError("the index must score by inner product (METRIC_INNER_PRODUCT)")
         self.index = index
@@ -119,20 +134,24 @@ class Retriever:
             faiss.omp_set_num_threads(omp_threads)
         removed_path = folder / REMOVED_FILE
         removed = np.load(removed_path) if removed_path.is_file() else None
+        prior, weight = _load_prior(folder, manifest.prior)
         retriever = cls(
             index,
             max_k=max_k or manifest.max_k,
             n_candidates=n_candidates or manifest.n_candidates,
             removed_ids=removed,
             nprobe=int(manifest.index.get("nprobe") or 0) or None,
+            prior=prior,
+            prior_weight=weight,
         )
         log.info(
-            "retriever %s: %d items, dim %d, nprobe %s, %d removed, version %s",
+            "retriever %s: %d items, dim %d, nprobe %s, %d removed, prior weight %.3f, version %s",
             path,
             index.ntotal,
             index.d,
             retriever.nprobe,
             len(retriever.removed_ids),
+            retriever.prior_weight,
             manifest.model_version,
         )
         return retriever
@@ -161,20 +180,63 @@ class Retriever:
         """How many candidates a search for ``k`` items asks FAISS for."""
         return min(max(self.n_candidates, k), int(self.index.ntotal))
 
-    def search(self, user_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(item_ids int64 [n], scores float32 [n])``, best first, ``n <= depth(k)``."""
+    def search(
+        self, user_vector: np.ndarray, k: int, *, has_query: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(item_ids int64 [n], scores float32 [n])``, best first, ``n <= depth(k)``.
+
+        Without a query (``has_query`` False) and with a prior, the scores are ``cosine +
+        prior_weight * prior``; otherwise cosine.
+        """
         self.check_k(k)
         vec = self.check_vector(user_vector)
         depth = self.depth(k)
         if depth == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores, ids = self.index.search(vec, depth, params=self._params)
+        use_prior = self.prior is not None and not has_query
+        fetch = min(PRIOR_OVERFETCH * depth, int(self.index.ntotal)) if use_prior else depth
+        scores, ids = self.index.search(vec, fetch, params=self._params)
+        if use_prior:
+            assert self.prior is not None
+            scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
+            scores, ids = scores[:, :depth], ids[:, :depth]
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
         return ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
 
     def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Triton tensors: ``USER_VECTOR`` float32 ``[1, D]``, ``K`` int32 ``[1]`` ->
+        """Triton tensors: ``USER_VECTOR`` float32 ``[1, D]``, ``K`` int32 ``[1]``, optional
+        ``HAS_QUERY`` float32 ``[1, 1]`` (0 = no query: the prior applies; absent = 1) ->
         ``CANDIDATE_IDS`` int64 ``[n]``, ``CANDIDATE_SCORES`` float32 ``[n]``."""
         k = self.check_k(int_scalar(require(tensors, "K"), "K"))
-        ids, scores = self.search(require(tensors, "USER_VECTOR"), k)
+        has_query = True
+        if tensors.get("HAS_QUERY") is not None:
+            flag = float_scalar(tensors["HAS_QUERY"], "HAS_QUERY")
+            if flag not in (0.0, 1.0):
+                raise RequestError(f"HAS_QUERY must be 0 or 1, got {flag}")
+            has_query = flag == 1.0
+        ids, scores = self.search(require(tensors, "USER_VECTOR"), k, has_query=has_query)
         return {"CANDIDATE_IDS": ids, "CANDIDATE_SCORES": scores}
+
+    def warm_up(self) -> None:
+        """Run two :meth:`search` calls for a unit vector at ``K = min(10, max_k)``: a search
+        request (cosine) and one without a query (the prior path, when there is a prior), so
+        FAISS's first-run work is not paid by a real request. Two searches of at most
+        ``PRIOR_OVERFETCH * depth`` candidates: well under a second. Raises what
+        :meth:`search` raises."""
+        vector = np.full((1, self.dim), 1.0 / np.sqrt(self.dim), dtype=np.float32)
+        for has_query in (True, False):
+            self.search(vector, min(10, self.max_k), has_query=has_query)
+
+
+def _load_prior(folder: Path, meta: Mapping[str, float]) -> tuple[PriorLookup | None, float]:
+    """The prior of a version folder and its weight; ``(None, 0.0)`` when there is none."""
+    path = folder / PRIOR_FILE
+    weight = float(meta.get("weight", 0.0))
+    if not path.is_file() or weight <= 0:
+        return None, 0.0
+    try:
+        with np.load(path) as doc:
+            lookup = PriorLookup(doc["item_ids"], doc["values"], float(meta.get("default", 0.0)))
+    except (KeyError, ValueError, OSError) as exc:
+        raise BundleError(f"{path} is not a prior (item_ids, values): {exc}") from exc
+    return lookup, weight

@@ -16,6 +16,7 @@ query and no usable history is a :class:`RequestError`: there is nothing to reco
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,14 @@ from serving.catalog import ItemRows
 from serving.errors import RequestError
 from serving.onnx_session import OnnxModel
 from serving.tensors import float_scalar, int_matrix, int_scalar, int_vector, require
-from towers.features import MAX_HISTORY, MAX_QUERY_TOKENS, last_n, recency_weights
+from towers.features import (
+    CLS_ID,
+    MAX_HISTORY,
+    MAX_QUERY_TOKENS,
+    SEP_ID,
+    last_n,
+    recency_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,11 @@ USER_TOWER_INPUTS = (
 
 #: ``encode_fn(**feeds) -> user_vector``: the ONNX session, or a stand-in in tests.
 EncodeFn = Callable[..., np.ndarray]
+
+#: Warm-up inputs: a query of this many word tokens (plus [CLS]/[SEP]) and this many history
+#: items, about the size of a typical request.
+WARM_UP_QUERY_TOKENS = 6
+WARM_UP_HISTORY = 5
 
 
 class StoredHistory:
@@ -269,3 +282,29 @@ class UserEncoder:
         )
         vector = self.encode(ids, mask, has_query, history, user_id)
         return {"USER_VECTOR": vector, "HISTORY_USED": history.item_ids}
+
+    def warm_up(self) -> None:
+        """Run two requests through :meth:`infer` so the tower's first-run work is not paid by a
+        real request: a query of ``WARM_UP_QUERY_TOKENS`` tokens with a short history (the
+        ``WARM_UP_HISTORY`` first catalog items, one hour apart), then the same history with an
+        empty query (skipped when the catalog is empty). Two small tower runs: well under a
+        second. Raises what :meth:`infer` raises; nothing is stored."""
+        query = np.array(
+            [[CLS_ID, *range(2000, 2000 + WARM_UP_QUERY_TOKENS), SEP_ID]], dtype=np.int64
+        )
+        empty = np.array([[CLS_ID, SEP_ID]], dtype=np.int64)
+        n = min(WARM_UP_HISTORY, self.max_history, len(self.items))
+        history = self.items.item_ids[:n]
+        ts = int(time.time()) - 3600 * np.arange(n, dtype=np.int64)[::-1]
+        requests = [(query, 1.0)] + ([(empty, 0.0)] if n else [])
+        for ids, has_query in requests:
+            self.infer(
+                {
+                    "INPUT_IDS": ids,
+                    "ATTENTION_MASK": np.ones_like(ids),
+                    "HAS_QUERY": np.array([[has_query]], dtype=np.float32),
+                    "USER_ID": np.array([-1], dtype=np.int64),
+                    "HISTORY_IDS": history,
+                    "HISTORY_TS": ts,
+                }
+            )

@@ -17,6 +17,9 @@ MAX_QUERY_TOKENS = 32
 MAX_ITEM_TOKENS = 48
 #: History items whose titles, newest first, stand in for an empty query in the reranker.
 CONTEXT_ITEMS = 2
+#: How many times the retriever's depth it fetches by cosine before re-ranking with the
+#: popularity prior (see towers/prior.py).
+PRIOR_OVERFETCH = 4
 #: Reranker pair length: [CLS] query [SEP] item [SEP].
 MAX_PAIR_TOKENS = MAX_QUERY_TOKENS + MAX_ITEM_TOKENS + 1
 CLS_ID = 101
@@ -78,3 +81,39 @@ def build_pairs(
         types[row, head : end + 1] = 1
         mask[row, : end + 1] = 1
     return ids, mask, types
+
+
+def rank_with_prior(
+    scores: np.ndarray, ids: np.ndarray, prior: np.ndarray, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidates by ``scores + weight * prior``.
+
+    ``scores`` are cosine similarities, ``ids`` the candidates (rows or item ids, ``-1`` =
+    none) and ``prior`` their prior values, all ``[U, C]``. Returns ``(scores, ids)`` in the
+    new order, best first, missing candidates last (score ``-inf``).
+    """
+    ok = ids >= 0
+    new = np.where(ok, scores + weight * np.where(ok, prior, 0.0), -np.inf).astype(np.float32)
+    order = np.argsort(-new, axis=1, kind="stable")
+    return np.take_along_axis(new, order, 1), np.take_along_axis(ids, order, 1)
+
+
+class PriorLookup:
+    """Prior values by item id: ``values[j]`` belongs to ``item_ids[j]``; ids not listed
+    (items added after the prior was computed) get ``default``."""
+
+    def __init__(self, item_ids: np.ndarray, values: np.ndarray, default: float) -> None:
+        ids = np.asarray(item_ids, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float32)
+        if ids.shape != vals.shape or ids.ndim != 1:
+            raise ValueError(f"item_ids {ids.shape} and values {vals.shape} must be equal 1-D")
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.values, self.default = ids[order], vals[order], np.float32(default)
+
+    def __call__(self, item_ids: np.ndarray) -> np.ndarray:
+        """Prior values (float32, the shape of ``item_ids``)."""
+        q = np.asarray(item_ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.full(q.shape, self.default, dtype=np.float32)
+        pos = np.minimum(np.searchsorted(self.ids, q), len(self.ids) - 1)
+        return np.where(self.ids[pos] == q, self.values[pos], self.default).astype(np.float32)

@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import torch
+from tokenizers import Tokenizer
 from transformers import BertModel
 
 from towers.config import TrainConfig
@@ -33,6 +34,7 @@ from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
 from towers.encoder import make_student
+from towers.evaluation.recommend import NextItemTask, history_matrix
 from towers.examples import (
     HistoryPairs,
     QueryPositives,
@@ -45,6 +47,7 @@ from towers.examples import (
 from towers.features import recency_weights
 from towers.finetune import embed_histories, embed_items, embed_queries, finetune_towers
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
+from towers.prior import ItemPrior, fit_model_prior, save_prior
 from towers.rerank_train import (
     BLEND_FEATURES,
     fit_blend,
@@ -172,6 +175,11 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     qpos, hist = towers.queries, towers.histories
     distil_losses, tower_losses = towers.distil_losses, towers.tower_losses
 
+    prior_at = until_ts if until_ts is not None else _end_ts(ds.events)
+    prior, prior_validation = timer.run(
+        "prior", fit_tower_prior, ds.events, item_ids, prior_at, user_tower, tok, item_vecs, cfg
+    )
+
     # reranker: graded pairs plus hard negatives mined with the trained retriever
     _, q_texts, q_labels = graded_labels(ds.queries, ds.qrels, "train")
     if q_texts:
@@ -229,6 +237,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     (out_dir / "blend.json").write_text(json.dumps(blend, indent=2))
     np.save(out_dir / "teacher_item_embeddings.npy", teacher_items)
     np.save(out_dir / "item_embeddings.npy", item_vecs)
+    save_prior(prior, out_dir)
     digest = hashlib.sha256((out_dir / "item_tower" / "model.safetensors").read_bytes())
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + digest.hexdigest()[:8]
     report = {
@@ -248,10 +257,36 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             "reranker_first_last": _ends(rerank_losses),
         },
         "blend": blend,
+        "prior": {**prior.meta(), "validation_recall@50": prior_validation},
     }
     (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
     log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
     return report
+
+
+def fit_tower_prior(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    user_tower: UserTower,
+    tok: Tokenizer,
+    item_vecs: np.ndarray,
+    cfg: TrainConfig,
+) -> tuple[ItemPrior, dict[str, float]]:
+    """The retriever's popularity prior as of ``at_ts``, its weight fitted with ``user_tower``
+    on the newest events before it (see :func:`towers.prior.fit_model_prior`)."""
+    row_of = {int(i): r for r, i in enumerate(item_ids)}
+
+    def user_vectors(task: NextItemTask) -> np.ndarray:
+        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
+        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
+
+    return fit_model_prior(events, item_ids, at_ts, user_vectors, item_vecs, seed=cfg.seed)
+
+
+def _end_ts(events: pd.DataFrame) -> int:
+    """One second after the newest event (0 for an empty log)."""
+    return int(events["ts"].max()) + 1 if len(events) else 0
 
 
 def resolve_cut(events: pd.DataFrame, cfg: TrainConfig) -> int | None:

@@ -12,6 +12,10 @@ would change nothing but the query path, which stays as trained (search with an 
 history answers exactly as before the update). Steps default to ``epochs`` passes over the
 window's pairs, so a small window is not over-fitted.
 
+The retriever's popularity prior (:mod:`towers.prior`) is recomputed as of the end of the
+window with the parent's weight, so the update also knows what is trending now; this is
+counting, no training.
+
 The loss is the fine-tuning loss (sampled softmax over in-batch negatives with logQ
 correction), with the item side read from the saved item table instead of re-encoded.
 """
@@ -35,6 +39,7 @@ from towers.data import load_dataset
 from towers.examples import HistoryPairs, history_pairs, positions
 from towers.finetune import history_inputs, in_batch_loss
 from towers.models import UserTower, load_module, save_module
+from towers.prior import PRIOR_HALF_LIFE_S, compute_prior, load_prior, save_prior
 from towers.progress import progress
 from towers.teacher import tokenizer_path
 from towers.text import encode_queries, load_tokenizer
@@ -123,6 +128,16 @@ def update(
         elif src.is_file():
             shutil.copy2(src, dst)
     np.save(out_dir / "item_embeddings.npy", table)
+    end_ts = cfg.until_ts if cfg.until_ts is not None else int(ds.events["ts"].max()) + 1
+    parent_prior = load_prior(artifacts)
+    prior = compute_prior(
+        events,
+        items["item_id"].to_numpy(np.int64),
+        end_ts,
+        parent_prior.half_life_s if parent_prior else PRIOR_HALF_LIFE_S,
+        parent_prior.weight if parent_prior else 0.0,
+    )
+    save_prior(prior, out_dir)
     meta = json.loads((artifacts / "user_tower" / "config.json").read_text())["meta"]
     save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
     digest = hashlib.sha256((out_dir / "user_tower" / "model.safetensors").read_bytes())
@@ -138,9 +153,8 @@ def update(
             "full_train_seconds", parent.get("seconds", {})
         ),  # the stages of the full run this model descends from
         "data_dir": str(data_dir.resolve()),
-        "events_until_ts": cfg.until_ts
-        if cfg.until_ts is not None
-        else int(ds.events["ts"].max()) + 1,
+        "events_until_ts": end_ts,
+        "prior": prior.meta(),
         "update": {
             **cfg.model_dump(),
             "trained": "user_tower.history",

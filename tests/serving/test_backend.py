@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from serving.backend import (
     parameters,
     respond,
     responses_for,
+    warm_up,
 )
 from serving.errors import RequestError
 
@@ -68,3 +71,30 @@ def test_parameters() -> None:
         int_parameter({"x": "abc"}, "x", 1)
     with pytest.raises(ValueError, match="finite and >= 0"):
         float_parameter({"r": "-1"}, "r", 0.0)
+
+
+class Stage:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.calls = fail, 0
+
+    def warm_up(self) -> None:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("session exploded")
+
+
+def test_warm_up_logs_its_duration(caplog: pytest.LogCaptureFixture) -> None:
+    stage = Stage()
+    with caplog.at_level(logging.INFO, logger="serving.backend"):
+        seconds = warm_up(stage, model="m")
+    assert stage.calls == 1 and seconds is not None and seconds >= 0
+    assert any(r.levelno == logging.INFO and "m: warm-up took" in r.message for r in caplog.records)
+
+
+def test_a_failing_warm_up_is_a_warning_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    stage = Stage(fail=True)
+    with caplog.at_level(logging.INFO, logger="serving.backend"):
+        assert warm_up(stage, model="m") is None
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.WARNING and "m: warm-up failed" in record.message
+    assert record.exc_info is not None and "session exploded" in str(record.exc_info[1])

@@ -73,3 +73,24 @@ def test_from_dir_matches_the_bundle_table(repository: Path, bundle: Path) -> No
     np.testing.assert_allclose(
         enc.embed(titles), np.load(bundle / "item_embeddings.npy")[:5], atol=1e-5
     )
+
+
+def test_warm_up_runs_one_batch_and_leaves_embeddings_unchanged(teacher_tokenizer) -> None:
+    fn = StandIn()
+    enc = ItemEncoder(teacher_tokenizer, fn)
+    before = enc.embed(["green hat"])
+    fn.calls.clear()
+    enc.warm_up()
+    assert len(fn.calls) == 1 and fn.calls[0][0] == 2
+    np.testing.assert_array_equal(enc.embed(["green hat"]), before)
+
+
+def test_warm_up_with_the_real_onnx_graph(repository: Path, bundle: Path) -> None:
+    import json
+
+    enc = ItemEncoder.from_dir(repository / "item_tower" / "1", model_version="test-v1")
+    enc.warm_up()
+    titles = json.loads((bundle / "item_titles.json").read_text())[:3]
+    np.testing.assert_allclose(
+        enc.embed(titles), np.load(bundle / "item_embeddings.npy")[:3], atol=1e-5
+    )

@@ -7,6 +7,7 @@ wiring in ``config.pbtxt`` is exercised together with the stage code.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -173,3 +174,29 @@ def test_ensemble_wiring_matches_the_model_configs(repository: Path) -> None:
             known[value] = outputs[key]
     for out in ens.output:
         assert known.get(out.name) == out.data_type, out.name
+
+
+def test_every_model_warms_up_when_it_loads(
+    repository: Path, load_model, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="serving.backend"):
+        for name in PYTHON_MODELS:
+            load_model(repository, name)
+    warmed = {r.message.split(":")[0] for r in caplog.records if "warm-up took" in r.message}
+    assert warmed == set(PYTHON_MODELS)
+
+
+def test_a_failing_warm_up_does_not_stop_the_load(
+    repository: Path, load_model, fake_pb_utils, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from serving.rerank import Reranker
+
+    def broken(self) -> None:
+        raise RuntimeError("warm-up exploded")
+
+    monkeypatch.setattr(Reranker, "warm_up", broken)
+    with caplog.at_level(logging.WARNING, logger="serving.backend"):
+        models = {name: load_model(repository, name) for name in PYTHON_MODELS}
+    assert any("reranker: warm-up failed" in r.message for r in caplog.records)
+    out = run_ensemble(repository, models, fake_pb_utils, **request(k=5))
+    assert "error" not in out and out["N_SCORED"].tolist() == [30]

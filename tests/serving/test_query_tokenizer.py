@@ -78,3 +78,10 @@ def test_wrong_shape_and_missing_input(stage: QueryTokenizer) -> None:
 def test_missing_tokenizer_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
         QueryTokenizer.from_dir(tmp_path)
+
+
+def test_warm_up_leaves_tokenization_unchanged(stage: QueryTokenizer) -> None:
+    before = stage.tokenize("blue jeans").input_ids
+    stage.warm_up()
+    np.testing.assert_array_equal(stage.tokenize("blue jeans").input_ids, before)
+    assert stage.infer({"QUERY": np.array([b""], dtype=object)})["HAS_QUERY"].tolist() == [[0.0]]

@@ -284,3 +284,38 @@ def test_from_dir_loads_a_version_folder(repository: Path) -> None:
     assert reranker.cost_ns > 0 and reranker.max_k == 20
     with pytest.raises(BundleError, match="configured for version 'other'"):
         Reranker.from_dir(repository / "reranker" / "1", model_version="other", calibrate=False)
+
+
+@pytest.mark.parametrize("with_tokenizer", [True, False], ids=["tokenizer", "no-tokenizer"])
+def test_warm_up_scores_two_chunks_and_keeps_the_cost_estimate(
+    teacher_tokenizer, with_tokenizer: bool
+) -> None:
+    tokenizer = QueryTokenizer(teacher_tokenizer) if with_tokenizer else None
+    reranker, clock, scorer = make(
+        cost_ms=3.0, chunk_size=4, initial_cost_ms=0.5, tokenizer=tokenizer
+    )
+    reranker.warm_up()
+    assert scorer.calls == [4, 4]  # a query, then an empty query: one whole chunk each
+    assert reranker.cost_ns == reranker.floor_ns == pytest.approx(0.5 * MS)
+    fresh, fresh_clock, _ = make(cost_ms=3.0, chunk_size=4, initial_cost_ms=0.5)
+    cand, ret = candidates(20)
+    res = reranker.rerank(np.array([7]), cand, ret, k=10, budget_ms=10, start_ns=clock())
+    ref = fresh.rerank(np.array([7]), cand, ret, k=10, budget_ms=10, start_ns=fresh_clock())
+    assert res.n_scored == ref.n_scored
+    np.testing.assert_array_equal(res.item_ids, ref.item_ids)
+
+
+def test_warm_up_on_a_loaded_version_folder(repository: Path) -> None:
+    reranker = Reranker.from_dir(repository / "reranker" / "1", model_version="test-v1")
+    cost = reranker.cost_ns, reranker.floor_ns
+    reranker.warm_up()
+    assert (reranker.cost_ns, reranker.floor_ns) == cost
+    ids = reranker.items.rows.item_ids[:12]
+    res = reranker.rerank(
+        reranker.tokenizer.query_tokens("red shirt"),
+        ids,
+        np.linspace(1, 0, 12).astype(np.float32),
+        k=5,
+        budget_ms=1000,
+    )
+    assert res.n_scored == 12 and len(res.item_ids) == 5

@@ -12,6 +12,7 @@ import pytest
 from serving.bundle import BundleError
 from serving.errors import RequestError
 from serving.retrieval import Retriever
+from towers.features import PriorLookup
 
 DIM = 16
 N = 400
@@ -164,3 +165,100 @@ def test_from_dir_on_the_written_repository(repository: Path, bundle: Path) -> N
     ids, scores = retriever.search(vecs[3:4], k=5)
     assert ids[0] == np.load(bundle / "item_ids.npy")[3]
     assert scores[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def prior_retriever(weight: float) -> tuple[Retriever, np.ndarray]:
+    """A flat retriever whose prior strongly favours every tenth item."""
+    values = np.where(np.arange(N) % 10 == 0, 3.0, -0.3).astype(np.float32)
+    lookup = PriorLookup(IDS, values, default=-1.0)
+    return Retriever(
+        flat_index(), max_k=50, n_candidates=20, prior=lookup, prior_weight=weight
+    ), values
+
+
+def test_prior_reranks_requests_without_a_query_only() -> None:
+    retriever, values = prior_retriever(0.1)
+    query = vectors(1, seed=8)
+    # With a query: cosine only, exactly as without a prior.
+    ids, _ = retriever.search(query, k=10, has_query=True)
+    np.testing.assert_array_equal(ids, exact_top(query, 20))
+    # Without: the best 20 of cosine + 0.1 * prior among the 80 nearest by cosine.
+    ids, scores = retriever.search(query, k=10, has_query=False)
+    cos = ITEMS @ query.reshape(-1)
+    near = np.argsort(-cos)[:80]
+    blended = cos[near] + 0.1 * values[near]
+    expected = IDS[near[np.argsort(-blended, kind="stable")[:20]]]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(scores, np.sort(blended)[::-1][:20], rtol=1e-5)
+    assert (values[(ids - 10_000) // 3] > 0).sum() > (
+        values[(exact_top(query, 20) - 10_000) // 3] > 0
+    ).sum()
+
+
+def test_prior_input_is_optional_and_checked() -> None:
+    retriever, _ = prior_retriever(0.1)
+    vec, k = vectors(1, seed=9), np.array([5], np.int32)
+    plain = retriever.infer({"USER_VECTOR": vec, "K": k})
+    with_query = retriever.infer(
+        {"USER_VECTOR": vec, "K": k, "HAS_QUERY": np.ones((1, 1), np.float32)}
+    )
+    np.testing.assert_array_equal(plain["CANDIDATE_IDS"], with_query["CANDIDATE_IDS"])
+    no_query = retriever.infer(
+        {"USER_VECTOR": vec, "K": k, "HAS_QUERY": np.zeros((1, 1), np.float32)}
+    )
+    assert not np.array_equal(no_query["CANDIDATE_IDS"], plain["CANDIDATE_IDS"])
+    for bad in (
+        np.full((1, 1), 0.5, np.float32),
+        np.full((1, 1), np.nan, np.float32),
+        np.zeros(2, np.float32),
+    ):
+        with pytest.raises(RequestError, match="HAS_QUERY"):
+            retriever.infer({"USER_VECTOR": vec, "K": k, "HAS_QUERY": bad})
+    # a zero weight (or no prior) is cosine only
+    off, _ = prior_retriever(0.0)
+    ids, _ = off.search(vec, k=5, has_query=False)
+    np.testing.assert_array_equal(ids, exact_top(vec, 20))
+    with pytest.raises(ValueError, match="prior_weight"):
+        prior_retriever(-1.0)
+
+
+def test_prior_loads_from_the_version_folder(tmp_path: Path) -> None:
+    index = flat_index()
+    faiss.write_index(index, str(tmp_path / "index.faiss"))
+    values = np.linspace(-1, 2, N).astype(np.float32)
+    np.savez(tmp_path / "item_prior.npz", item_ids=IDS, values=values)
+    manifest = {
+        "model_version": "v1",
+        "dim": DIM,
+        "n_items": N,
+        "index": {"type": "flat"},
+        "recency_tau_s": 3600.0,
+        "prior": {"weight": 0.2, "default": -1.5, "at_ts": 0, "half_life_s": 86400.0},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    retriever = Retriever.from_dir(tmp_path, model_version="v1")
+    assert retriever.prior_weight == pytest.approx(0.2)
+    assert retriever.prior is not None
+    np.testing.assert_allclose(retriever.prior(IDS[:3]), values[:3])
+    assert retriever.prior(np.array([7])) == pytest.approx(-1.5)  # unknown id: the default
+    (tmp_path / "item_prior.npz").write_bytes(b"not a numpy file")
+    with pytest.raises(BundleError, match="item_prior.npz"):
+        Retriever.from_dir(tmp_path, model_version="v1")
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.1], ids=["no-prior", "prior"])
+def test_warm_up_leaves_searches_unchanged(weight: float) -> None:
+    retriever, _ = prior_retriever(weight)
+    query = vectors(1, seed=11)
+    before = [retriever.search(query, k=10, has_query=q)[0] for q in (True, False)]
+    retriever.warm_up()
+    after = [retriever.search(query, k=10, has_query=q)[0] for q in (True, False)]
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warm_up_on_the_written_repository(repository: Path, bundle: Path) -> None:
+    retriever = Retriever.from_dir(repository / "retriever" / "1", model_version="test-v1")
+    retriever.warm_up()
+    ids, _ = retriever.search(np.load(bundle / "item_embeddings.npy")[3:4], k=5)
+    assert ids[0] == np.load(bundle / "item_ids.npy")[3]

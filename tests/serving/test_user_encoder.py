@@ -163,3 +163,36 @@ def test_from_dir_with_the_real_onnx_graph(repository: Path, bundle: Path) -> No
     # user 1's stored history holds one item the catalog lacks: it is dropped
     h = enc.resolve_history(1, np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert h.source == "stored" and h.n_unknown == 1 and len(h.item_ids) == 2
+
+
+def test_warm_up_runs_a_query_and_an_empty_query_with_history() -> None:
+    enc, fn = encoder()
+    enc.warm_up()
+    assert [f["has_query"].tolist() for f in fn.feeds] == [[[1.0]], [[0.0]]]
+    assert fn.feeds[0]["input_ids"].shape == (1, 8)  # [CLS] + 6 tokens + [SEP]
+    for feeds in fn.feeds:
+        np.testing.assert_array_equal(feeds["history_vectors"][0], VECTORS[:5])
+        assert np.all(np.diff(feeds["history_weights"][0]) > 0)  # oldest first
+    out = enc.infer({**_tensors(), "USER_ID": np.array([7], np.int64)})
+    assert out["HISTORY_USED"].tolist() == [110, 111, 112]  # stored history untouched
+
+
+def test_warm_up_with_an_empty_catalog_runs_the_query_only() -> None:
+    fn = StandIn()
+    enc = UserEncoder(
+        np.zeros(0, np.int64), np.zeros((0, DIM), np.float32), recency_tau_s=TAU_S, encode_fn=fn
+    )
+    enc.warm_up()
+    assert len(fn.feeds) == 1 and fn.feeds[0]["has_query"].tolist() == [[1.0]]
+
+
+def test_warm_up_with_the_real_onnx_graph_leaves_answers_unchanged(repository: Path) -> None:
+    folder = repository / "user_tower" / "1"
+    cold = UserEncoder.from_dir(folder, model_version="test-v1")
+    warm = UserEncoder.from_dir(folder, model_version="test-v1")
+    warm.warm_up()
+    for user_id in (-1, 2):
+        tensors = {**_tensors(), "USER_ID": np.array([user_id], np.int64)}
+        np.testing.assert_array_equal(
+            warm.infer(tensors)["USER_VECTOR"], cold.infer(tensors)["USER_VECTOR"]
+        )

@@ -12,6 +12,11 @@ Internal to :mod:`towers.data.generate`. Model, all vectorised with numpy:
 * A session at time ``f`` has an intent: with probability 0.8 one of the user's preferred
   types, taken from the late set with probability ``f`` (so preferences shift gradually),
   otherwise a type drawn from the global popularity at that time.
+* Item popularity trends: a share of the items (``Trends.share``) each launch at a random time;
+  before it their popularity is a fifth of their base, at launch it jumps to ``boost`` times
+  the base and decays back with an e-folding time of ``days``. Views draw their candidates
+  from the popularity of their day, so what sells changes from week to week and a model's
+  popularity knowledge goes stale.
 * A session views 1 + Poisson(3) items, mostly of the intent type (15 % of views go to a
   complement type, 5 % to a random type). Each view picks the best of 6 popularity-weighted
   candidates after scoring brand and price-band affinity plus Gumbel noise, then funnels:
@@ -30,7 +35,7 @@ from towers.data.gen_items import Items, ItemSampler, TaxonomyArrays
 from towers.data.schema import EVENT_TYPES
 from towers.data.taxonomy import PRICE_BANDS
 
-__all__ = ["Preferences", "make_events", "make_users"]
+__all__ = ["Preferences", "Trends", "make_events", "make_users"]
 
 SECONDS_PER_DAY = 86_400
 #: Probability that a session's (or query's) intent comes from the user's own preferences.
@@ -69,6 +74,44 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
     cum = np.cumsum(weights, axis=1)
     total = cum[:, -1:]
     return cum / np.where(total > 0, total, 1.0)
+
+
+@dataclass(frozen=True)
+class Trends:
+    """Item launches: ``share`` of items trend, peaking at ``boost`` times their base
+    popularity at launch and decaying with an e-folding time of ``days``."""
+
+    share: float = 0.0
+    boost: float = 1.0
+    days: float = 3.0
+    #: Popularity multiplier of a trending item before its launch.
+    before: float = 0.2
+
+    def samplers(
+        self,
+        n_bins: int,
+        days: int,
+        rng: np.random.Generator,
+        items: Items,
+        sampler: ItemSampler,
+        n_types: int,
+    ) -> list[ItemSampler]:
+        """One item sampler per time bin (``n_bins`` equal bins over ``days`` days), with each
+        trending item's popularity at the bin's middle."""
+        if self.share <= 0.0 or self.boost <= 1.0:
+            return [sampler] * n_bins
+        n = len(items.popularity)
+        trending = rng.random(n) < self.share
+        launch_day = rng.uniform(-self.days, days, n)
+        out = []
+        for b in range(n_bins):
+            day = (b + 0.5) * days / n_bins
+            age = day - launch_day
+            decay = np.exp(-np.maximum(age, 0.0) / self.days)
+            mult = np.where(age < 0, self.before, 1.0 + (self.boost - 1.0) * decay)
+            pop = items.popularity * np.where(trending, mult, 1.0)
+            out.append(ItemSampler(items.type_idx, pop, n_types))
+        return out
 
 
 @dataclass
@@ -183,6 +226,7 @@ def make_events(
     tax: TaxonomyArrays,
     items: Items,
     sampler: ItemSampler,
+    trends: Trends | None = None,
 ) -> pa.Table:
     """Generate the behaviour log (about ``events_per_user`` events per user on average),
     sorted by user_id, ts and funnel step, with ``ts`` in ``[start_ts, start_ts + days
@@ -216,9 +260,20 @@ def make_events(
     rand_type = sample_rows(prefs.global_cdf, bins, rng.random(n_v))
     v_type = np.where(r > 1.0 - P_RANDOM_VIEW, rand_type, v_type)
 
-    cand = sampler.sample(np.repeat(v_type, N_CANDIDATES), rng.random(n_v * N_CANDIDATES)).reshape(
-        n_v, N_CANDIDATES
+    # Candidates come from the item popularity of the view's day (trends included).
+    day_samplers = (trends or Trends()).samplers(
+        days, days, rng, items, sampler, len(sampler.counts)
     )
+    v_day = np.minimum((s_f[v_sess] * days).astype(np.int64), days - 1)
+    cand = np.empty((n_v, N_CANDIDATES), dtype=np.int64)
+    u_cand = rng.random((n_v, N_CANDIDATES))
+    for day in np.unique(v_day):
+        rows = np.flatnonzero(v_day == day)
+        cand[rows] = (
+            day_samplers[day]
+            .sample(np.repeat(v_type[rows], N_CANDIDATES), u_cand[rows].ravel())
+            .reshape(len(rows), N_CANDIDATES)
+        )
     brand_match = (items.brand_idx[cand][:, :, None] == prefs.brands[v_user][:, None, :]).any(-1)
     band_gap = np.abs(items.band_idx[cand] - prefs.band[v_user][:, None])
     score = 1.2 * brand_match - 0.6 * band_gap + rng.gumbel(size=cand.shape)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from towers.data.gen_behaviour import SECONDS_PER_DAY, make_events, make_users
+from towers.data.gen_behaviour import SECONDS_PER_DAY, Trends, make_events, make_users
 from towers.data.gen_items import ItemSampler, TaxonomyArrays, make_items
 from towers.data.gen_queries import (
     MAX_PER_LABEL,
@@ -57,7 +57,7 @@ class GenerateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     n_items: int = Field(5000, ge=200, le=10_000_000, description="catalogue size")
-    n_users: int = Field(500, ge=10, le=2_000_000, description="users with behaviour")
+    n_users: int = Field(2000, ge=10, le=2_000_000, description="users with behaviour")
     n_queries: int = Field(1500, ge=20, le=1_000_000, description="search queries")
     seed: int = Field(7, ge=0, le=2**63 - 1, description="random seed; same seed, same files")
     days: int = Field(28, ge=7, le=730, description="length of the time range in days")
@@ -72,6 +72,19 @@ class GenerateConfig(BaseModel):
     )
     seasonal_strength: float = Field(
         1.0, ge=0.0, le=3.0, description="size of the global department trend (0 = none)"
+    )
+    trend_share: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="fraction of items that launch (or go on promotion) at a random time and "
+        "trend for a few days (0 = item popularity never changes)",
+    )
+    trend_boost: float = Field(
+        50.0, ge=1.0, le=1000.0, description="popularity multiplier of a trending item at launch"
+    )
+    trend_days: float = Field(
+        3.0, gt=0.0, le=365.0, description="e-folding time of a trend's decay, in days"
     )
 
 
@@ -163,6 +176,7 @@ def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> D
             tax,
             items,
             sampler,
+            Trends(config.trend_share, config.trend_boost, config.trend_days),
         )
         done("events")
 

@@ -5,11 +5,13 @@ The held-out time range ``[cut, end)`` is split into ``n`` equal windows. The *s
 point ``U`` (the start of window ``n // 2``) two fresher models are made:
 
 - *updated*: ``towerserve train --from ARTIFACTS --since cut --until U``, the user tower
-  fine-tuned on the newest events only (see :mod:`towers.update`);
+  fine-tuned on the newest events only and the popularity prior recounted as of ``U`` (see
+  :mod:`towers.update`);
 - *retrained* (optional, the reference): a full ``towerserve train`` on every event before
   ``U``, the price an update avoids.
 
-Both are scored on the windows from ``U`` on. ``lost`` is the mean of ``retrained - stale``
+Both are scored on the windows from ``U`` on, through the served retrieval (FAISS and the
+prior, system ``student_faiss``). ``lost`` is the mean of ``retrained - stale``
 over those windows (without a retrain: the stale model's first window minus its mean from
 ``U`` on), ``recovered`` the mean of ``updated - stale``, and ``recovered_fraction`` their
 ratio. Every request carries the user's history up to the window start, as live traffic
@@ -28,13 +30,14 @@ from towers.config import TrainConfig
 from towers.evaluation.recommend import next_item_task, run_systems
 from towers.evaluation.systems import Loaded, events_range, load, recommendation_systems
 from towers.models import UserTower, load_module
+from towers.prior import ItemPrior, load_prior
 from towers.update import UpdateConfig, update
 
 log = logging.getLogger(__name__)
 
 #: The drift curve's metric and the system it is measured on.
 DRIFT_METRIC = "recall@50"
-DRIFT_SYSTEM = "student_exact"
+DRIFT_SYSTEM = "student_faiss"
 
 
 def window_edges(cut_ts: int, end_ts: int, n: int) -> list[int]:
@@ -77,8 +80,10 @@ def drift_section(
         for a, b in zip(edges[:-1], edges[1:])
     ]
 
-    def metric(model: Loaded, tower: UserTower | None, task_ids: range) -> list[float | None]:
-        systems = recommendation_systems(model, (DRIFT_SYSTEM,), user_tower=tower)
+    def metric(
+        model: Loaded, tower: UserTower | None, prior: ItemPrior | None, task_ids: range
+    ) -> list[float | None]:
+        systems = recommendation_systems(model, (DRIFT_SYSTEM,), user_tower=tower, prior=prior)
         out: list[float | None] = [None] * n_windows
         for w in task_ids:
             if len(tasks[w]):
@@ -86,14 +91,15 @@ def drift_section(
                 out[w] = res[DRIFT_SYSTEM][DRIFT_METRIC]
         return out
 
-    stale = metric(m, None, range(n_windows))
+    stale = metric(m, None, None, range(n_windows))
     update_cfg = UpdateConfig(since_ts=cut, until_ts=edges[upd_at], epochs=update_epochs, seed=seed)
     report = update(artifacts, data_dir, work_dir / "updated", update_cfg)
     upd_info = report["update"]
     assert isinstance(upd_info, dict)
     updated_tower = load_module("user_tower", work_dir / "updated" / "user_tower")
     later = range(upd_at, n_windows)
-    updated = metric(m, updated_tower, later)  # type: ignore[arg-type]
+    updated_prior = load_prior(work_dir / "updated")
+    updated = metric(m, updated_tower, updated_prior, later)  # type: ignore[arg-type]
     retrained: list[float | None] = [None] * n_windows
     if retrain:
         from towers.train import train
@@ -102,7 +108,7 @@ def drift_section(
         start = time.perf_counter()
         train(data_dir, work_dir / "retrained", cfg)
         full_s = time.perf_counter() - start
-        retrained = metric(load(work_dir / "retrained", data_dir), None, later)
+        retrained = metric(load(work_dir / "retrained", data_dir), None, None, later)
     else:
         # the full run's stages (an updated model keeps its ancestor's under their own key)
         stages = m.report.get("full_train_seconds", m.report.get("seconds", {}))
@@ -139,7 +145,7 @@ def drift_section(
         "update": {
             "since_ts": cut,
             "until_ts": edges[upd_at],
-            "mode": "user_tower.history",
+            "mode": "user_tower.history + prior",
             "seconds": seconds,
             "full_train_seconds": full_s,
             "full_train_measured": retrain,

@@ -200,7 +200,13 @@ def checks(results: dict[str, object]) -> list[dict[str, object]]:
     rec = results.get("recommendation", {}).get("systems", {})  # type: ignore[union-attr]
     if "popularity" in rec and "student_faiss" in rec:
         ratio = rec["student_faiss"]["recall@50"] / max(rec["popularity"]["recall@50"], 1e-9)
-        add("two-tower Recall@50 vs popularity", ratio, 2.0, ratio >= 2.0, "ratio")
+        add(
+            "two-tower Recall@50 vs popularity",
+            ratio,
+            2.0,
+            ratio >= 2.0,
+            "served retrieval (FAISS + prior) / popularity",
+        )
     drift = results.get("drift", {})
     upd = drift.get("update") if isinstance(drift, dict) else None
     if upd:

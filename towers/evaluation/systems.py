@@ -33,9 +33,16 @@ from towers.evaluation.recommend import (
 )
 from towers.evaluation.search import SearchSystem
 from towers.examples import item_popularity
-from towers.features import MAX_HISTORY, MAX_QUERY_TOKENS
+from towers.features import (
+    MAX_HISTORY,
+    MAX_QUERY_TOKENS,
+    PRIOR_OVERFETCH,
+    PriorLookup,
+    rank_with_prior,
+)
 from towers.finetune import embed_histories, embed_items, embed_queries
 from towers.models import CrossEncoder, UserTower, load_module
+from towers.prior import ItemPrior, load_prior
 from towers.rerank_train import score_candidates
 from towers.teacher import embed_texts, load_teacher, tokenizer_path
 from towers.text import encode, item_token_lists, load_tokenizer, query_token_list
@@ -74,6 +81,7 @@ class Loaded:
     tok: Tokenizer
     teacher: BertModel
     bf16: bool
+    prior: ItemPrior | None = None
 
     @property
     def row_of(self) -> dict[int, int]:
@@ -143,6 +151,7 @@ def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
         tok,
         teacher,
         bf16,
+        load_prior(artifacts),
     )
 
 
@@ -256,9 +265,15 @@ def recommendation_systems(
     m: Loaded,
     names: tuple[str, ...] = RECOMMENDATION_SYSTEMS,
     user_tower: UserTower | None = None,
+    prior: ItemPrior | None = None,
 ) -> dict[str, RecSystem]:
-    """The named next-item systems over ``m``; ``user_tower`` replaces ``m``'s (to compare an
-    updated tower on the same item table)."""
+    """The named next-item systems over ``m``; ``user_tower`` and ``prior`` replace ``m``'s
+    (to compare an updated model on the same item table).
+
+    ``student_exact`` ranks by cosine alone (the two towers as such); ``student_faiss`` ranks
+    the way the served retriever does: the FAISS index, re-ranked with the model's
+    popularity prior (see :mod:`towers.prior`).
+    """
     unknown = set(names) - set(RECOMMENDATION_SYSTEMS)
     if unknown:
         raise ValueError(
@@ -304,9 +319,19 @@ def recommendation_systems(
 
         systems["student_exact"] = student
     if "student_faiss" in names:
+        prior_ = prior or m.prior
+        weight = prior_.weight if prior_ is not None else 0.0
+        lookup = PriorLookup(m.item_ids, prior_.values, prior_.default) if prior_ else None
 
         def student_faiss(task: NextItemTask, k: int) -> list[list[int]]:
-            _, ids = m.index.search(user_vecs(task), k + depth)
+            want = max(m.n_candidates, k + depth)
+            if weight:
+                cos, ids = m.index.search(user_vecs(task), PRIOR_OVERFETCH * want)
+                assert lookup is not None
+                _, ids = rank_with_prior(cos, ids, lookup(ids), weight)
+                ids = ids[:, :want]
+            else:
+                _, ids = m.index.search(user_vecs(task), want)
             out = []
             for row, hist in zip(ids, task.hist_ids):
                 seen = set(map(int, hist))

@@ -13,6 +13,7 @@ from serving.backend import (
     request_tensors,
     responses_for,
     version_dir,
+    warm_up,
 )
 from serving.item_encoder import ItemEncoder
 
@@ -28,6 +29,7 @@ class TritonPythonModel:
             intra_op_threads=int_parameter(params, "intra_op_threads", 1),
             batch_size=max(1, int(config.get("max_batch_size", 64))),
         )
+        warm_up(self.stage, model="item_tower")
 
     def execute(self, requests: list) -> list:
         results = self.stage.embed_requests([request_tensors(r) for r in requests])

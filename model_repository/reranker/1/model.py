@@ -13,6 +13,7 @@ from serving.backend import (
     parameters,
     respond,
     version_dir,
+    warm_up,
 )
 from serving.rerank import Reranker
 
@@ -30,6 +31,7 @@ class TritonPythonModel:
             intra_op_threads=int_parameter(params, "intra_op_threads", 1),
             reserve_ms=float_parameter(params, "reserve_ms", 1.0),
         )
+        warm_up(self.stage, model="reranker")
 
     def execute(self, requests: list) -> list:
         return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="reranker")

@@ -12,6 +12,7 @@ from serving.backend import (
     parameters,
     respond,
     version_dir,
+    warm_up,
 )
 from serving.retrieval import Retriever
 
@@ -29,6 +30,7 @@ class TritonPythonModel:
             n_candidates=int_parameter(params, "n_candidates", 0, low=0) or None,
             omp_threads=int_parameter(params, "omp_threads", 1),
         )
+        warm_up(self.stage, model="retriever")
 
     def execute(self, requests: list) -> list:
         return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")

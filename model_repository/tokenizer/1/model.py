@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
-from serving.backend import model_config, output_dtypes, respond, version_dir
+from serving.backend import model_config, output_dtypes, respond, version_dir, warm_up
 from serving.query_tokenizer import QueryTokenizer
 
 
@@ -13,6 +13,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.dtypes = output_dtypes(model_config(args))
         self.stage = QueryTokenizer.from_dir(version_dir(args))
+        warm_up(self.stage, model="tokenizer")
 
     def execute(self, requests: list) -> list:
         return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="tokenizer")

@@ -12,6 +12,7 @@ from serving.backend import (
     parameters,
     respond,
     version_dir,
+    warm_up,
 )
 from serving.user_encoder import UserEncoder
 
@@ -26,6 +27,7 @@ class TritonPythonModel:
             model_version=params.get("model_version"),
             intra_op_threads=int_parameter(params, "intra_op_threads", 1),
         )
+        warm_up(self.stage, model="user_tower")
 
     def execute(self, requests: list) -> list:
         return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="user_tower")

@@ -284,3 +284,27 @@ def test_config_rejects_out_of_range(field: str, value: object) -> None:
 def test_config_rejects_unknown_field() -> None:
     with pytest.raises(ValidationError, match="n_itemz"):
         GenerateConfig(n_itemz=5)
+
+
+def _peak_share(events: pd.DataFrame, min_events: int = 15) -> float:
+    """Mean, over items with at least ``min_events`` events, of the share of an item's events
+    that fall in its busiest 3 days."""
+    day = (events["ts"] - START_TS) // 86_400
+    per_day = pd.crosstab(events["item_id"], day)
+    busy = per_day[per_day.sum(axis=1) >= min_events]
+    peak = busy.T.rolling(3, min_periods=1).sum().max()
+    return float((peak / busy.sum(axis=1)).mean())
+
+
+def test_trending_items_concentrate_their_events_in_time(tmp_path: Path) -> None:
+    # The same users and catalog with and without trends: with them, an item's events bunch
+    # around its launch, so what is popular changes over the weeks.
+    flat = generate(SMALL.model_copy(update={"trend_share": 0.0}), tmp_path / "flat")
+    trend = generate(SMALL.model_copy(update={"trend_share": 0.5}), tmp_path / "trend")
+    share_flat = _peak_share(pd.read_parquet(flat.events))
+    share_trend = _peak_share(pd.read_parquet(trend.events))
+    assert share_trend > share_flat + 0.05
+    with pytest.raises(ValidationError):
+        GenerateConfig(trend_share=1.5)
+    with pytest.raises(ValidationError):
+        GenerateConfig(trend_days=0)

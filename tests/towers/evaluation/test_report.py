@@ -336,3 +336,35 @@ def test_metric_columns_stable_order() -> None:
         "latency_ms_p50",
     ]
     assert metric_columns([]) == []
+
+
+class _CapturePlots:
+    """Stands in for the report's plot writer: keeps each figure's y label and title."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, tuple[str, str]] = {}
+
+    def save(self, fig, name: str) -> str:
+        ax = fig.axes[0]
+        self.labels[name] = (ax.get_ylabel(), ax.get_title())
+        return f"plots/{name}.png"
+
+
+@pytest.mark.parametrize(
+    "drop,metric",
+    [((), "ndcg@10"), (("ndcg@10",), "recall@100"), (("ndcg@10", "recall@100"), "recall@10")],
+)
+def test_distillation_plot_prefers_ndcg_at_10(drop: tuple[str, ...], metric: str) -> None:
+    from towers.evaluation.report import _plot_distillation
+
+    rows = [
+        {k: v for k, v in row.items() if k not in drop}
+        for row in full_results()["distillation"]["rows"]
+    ]
+    if metric == "recall@10":
+        for row in rows:
+            row["recall@10"] = 0.2
+    plots = _CapturePlots()
+    assert _plot_distillation(rows, "student-2L", plots) == "plots/distillation.png"
+    ylabel, title = plots.labels["distillation"]
+    assert ylabel == metric and title == f"Distillation trade-off: {metric} vs throughput"

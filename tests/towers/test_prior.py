@@ -1,0 +1,93 @@
+"""The retriever's popularity prior: decayed counts, the weight fit, saving and re-ranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from towers.features import PriorLookup, rank_with_prior
+from towers.prior import compute_prior, fit_prior_weight, load_prior, save_prior
+
+DAY = 86_400
+
+
+def events(rows: list[tuple[int, int]]) -> pd.DataFrame:
+    """(item_id, ts) rows as a behaviour log."""
+    return pd.DataFrame(
+        {
+            "user_id": np.zeros(len(rows), np.int64),
+            "item_id": [r[0] for r in rows],
+            "event_type": ["view"] * len(rows),
+            "ts": [r[1] for r in rows],
+            "session_id": np.zeros(len(rows), np.int64),
+        }
+    )
+
+
+def test_recent_events_count_more_and_the_future_not_at_all() -> None:
+    at = 100 * DAY
+    log = events(
+        [(1, at - DAY)] * 4  # item 1: 4 events a day ago
+        + [(2, at - 30 * DAY)] * 4  # item 2: 4 events ten half-lives ago
+        + [(3, at + DAY)] * 50  # item 3: only after `at`
+    )
+    prior = compute_prior(log, np.array([1, 2, 3, 4]), at, half_life_s=3 * DAY, weight=0.1)
+    v = prior.values
+    assert v.dtype == np.float32 and v.shape == (4,)
+    assert v[0] > v[1] > v[2] == v[3]  # the future counts nothing, like an unseen item
+    assert prior.default == pytest.approx(v[3])
+    assert abs(float(v.mean())) < 1e-6 and float(v.std()) == pytest.approx(1.0, rel=1e-5)
+    # an event a half-life old weighs half: two of them equal one fresh one
+    log2 = events([(1, at - 1)] + [(2, at - 1 - 3 * DAY)] * 2 + [(3, at - 1)] * 3)
+    v2 = compute_prior(log2, np.array([1, 2, 3]), at, half_life_s=3 * DAY).values
+    assert v2[0] == pytest.approx(v2[1], abs=1e-5) and v2[2] > v2[0]
+    with pytest.raises(ValueError, match="half_life_s"):
+        compute_prior(log, np.array([1]), at, half_life_s=0)
+
+
+def test_empty_log_gives_a_flat_prior() -> None:
+    prior = compute_prior(events([]), np.array([5, 6]), 10)
+    np.testing.assert_array_equal(prior.values, [0.0, 0.0])
+    assert prior.default == 0.0
+
+
+def test_fit_picks_the_best_and_the_smallest_on_ties() -> None:
+    best, scores = fit_prior_weight(lambda w: -((w - 0.05) ** 2), (0.0, 0.03, 0.05, 0.1))
+    assert best == 0.05 and set(scores) == {"0.0", "0.03", "0.05", "0.1"}
+    best, _ = fit_prior_weight(lambda w: 1.0, (0.0, 0.1))
+    assert best == 0.0
+
+
+def test_save_and_load(tmp_path: Path) -> None:
+    assert load_prior(tmp_path) is None  # artifacts from before the prior existed
+    prior = compute_prior(events([(1, 5), (2, 6)]), np.array([1, 2, 3]), 10, 100.0, 0.07)
+    save_prior(prior, tmp_path)
+    back = load_prior(tmp_path)
+    assert back is not None
+    np.testing.assert_array_equal(back.values, prior.values)
+    assert back.meta() == prior.meta()
+
+
+def test_rank_with_prior_moves_popular_items_up_and_missing_last() -> None:
+    scores = np.array([[0.9, 0.85, 0.5, -np.inf]], np.float32)
+    ids = np.array([[10, 11, 12, -1]])
+    prior = np.array([[0.0, 1.0, 5.0, 0.0]], np.float32)
+    new, order = rank_with_prior(scores, ids, prior, 0.1)
+    np.testing.assert_array_equal(order, [[12, 11, 10, -1]])
+    np.testing.assert_allclose(new[0, :3], [1.0, 0.95, 0.9], rtol=1e-6)
+    assert new[0, 3] == -np.inf
+    _, same = rank_with_prior(scores, ids, prior, 0.0)
+    np.testing.assert_array_equal(same, ids)
+
+
+def test_lookup_by_id_with_default() -> None:
+    lookup = PriorLookup(np.array([30, 10, 20]), np.array([3.0, 1.0, 2.0]), default=-7.0)
+    np.testing.assert_array_equal(
+        lookup(np.array([[10, 99], [30, -1]])), [[1.0, -7.0], [3.0, -7.0]]
+    )
+    assert PriorLookup(np.zeros(0), np.zeros(0), 0.5)(np.array([1]))[0] == 0.5
+    with pytest.raises(ValueError, match="equal"):
+        PriorLookup(np.array([1, 2]), np.array([1.0]), 0.0)

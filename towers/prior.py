@@ -1,0 +1,191 @@
+"""The trending-popularity prior of the retriever, and how its weight is fitted.
+
+Two towers score by cosine, and item vectors come from text alone, so they cannot know what
+sells *now*. For requests without a query (recommendation) the retriever therefore ranks by
+``cosine(user, item) + weight * prior(item)``, where ``prior`` is the standardised
+``log1p`` of the item's interaction count decayed by age (half-life ``half_life_s``) as of a
+time ``at_ts``. It is part of the model version: ``towerserve train`` computes it as of its
+training cut and fits ``weight`` on the newest training events; ``towerserve train --from``
+(the incremental update) recomputes it as of the end of its window, which is what makes an
+update catch new trends in seconds.
+
+Search requests (non-empty query) rank by cosine alone: graded search relevance is about the
+text, not about what is popular.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from towers.evaluation.recommend import NextItemTask
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PRIOR_FILE",
+    "PRIOR_HALF_LIFE_S",
+    "PRIOR_META_FILE",
+    "PRIOR_WEIGHTS",
+    "ItemPrior",
+    "compute_prior",
+    "fit_model_prior",
+    "fit_prior_weight",
+    "load_prior",
+    "save_prior",
+]
+
+#: Half-life of an interaction's contribution to the prior: 3 days, in seconds.
+PRIOR_HALF_LIFE_S = 3 * 86_400.0
+#: Candidate weights tried by :func:`fit_prior_weight` (the prior is standardised and cosine
+#: is in [-1, 1], so 0.05 moves an item by a twentieth of the cosine range per std).
+PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
+#: Length of the validation window the weight is fitted on: the last 3 days before the cut.
+VALIDATION_S = 3 * 86_400.0
+#: List length whose recall the weight maximises.
+VALIDATION_K = 50
+PRIOR_FILE = "item_prior.npy"
+PRIOR_META_FILE = "prior.json"
+
+
+@dataclass(frozen=True)
+class ItemPrior:
+    """Per-item prior values (``values[r]`` for items-table row ``r``) and how they were made.
+
+    ``default`` is the value of an item with no interactions (new items get it); ``at_ts`` the
+    unix second the counts stop at; ``weight`` the fitted weight for history-only requests.
+    """
+
+    values: np.ndarray  # float32 [n]
+    default: float
+    at_ts: int
+    half_life_s: float
+    weight: float = 0.0
+
+    def meta(self) -> dict[str, float | int]:
+        doc = asdict(self)
+        del doc["values"]
+        return doc
+
+    def with_weight(self, weight: float) -> ItemPrior:
+        return ItemPrior(self.values, self.default, self.at_ts, self.half_life_s, float(weight))
+
+
+def compute_prior(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    half_life_s: float = PRIOR_HALF_LIFE_S,
+    weight: float = 0.0,
+) -> ItemPrior:
+    """The prior as of ``at_ts``: every event before it counts ``0.5 ** (age / half_life_s)``.
+
+    Raises:
+        ValueError: ``half_life_s`` is not positive.
+    """
+    if not half_life_s > 0:
+        raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
+    ts = events["ts"].to_numpy(np.int64)
+    keep = ts < at_ts
+    decay = np.exp2(-(at_ts - ts[keep]) / half_life_s)
+    counts = pd.Series(decay).groupby(events["item_id"].to_numpy()[keep]).sum()
+    raw = np.log1p(counts.reindex(item_ids, fill_value=0.0).to_numpy(np.float64))
+    mean, std = raw.mean(), raw.std()
+    std = std if std > 0 else 1.0
+    values = ((raw - mean) / std).astype(np.float32)
+    return ItemPrior(values, float(-mean / std), int(at_ts), float(half_life_s), float(weight))
+
+
+def fit_prior_weight(
+    evaluate: Callable[[float], float], weights: tuple[float, ...] = PRIOR_WEIGHTS
+) -> tuple[float, dict[str, float]]:
+    """The weight with the best ``evaluate(weight)`` (a validation metric, higher is better;
+    ties go to the smaller weight), and every weight's score keyed by ``str(weight)``."""
+    scores = {str(w): float(evaluate(w)) for w in weights}
+    best = max(weights, key=lambda w: (scores[str(w)], -w))
+    log.info("prior weight %.3f (validation %s)", best, scores)
+    return float(best), scores
+
+
+def save_prior(prior: ItemPrior, folder: Path) -> None:
+    """``item_prior.npy`` (float32, items-table order) and ``prior.json`` into ``folder``."""
+    np.save(folder / PRIOR_FILE, prior.values.astype(np.float32))
+    (folder / PRIOR_META_FILE).write_text(json.dumps(prior.meta(), indent=2))
+
+
+def load_prior(folder: Path) -> ItemPrior | None:
+    """The prior saved in ``folder``, or ``None`` for artifacts made before it existed."""
+    meta_path = folder / PRIOR_META_FILE
+    if not meta_path.is_file() or not (folder / PRIOR_FILE).is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    return ItemPrior(
+        np.load(folder / PRIOR_FILE).astype(np.float32),
+        float(meta["default"]),
+        int(meta["at_ts"]),
+        float(meta["half_life_s"]),
+        float(meta.get("weight", 0.0)),
+    )
+
+
+def fit_model_prior(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    user_vectors: Callable[[NextItemTask], np.ndarray],
+    item_vectors: np.ndarray,
+    *,
+    validation_s: float = VALIDATION_S,
+    half_life_s: float = PRIOR_HALF_LIFE_S,
+    max_users: int = 1000,
+    seed: int = 0,
+) -> tuple[ItemPrior, dict[str, float]]:
+    """The prior as of ``at_ts`` with its weight fitted on the last ``validation_s`` seconds
+    before it.
+
+    The validation task is the next-item task of ``[at_ts - validation_s, at_ts)`` (see
+    :mod:`towers.evaluation.recommend`), ranked the way the served retriever ranks: the
+    ``PRIOR_OVERFETCH`` x depth best items by cosine, re-ranked with a prior computed as of the
+    window start; the weight with the best Recall@50 wins. With no users to validate on the
+    weight is 0 (cosine only). ``user_vectors`` maps a task to its user vectors ``[U, dim]``.
+    Returns the prior and the validation Recall@50 per weight.
+    """
+    from towers.evaluation.recommend import exclude_history, next_item_task
+    from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
+    from towers.metrics import recall_at_k
+
+    prior = compute_prior(events, item_ids, at_ts, half_life_s)
+    start = int(at_ts - validation_s)
+    task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
+    if len(task) == 0:
+        log.warning("no users to fit the prior weight on: the retriever ranks by cosine only")
+        return prior, {}
+    val_prior = compute_prior(events, item_ids, start, half_life_s).values
+    users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
+    depth = min(PRIOR_OVERFETCH * (VALIDATION_K + MAX_HISTORY), len(item_ids))
+    index = faiss.IndexFlatIP(item_vectors.shape[1])
+    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
+    cos, rows = index.search(users, depth)
+
+    def recall(weight: float) -> float:
+        _, ranked = rank_with_prior(cos, rows, val_prior[np.maximum(rows, 0)], weight)
+        lists = exclude_history(ranked, item_ids, task, VALIDATION_K)
+        return recall_at_k(lists, task.targets, VALIDATION_K)
+
+    weight, scores = fit_prior_weight(recall)
+    log.info(
+        "prior weight %.3f fitted on %d users of the last %.1f days",
+        weight,
+        len(task),
+        validation_s / 86_400,
+    )
+    return prior.with_weight(weight), scores
