@@ -2,9 +2,9 @@
 
 The bundle ties together, under one ``model_version``: the three ONNX graphs (parity-checked
 against PyTorch), the item-embedding table, the FAISS index, the pre-tokenized item text,
-titles, popularity, the retriever's popularity prior, the blend, the stored user histories
-and a ``manifest.json`` with sha256 checksums of every file. ``export/repository.py`` then
-lays it out as a Triton repository.
+titles, popularity, the lexical (BM25) index, the retriever's popularity prior, the blend,
+the stored user histories and a ``manifest.json`` with sha256 checksums of every file.
+``export/repository.py`` then lays it out as a Triton repository.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from export.onnx import check_parity, export_onnx
 from towers.data import item_texts, load_dataset
 from towers.examples import item_popularity, latest_histories
 from towers.finetune import embed_items
+from towers.lexical import LexicalIndex
 from towers.models import load_module
 from towers.prior import load_prior
 from towers.teacher import tokenizer_path
@@ -95,6 +96,7 @@ def build_bundle(
         offsets=offsets,
         tokens=np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32),
     )
+    LexicalIndex.build(texts).save(tmp)
     (tmp / "item_titles.json").write_text(json.dumps(items["title"].astype(str).tolist()))
     np.save(tmp / "popularity.npy", item_popularity(ds.events, item_ids))
     shutil.copy2(artifacts / "blend.json", tmp / "blend.json")

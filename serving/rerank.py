@@ -9,7 +9,8 @@ starts a chunk predicted to overrun. So a request never waits past its budget be
 reranker, up to the error of the prediction on the one chunk that was started.
 
 Answer order: cross-scored candidates by blended score (``bias + w . [rerank logit, retrieval
-score, popularity]``, ``blend.json``), then the unscored ones in retrieval order. ``SCORES``
+score, popularity, lexical]``, ``blend.json``; lexical is the BM25 score of the query against
+the item text, 0 for an empty query), then the unscored ones in retrieval order. ``SCORES``
 holds the blended score of the cross-scored items and the retrieval inner product of the others
 (``DEGRADED`` says when there are others). ``budget_ms <= 0`` skips the cross-encoder.
 
@@ -44,6 +45,7 @@ from serving.onnx_session import OnnxModel
 from serving.query_tokenizer import QueryTokenizer
 from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
 from towers.features import CONTEXT_ITEMS, MAX_QUERY_TOKENS, build_pairs
+from towers.lexical import LEXICAL_FILES, LexicalIndex
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,9 @@ __all__ = [
 #: Largest budget a request may ask for, in milliseconds.
 MAX_BUDGET_MS = 10_000.0
 #: Feature order the blend weights refer to.
-BLEND_FEATURES = ("rerank", "retrieval", "popularity")
+BLEND_FEATURES = ("rerank", "retrieval", "popularity", "lexical")
+#: Blends written before the lexical feature existed: its weight is 0.
+LEGACY_BLEND_FEATURES = BLEND_FEATURES[:3]
 #: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
 RERANKER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -69,27 +73,37 @@ ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Blend:
-    """The learned linear blend: ``bias + weights . [rerank, retrieval, popularity]``."""
+    """The learned linear blend: ``bias + weights . [rerank, retrieval, popularity,
+    lexical]`` (``lexical``: the BM25 score of the query against the item text)."""
 
     weights: np.ndarray
     bias: float
 
     @classmethod
     def from_json(cls, path: Path) -> Blend:
+        """Read ``blend.json``; a blend without the lexical feature gets weight 0 for it."""
         doc = json.loads(Path(path).read_text())
         features = tuple(doc.get("features", ()))
-        if features != BLEND_FEATURES or len(doc.get("weights", ())) != len(BLEND_FEATURES):
+        weights = list(doc.get("weights", ()))
+        if features == LEGACY_BLEND_FEATURES and len(weights) == len(features):
+            features, weights = BLEND_FEATURES, [*weights, 0.0]
+        if features != BLEND_FEATURES or len(weights) != len(BLEND_FEATURES):
             raise BundleError(
                 f"{path}: features must be {list(BLEND_FEATURES)} with one weight each, got "
                 f"{list(features)} and {doc.get('weights')}"
             )
-        return cls(np.asarray(doc["weights"], dtype=np.float32), float(doc["bias"]))
+        return cls(np.asarray(weights, dtype=np.float32), float(doc["bias"]))
 
     def score(
-        self, rerank: np.ndarray, retrieval: np.ndarray, popularity: np.ndarray
+        self,
+        rerank: np.ndarray,
+        retrieval: np.ndarray,
+        popularity: np.ndarray,
+        lexical: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Blended scores, float32 ``[n]``."""
-        feats = np.stack([rerank, retrieval, popularity], axis=1).astype(np.float32)
+        """Blended scores, float32 ``[n]`` (``lexical`` None: all 0)."""
+        lex = np.zeros(len(rerank), np.float32) if lexical is None else lexical
+        feats = np.stack([rerank, retrieval, popularity, lex], axis=1).astype(np.float32)
         return (feats @ self.weights + self.bias).astype(np.float32)
 
 
@@ -169,7 +183,8 @@ class Reranker:
     clock as ``START_NS``); ``initial_cost_ms`` the per-candidate cost assumed before any
     measurement; ``ema_alpha`` the weight of a new measurement; ``reserve_ms`` the part of the
     budget kept for answering; ``tokenizer`` is needed only by :meth:`infer` and
-    :meth:`context_tokens` (text in).
+    :meth:`context_tokens` (text in); ``lexical`` (rows as in ``items``) gives the blend's
+    lexical feature for requests with a query (without one, or without an index, it is 0).
     """
 
     def __init__(
@@ -185,6 +200,7 @@ class Reranker:
         ema_alpha: float = 0.2,
         reserve_ms: float = 0.0,
         tokenizer: QueryTokenizer | None = None,
+        lexical: LexicalIndex | None = None,
     ) -> None:
         if chunk_size < 1 or max_k < 1:
             raise ValueError(f"chunk_size and max_k must be >= 1, got {chunk_size}, {max_k}")
@@ -202,6 +218,11 @@ class Reranker:
         self.ema_alpha = ema_alpha
         self.reserve_ns = int(reserve_ms * 1e6)
         self.tokenizer = tokenizer
+        self.lexical = lexical
+        if lexical is not None and lexical.n_items != len(items.rows):
+            raise ValueError(
+                f"the lexical index has {lexical.n_items} items, the item tables {len(items.rows)}"
+            )
         #: Estimated cost of cross-scoring one candidate, ns (EMA of measurements).
         self.cost_ns = float(initial_cost_ms) * 1e6
         #: The estimate never decays below this without a measurement (calibrated cost).
@@ -219,8 +240,9 @@ class Reranker:
         reserve_ms: float = 0.0,
         calibrate: bool = True,
     ) -> Reranker:
-        """Load ``reranker.onnx``, ``tokenizer.json``, ``blend.json`` and the item tables from a
-        version folder, refuse another ``model_version``, and calibrate the cost estimate."""
+        """Load ``reranker.onnx``, ``tokenizer.json``, ``blend.json``, the item tables and (if
+        there) the lexical index from a version folder, refuse another ``model_version``, and
+        calibrate the cost estimate."""
         folder = Path(folder)
         manifest = load_manifest(folder)
         check_model_version(manifest, model_version, f"{folder}")
@@ -241,6 +263,7 @@ class Reranker:
             max_k=max_k or manifest.max_k,
             reserve_ms=reserve_ms,
             tokenizer=QueryTokenizer.from_dir(folder),
+            lexical=LexicalIndex.load(folder) if (folder / LEXICAL_FILES[0]).is_file() else None,
         )
         if calibrate:
             reranker.calibrate()
@@ -309,12 +332,14 @@ class Reranker:
         k: int,
         budget_ms: float,
         start_ns: int | None = None,
+        query: str = "",
     ) -> RerankResult:
         """The top ``k`` of the candidates (retrieval order, best first).
 
         ``context`` are the pair's first-segment token ids (no special tokens); ``budget_ms``
         in ``(-inf, MAX_BUDGET_MS]`` counted from ``start_ns`` (wall-clock ns; ``None``, 0 or
-        a time in the future mean now). Candidates the catalog lacks are dropped.
+        a time in the future mean now); ``query`` the request's text, for the lexical feature.
+        Candidates the catalog lacks are dropped.
         """
         if not 1 <= k <= self.max_k:
             raise RequestError(f"K must be in 1..{self.max_k}, got {k}")
@@ -344,8 +369,11 @@ class Reranker:
             logits = np.zeros(0, dtype=np.float32)
         n_scored = len(logits)
 
+        lexical = None
+        if self.lexical is not None and query.strip() and n_scored:
+            lexical = self.lexical.scores(query, rows[:n_scored])
         blended = self.blend.score(
-            logits, retrieval[:n_scored], self.items.popularity[rows[:n_scored]]
+            logits, retrieval[:n_scored], self.items.popularity[rows[:n_scored]], lexical
         )
         order = np.concatenate(
             [np.argsort(-blended, kind="stable"), np.arange(n_scored, len(cand))]
@@ -394,6 +422,7 @@ class Reranker:
             k=k,
             budget_ms=budget_ms,
             start_ns=start_ns,
+            query=query,
         )
         return {
             "ITEM_IDS": result.item_ids,

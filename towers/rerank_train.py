@@ -24,7 +24,7 @@ from towers.text import query_token_list
 
 log = logging.getLogger(__name__)
 
-BLEND_FEATURES = ["rerank", "retrieval", "popularity"]
+BLEND_FEATURES = ["rerank", "retrieval", "popularity", "lexical"]
 
 
 def training_pairs(
@@ -180,7 +180,8 @@ def score_candidates(
 
 
 def fit_blend(features: np.ndarray, grades: np.ndarray) -> tuple[list[float], float]:
-    """Least-squares weights and bias predicting ``grades`` from ``features`` ``[n, 3]``."""
+    """Least-squares weights and bias predicting ``grades`` from ``features``
+    ``[n, len(BLEND_FEATURES)]``."""
     x = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
     coef, *_ = np.linalg.lstsq(x, grades.astype(np.float64), rcond=None)
     return [float(c) for c in coef[:-1]], float(coef[-1])

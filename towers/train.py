@@ -3,7 +3,7 @@
 Artifacts folder layout (all generated, git-ignored):
 
 - ``item_tower/``, ``user_tower/``, ``reranker/``: ``model.safetensors`` + ``config.json``
-- ``blend.json``: the learned combination of reranker, retrieval and popularity scores
+- ``blend.json``: the learned combination of reranker, retrieval, popularity and lexical scores
 - ``teacher_item_embeddings.npy``: the teacher's item vectors (for evaluation)
 - ``item_embeddings.npy``: the item tower's vectors in items-table row order (an incremental
   update that keeps the item tower reuses them)
@@ -46,6 +46,7 @@ from towers.examples import (
 )
 from towers.features import recency_weights
 from towers.finetune import embed_histories, embed_items, embed_queries, finetune_towers
+from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 from towers.prior import ItemPrior, fit_model_prior, save_prior
 from towers.rerank_train import (
@@ -225,6 +226,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         item_vecs,
         item_ids,
         item_tokens,
+        texts,
         popularity,
         cfg,
     )
@@ -334,21 +336,22 @@ def _ends(losses: list[float], n: int = 20) -> list[float]:
 
 
 def _fit_blend(
-    ds, user_tower, reranker, tok, item_vecs, item_ids, item_tokens, popularity, cfg
+    ds, user_tower, reranker, tok, item_vecs, item_ids, item_tokens, item_texts, popularity, cfg
 ) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Fit the blend on validation queries' retrieved candidates (never on test queries)."""
     _, v_texts, v_labels = graded_labels(ds.queries, ds.qrels, "valid")
     if not v_texts:
         log.warning("no validation queries: blend falls back to the reranker score only")
-        return {"features": BLEND_FEATURES, "weights": [1.0, 0.0, 0.0], "bias": 0.0}
+        return {"features": BLEND_FEATURES, "weights": [1.0, 0.0, 0.0, 0.0], "bias": 0.0}
     v_vecs = embed_queries(user_tower, tok, v_texts, bf16=cfg.bf16)
     scores, top = exact_top_k(v_vecs, item_vecs, cfg.blend_candidates)
+    lexical = LexicalIndex.build(item_texts)
     feats, grades = [], []
     for text, lab, s_row, p_row in zip(v_texts, v_labels, scores, top):
         ce = score_candidates(
             reranker, query_token_list(tok, text), [item_tokens[p] for p in p_row], bf16=cfg.bf16
         )
-        feats.append(np.stack([ce, s_row, popularity[p_row]], axis=1))
+        feats.append(np.stack([ce, s_row, popularity[p_row], lexical.scores(text, p_row)], 1))
         grades.append([lab.get(int(item_ids[p]), 0) for p in p_row])
     weights, bias = fit_blend(np.concatenate(feats), np.concatenate(grades).astype(np.float32))
     log.info("blend weights %s bias %.3f", weights, bias)

@@ -16,6 +16,7 @@ from export.repository import (
     MODEL_FILES,
     MODELS,
     TEMPLATES,
+    WARMUP_QUERY_IDS,
     RepositoryError,
     is_repository,
     write_repository,
@@ -205,3 +206,22 @@ def test_empty_target_folder_is_fine(tmp_path: Path) -> None:
 def test_bad_settings(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(RepositoryError, match="must be >= 1"):
         write_repository(make_bundle(tmp_path / "bundle"), tmp_path / "repo", **kwargs)
+
+
+def test_warmup_samples_without_a_usable_tokenizer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # this bundle's tokenizer.json is fake: the user tower's sample falls back to fixed ids
+    # (the tokenizer model itself would not load); every other value still comes from it
+    repo = write_repository(make_bundle(tmp_path / "bundle"), tmp_path / "repo", chunk_size=8)
+    assert "tokenizer.json unusable" in caplog.text
+    user = parse(repo / "user_tower" / "config.pbtxt").model_warmup[0].inputs
+    assert list(user["INPUT_IDS"].dims) == [1, len(WARMUP_QUERY_IDS)]
+    ids = np.frombuffer((repo / "user_tower" / "warmup" / "INPUT_IDS").read_bytes(), "<i8")
+    assert ids.tolist() == list(WARMUP_QUERY_IDS)
+    rr = parse(repo / "reranker" / "config.pbtxt").model_warmup[0].inputs
+    assert list(rr["CANDIDATE_IDS"].dims) == [3]  # every item: fewer than one chunk
+    cand = np.frombuffer((repo / "reranker" / "warmup" / "CANDIDATE_IDS").read_bytes(), "<i8")
+    assert cand.tolist() == [5, 6, 7]
+    vec = parse(repo / "retriever" / "config.pbtxt").model_warmup[0].inputs["USER_VECTOR"]
+    assert list(vec.dims) == [1, 4]  # the manifest's dim

@@ -26,6 +26,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from serving.bundle import sha256
+from towers.lexical import LexicalIndex
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
 
@@ -173,7 +174,11 @@ def make_bundle(
     )
     (folder / "item_titles.json").write_text(json.dumps(titles))
     np.save(folder / "popularity.npy", rng.normal(size=n_items).astype(np.float32))
-    blend = {"features": ["rerank", "retrieval", "popularity"], "weights": [0.5, 2.0, 0.1]}
+    LexicalIndex.build(titles).save(folder)
+    blend = {
+        "features": ["rerank", "retrieval", "popularity", "lexical"],
+        "weights": [0.5, 2.0, 0.1, 0.05],
+    }
     (folder / "blend.json").write_text(json.dumps({**blend, "bias": 0.25}))
     # user u (ids 1..n_users) has u + 2 events; user 1 also one item not in the catalog
     users = np.arange(1, n_users + 1, dtype=np.int64)

@@ -14,6 +14,7 @@ from serving.errors import RequestError
 from serving.query_tokenizer import QueryTokenizer
 from serving.rerank import Blend, ItemTexts, Reranker
 from towers.features import SEP_ID
+from towers.lexical import LexicalIndex
 
 MS = 1_000_000
 N = 40
@@ -57,7 +58,7 @@ def items() -> ItemTexts:
     return ItemTexts(ITEM_IDS, np.arange(N + 1), tokens, titles, POPULARITY)
 
 
-BLEND = Blend(np.array([1.0, 0.5, 0.1], np.float32), 0.2)
+BLEND = Blend(np.array([1.0, 0.5, 0.1, 0.0], np.float32), 0.2)
 
 
 def make(cost_ms: float = 1.0, *, chunk_size: int = 4, initial_cost_ms: float = 1.0, **kw):
@@ -272,6 +273,43 @@ def test_blend_file_must_name_the_features(tmp_path: Path) -> None:
     path.write_text(json.dumps({"features": ["a", "b", "c"], "weights": [1, 2, 3], "bias": 0}))
     with pytest.raises(BundleError, match="features must be"):
         Blend.from_json(path)
+
+
+def test_blend_without_the_lexical_feature_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "blend.json"
+    legacy = {"features": ["rerank", "retrieval", "popularity"], "weights": [1, 2, 3], "bias": 0}
+    path.write_text(json.dumps(legacy))
+    blend = Blend.from_json(path)
+    np.testing.assert_array_equal(blend.weights, [1, 2, 3, 0])
+    one = np.ones(2, np.float32)
+    np.testing.assert_allclose(blend.score(one, one, one, np.full(2, 9.0, np.float32)), [6, 6])
+
+
+def test_lexical_feature_lifts_exact_word_matches() -> None:
+    titles = [f"plain item {i}" for i in range(N)]
+    titles[7] = "walnut bookcase"  # the only item that shares a word with the query
+    blend = Blend(np.array([0.0, 1.0, 0.0, 1.0], np.float32), 0.0)
+    table = ItemTexts(
+        ITEM_IDS, np.arange(N + 1), (2000 + np.arange(N)).astype(np.int32), titles, POPULARITY
+    )
+    clock = FakeClock()
+    reranker = Reranker(
+        table,
+        blend,
+        FakeScorer(clock, 0.1),
+        max_k=N,
+        clock_ns=clock,
+        lexical=LexicalIndex.build(titles),
+    )
+    cand = ITEM_IDS[[3, 5, 7, 9]]
+    ret = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    res = reranker.rerank(np.array([5, 6]), cand, ret, k=4, budget_ms=1e3, query="Walnut shelf")
+    assert res.item_ids[0] == ITEM_IDS[7]
+    # without a query (recommendation) the lexical feature is 0: retrieval order
+    res = reranker.rerank(np.array([5, 6]), cand, ret, k=4, budget_ms=1e3)
+    np.testing.assert_array_equal(res.item_ids, cand)
+    with pytest.raises(ValueError, match="lexical index"):
+        Reranker(table, blend, FakeScorer(clock, 0.1), lexical=LexicalIndex.build(titles[:5]))
 
 
 def test_item_tables_must_agree() -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import bm25s
 import numpy as np
 import pandas as pd
 
+from towers.lexical import LexicalIndex
+
 log = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 
 class PopularityRanker:
@@ -58,26 +58,14 @@ class PopularityRanker:
 
 
 class BM25Ranker:
-    """BM25 over ``texts`` (one per item, aligned with ``item_ids``)."""
+    """BM25 over ``texts`` (one per item, aligned with ``item_ids``); see
+    :class:`towers.lexical.LexicalIndex`."""
 
     def __init__(self, texts: Sequence[str], item_ids: np.ndarray) -> None:
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
-        self.tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
-        corpus = self.tokenizer.tokenize(list(texts), show_progress=False, return_as="tuple")
-        self.retriever = bm25s.BM25()
-        self.retriever.index(corpus, show_progress=False)
+        self.index = LexicalIndex.build(texts)
 
     def search(self, query: str, k: int) -> list[int]:
         """Item ids of the best ``k`` matches, best first; items sharing no word are left
         out (so the list may be shorter than ``k``, or empty)."""
-        tokens = self.tokenizer.tokenize(
-            [query], update_vocab=False, show_progress=False, return_as="tuple"
-        )
-        empty = tokens.vocab.get("")  # the placeholder unknown and stop words map to
-        ids = [i for i in tokens.ids[0] if i != empty]
-        if not ids:
-            return []
-        k = min(k, len(self.item_ids))
-        query_tokens = bm25s.tokenization.Tokenized(ids=[ids], vocab=tokens.vocab)
-        docs, scores = self.retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
-        return [int(self.item_ids[d]) for d, s in zip(docs[0], scores[0]) if s > 0]
+        return [int(self.item_ids[r]) for r in self.index.top(query, k)]

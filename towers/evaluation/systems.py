@@ -41,6 +41,7 @@ from towers.features import (
     rank_with_prior,
 )
 from towers.finetune import embed_histories, embed_items, embed_queries
+from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, UserTower, load_module
 from towers.prior import ItemPrior, load_prior
 from towers.rerank_train import score_candidates
@@ -236,14 +237,16 @@ def search_systems(m: Loaded, names: tuple[str, ...] = SEARCH_SYSTEMS) -> dict[s
 
 
 def _reranking(m: Loaded, student_vec) -> SearchSystem:  # type: ignore[no-untyped-def]
-    """FAISS top ``n_candidates``, reordered by the cross-encoder blend (no time budget);
-    deeper FAISS results follow in retrieval order."""
+    """FAISS top ``n_candidates``, reordered by the blend of the cross-encoder with the
+    retrieval, popularity and (blends that have it) lexical scores, as the served reranker
+    does without a time budget; deeper FAISS results follow in retrieval order."""
     assert m.reranker is not None
     row_of = m.row_of
     tokens = item_token_lists(m.tok, m.texts)
     popularity = item_popularity(m.ds.events, m.item_ids)
     weights = np.asarray(m.blend.get("weights", [1.0, 0.0, 0.0]), dtype=np.float32)
     bias = float(m.blend.get("bias", 0.0))
+    lexical = LexicalIndex.build(m.texts) if len(weights) > 3 else None
 
     def rerank(q: str, k: int) -> list[int]:
         scores, ids = m.index.search(student_vec(q), max(k, m.n_candidates))
@@ -254,7 +257,10 @@ def _reranking(m: Loaded, student_vec) -> SearchSystem:  # type: ignore[no-untyp
         ce = score_candidates(
             m.reranker, query_token_list(m.tok, q), [tokens[r] for r in item_rows], bf16=m.bf16
         )
-        feats = np.stack([ce, scores[: len(head)], popularity[item_rows]], axis=1)
+        cols = [ce, scores[: len(head)], popularity[item_rows]]
+        if lexical is not None:
+            cols.append(lexical.scores(q, item_rows))
+        feats = np.stack(cols, axis=1)
         order = np.argsort(-(feats @ weights + bias), kind="stable")
         return [int(i) for i in head[order]] + [int(i) for i in tail]
 
