@@ -308,6 +308,13 @@ def export_cmd(
     data: Annotated[Path | None, typer.Option(help="Catalog (default: the training data).")] = None,
     index: Annotated[str, typer.Option(help="auto, flat or ivf.")] = "auto",
     nprobe: Annotated[int, typer.Option(help="IVF lists searched per query.")] = 16,
+    warmup: Annotated[
+        bool,
+        typer.Option(
+            help="Give each served model a Triton model_warmup sample, so the first request "
+            "is as fast as later ones (costs a second or two at load)."
+        ),
+    ] = True,
 ) -> None:
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
@@ -315,7 +322,7 @@ def export_cmd(
 
     bundle = artifacts / "bundle"
     manifest = build_bundle(artifacts, data, bundle, index_kind=index, nprobe=nprobe)
-    write_repository(bundle, repository)
+    write_repository(bundle, repository, warmup=warmup)
     console.print(
         f"[green]repository {repository}: model {manifest['model_version']}, "
         f"{manifest['n_items']} items, index {manifest['index']['type']}[/green]"
