@@ -753,7 +753,7 @@ class TritonServer:
 
 
 class _Shutdown(Exception):
-    """Raised from the SIGTERM handler of :func:`run_foreground`."""
+    """Raised from the signal handler of :func:`run_foreground` before the server is ready."""
 
 
 def run_foreground(
@@ -781,16 +781,28 @@ def run_foreground(
     if ready_timeout_s <= 0:
         raise ValueError(f"ready_timeout_s must be > 0 seconds, got {ready_timeout_s}")
     server = TritonServer(repository, **server_kwargs)
+    # Until the server is ready a signal aborts the start at once (an exception); after that
+    # it only sets ``stop``: an exception raised in the middle of ``Popen.poll`` can leave
+    # the Popen's wait lock held, and the ``stop()`` that follows would then block forever.
+    stop = threading.Event()
+    ready = False
 
-    def _on_term(signum: int, frame: FrameType | None) -> None:
-        raise _Shutdown
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        if not ready:
+            raise _Shutdown
+        stop.set()
 
     in_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _on_term) if in_main else None
+    old = (
+        {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if in_main
+        else {}
+    )
     try:
         server.start()
         try:
             server.wait_ready(ready_timeout_s)
+            ready = True
             log.info(
                 "serving %s | gRPC %s | HTTP %s | metrics %s | Ctrl-C to stop",
                 server.repository,
@@ -801,7 +813,9 @@ def run_foreground(
             if on_ready is not None:
                 on_ready(server)
             while server.is_running:
-                time.sleep(0.5)
+                if stop.wait(0.5):
+                    log.info("tritonserver stopped on request")
+                    return 0
             code = server.returncode
             log.error(
                 "tritonserver exited on its own with status %s; last output:\n%s",
@@ -815,5 +829,5 @@ def run_foreground(
         log.info("tritonserver stopped on request")
         return 0
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
