@@ -33,6 +33,10 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        # faiss logs its failed probes for CPU-specific builds (avx512, avx2) as
+        # ModuleNotFoundError tracebacks at INFO, on every machine that lacks them.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 @data_app.command("generate")

@@ -529,6 +529,13 @@ def _recommendation_section(results: Mapping[str, Any], plots: _Plots) -> list[s
         parts.append(f"within {window_s / 86_400:.1f} days")
     if parts:
         lines += [", ".join(parts) + ".", ""]
+    if "student_faiss" in systems:
+        lines += [
+            "`student_faiss` is the served retrieval: the FAISS index, re-ranked with the "
+            "model's trending-popularity prior (requests without a query); `student_exact` "
+            "ranks by the towers' cosine alone.",
+            "",
+        ]
     lines += _system_table(systems)
     lines += _image("Recommendation recall", _plot_recommendation(systems, plots))
     return lines
