@@ -319,17 +319,70 @@ def export_cmd(
             "is as fast as later ones (costs a second or two at load)."
         ),
     ] = True,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="cpu: ONNX Runtime and faiss-cpu (the default). cuda: the towers and the "
+            "reranker as torch.export programs (or TensorRT engines) on GPU 0, the index on "
+            "the GPU (FAISS-GPU if installed, else exact torch top-k); needs torch with CUDA "
+            "at serve time."
+        ),
+    ] = "cpu",
+    precision: Annotated[
+        str, typer.Option(help="GPU compute precision: fp16, bf16 or fp32 (device cuda).")
+    ] = "fp16",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="GPU runtime of the graphs: torch (torch.export programs) or tensorrt (FP16 "
+            "engines built here from the ONNX graphs; needs the tensorrt package and a GPU)."
+        ),
+    ] = "torch",
+    cuda_graphs: Annotated[
+        bool, typer.Option(help="Replay captured CUDA graphs in the torch runtime.")
+    ] = False,
 ) -> None:
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
     from export.repository import write_repository
 
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
+    if engine not in ("torch", "tensorrt"):
+        raise typer.BadParameter(f"--engine must be torch or tensorrt, got {engine!r}")
+    if engine == "tensorrt":
+        from export.tensorrt import TensorRTUnavailable, require_tensorrt
+
+        try:
+            require_tensorrt()
+        except TensorRTUnavailable as exc:
+            console.print(f"[red]--engine tensorrt: {exc}[/red]")
+            raise typer.Exit(2) from None
     bundle = artifacts / "bundle"
-    manifest = build_bundle(artifacts, data, bundle, index_kind=index, nprobe=nprobe)
-    write_repository(bundle, repository, warmup=warmup)
+    manifest = build_bundle(
+        artifacts,
+        data,
+        bundle,
+        index_kind=index,
+        nprobe=nprobe,
+        torch_programs=device == "cuda" or engine == "tensorrt",
+    )
+    if engine == "tensorrt":
+        from client.gpu_export import add_tensorrt_engines
+
+        add_tensorrt_engines(bundle)
+    write_repository(
+        bundle,
+        repository,
+        warmup=warmup,
+        device="cuda" if engine == "tensorrt" else device,
+        precision=precision,
+        cuda_graphs=cuda_graphs,
+    )
     console.print(
         f"[green]repository {repository}: model {manifest['model_version']}, "
-        f"{manifest['n_items']} items, index {manifest['index']['type']}[/green]"
+        f"{manifest['n_items']} items, index {manifest['index']['type']}, device "
+        f"{'cuda' if engine == 'tensorrt' else device}[/green]"
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from export.index import build_index
 from export.onnx import check_parity, export_onnx
+from export.torch_program import check_program_parity, export_program
 from towers.data import item_texts, load_dataset
 from towers.examples import item_popularity, latest_histories
 from towers.finetune import embed_items
@@ -56,10 +57,13 @@ def build_bundle(
     max_k: int = 100,
     n_candidates: int = 100,
     bf16: bool = True,
+    torch_programs: bool = False,
 ) -> dict[str, object]:
     """Write the bundle for the trained models in ``artifacts`` to ``bundle`` (replaced whole).
 
     ``data_dir`` defaults to the data set the models were trained on (from the train report).
+    ``torch_programs`` also writes each graph's ``torch.export`` program (``<graph>.pt2``,
+    parity-checked), which GPU serving runs (serving/graphs.py).
     """
     report_path = artifacts / "train_report.json"
     if not report_path.is_file():
@@ -81,6 +85,9 @@ def build_bundle(
         modules[kind] = load_module(kind, artifacts / kind)
         path = export_onnx(kind, modules[kind], tmp / f"{kind}.onnx")
         parity[kind] = check_parity(kind, modules[kind], path)
+        if torch_programs:
+            program = export_program(kind, modules[kind], tmp / f"{kind}.pt2")
+            parity[f"{kind}.pt2"] = check_program_parity(kind, modules[kind], program)
 
     vectors = embed_items(modules["item_tower"], tok, texts, bf16=bf16)
     np.save(tmp / "item_embeddings.npy", vectors)

@@ -99,8 +99,14 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
     "retriever": ("removed_ids.npy", "item_prior.npz"),
-    "reranker": LEXICAL_FILES,
+    "reranker": (*LEXICAL_FILES, "reranker.pt2", "reranker.plan"),
+    "user_tower": ("user_tower.pt2", "user_tower.plan"),
+    "item_tower": ("item_tower.pt2", "item_tower.plan"),
 }
+#: Models that run on the GPU in a ``device="cuda"`` repository (the graphs and the index).
+GPU_MODELS = ("user_tower", "retriever", "reranker", "item_tower")
+#: The GPU form each graph needs in the bundle for ``device="cuda"`` (serving/graphs.py).
+GPU_GRAPH_FILES = ("user_tower.pt2", "reranker.pt2", "item_tower.pt2")
 MODELS = tuple(MODEL_FILES)
 
 #: Triton reads ``model_warmup`` input files from this folder of the model's folder.
@@ -131,7 +137,11 @@ class RepositorySettings:
     ``chunk_size``: candidates per cross-encoder call; ``item_batch``: the item tower's
     ``max_batch_size`` (rows per dynamic batch); ``intra_op_threads``: ONNX Runtime threads per
     session; ``reserve_ms``: part of each request's budget the reranker keeps for answering;
-    ``warmup``: give each served model a Triton ``model_warmup`` sample (module docstring).
+    ``warmup``: give each served model a Triton ``model_warmup`` sample (module docstring);
+    ``device``: ``cpu`` (ONNX Runtime, faiss-cpu) or ``cuda`` (the graphs' torch programs or
+    TensorRT engines and the index on GPU 0, ``KIND_GPU`` instances; serving/graphs.py);
+    ``precision``: the GPU compute precision (fp16, bf16, fp32); ``cuda_graphs``: replay
+    captured CUDA graphs in the towers and the reranker.
     """
 
     max_k: int
@@ -141,8 +151,15 @@ class RepositorySettings:
     intra_op_threads: int = 1
     reserve_ms: float = 1.0
     warmup: bool = True
+    device: str = "cpu"
+    precision: str = "fp16"
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise RepositoryError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise RepositoryError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
         for name in ("max_k", "n_candidates", "chunk_size", "item_batch", "intra_op_threads"):
             if int(getattr(self, name)) < 1:
                 raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -232,6 +249,13 @@ def _render(
         values["reserve_ms"] = settings.reserve_ms
     if model == "item_tower":
         config.max_batch_size = settings.item_batch
+    if settings.device == "cuda" and model in GPU_MODELS:
+        values["device"] = "cuda"
+        if model != "retriever":
+            values["precision"] = settings.precision
+            values["cuda_graphs"] = int(settings.cuda_graphs)
+        del config.instance_group[:]
+        config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, count=1)
     for key, value in values.items():
         config.parameters[key].string_value = str(value)
     files = _add_warmup(config, warmup) if warmup else {}
@@ -426,13 +450,17 @@ def write_repository(
     reserve_ms: float = 1.0,
     warmup: bool = True,
     templates: Path = TEMPLATES,
+    device: str = "cpu",
+    precision: str = "fp16",
+    cuda_graphs: bool = False,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
 
     ``max_k`` and ``n_candidates`` default to the manifest's; see :class:`RepositorySettings`
     for the others (``item_batch`` must be at least the client's re-embedding batch, 64;
-    ``warmup=False`` leaves out the Triton ``model_warmup`` samples).
+    ``warmup=False`` leaves out the Triton ``model_warmup`` samples; ``device="cuda"``
+    needs the graphs' torch programs in the bundle: ``towerserve export --device cuda``).
 
     Raises:
         BundleError: a needed bundle file is missing or does not match its checksum.
@@ -449,7 +477,16 @@ def write_repository(
         intra_op_threads=intra_op_threads,
         reserve_ms=reserve_ms,
         warmup=warmup,
+        device=device,
+        precision=precision,
+        cuda_graphs=cuda_graphs,
     )
+    missing = [n for n in GPU_GRAPH_FILES if not (bundle / n).is_file()]
+    if settings.device == "cuda" and missing:
+        raise RepositoryError(
+            f"device cuda needs {', '.join(missing)} in {bundle}: export with "
+            "`towerserve export --device cuda` (writes each graph's torch.export program)"
+        )
     if repository.resolve() == Path(templates).resolve():
         raise RepositoryError(
             f"{repository} is the committed template folder: write the repository elsewhere"

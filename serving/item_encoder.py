@@ -21,7 +21,8 @@ from tokenizers import Tokenizer
 
 from serving.bundle import check_model_version, load_manifest
 from serving.errors import RequestError
-from serving.onnx_session import OnnxModel
+from serving.graphs import Runtime, open_graph
+from serving.stage_metrics import graph_backend
 from serving.tensors import require
 from towers.text import encode_items, load_tokenizer
 
@@ -68,6 +69,9 @@ class ItemEncoder:
     """The item tower over raw text: ``encode_fn`` is the ONNX session (or a stand-in);
     ``batch_size`` the most rows per tower run."""
 
+    #: What runs the tower (serving.stage_metrics.graph_backend).
+    backend = "onnxruntime-cpu"
+
     def __init__(self, tokenizer: Tokenizer, encode_fn: EncodeFn, *, batch_size: int = 64):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -83,16 +87,18 @@ class ItemEncoder:
         model_version: str | None = None,
         intra_op_threads: int = 1,
         batch_size: int = 64,
+        runtime: Runtime | None = None,
     ) -> ItemEncoder:
-        """Load ``item_tower.onnx`` and ``tokenizer.json``; refuse another ``model_version``."""
+        """Load the item tower (``item_tower.onnx``, or its GPU form for a ``cuda``
+        ``runtime``: serving.graphs) and ``tokenizer.json``; refuse another ``model_version``.
+        ``runtime`` defaults to the CPU with ``intra_op_threads`` threads."""
         folder = Path(folder)
         check_model_version(load_manifest(folder), model_version, f"{folder}")
-        session = OnnxModel(
-            folder / "item_tower.onnx",
-            intra_op_threads=intra_op_threads,
-            expected_inputs=ITEM_TOWER_INPUTS,
-        )
-        return cls(load_tokenizer(folder / "tokenizer.json"), session, batch_size=batch_size)
+        runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
+        session = open_graph(folder, "item_tower", runtime, expected_inputs=ITEM_TOWER_INPUTS)
+        encoder = cls(load_tokenizer(folder / "tokenizer.json"), session, batch_size=batch_size)
+        encoder.backend = graph_backend(session)
+        return encoder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts``, float32 ``[len(texts), D]`` (L2-normalised by the tower)."""

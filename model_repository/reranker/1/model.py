@@ -15,7 +15,9 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.graphs import runtime_from_params
 from serving.rerank import Reranker
+from serving.stage_metrics import report_backend
 
 
 class TritonPythonModel:
@@ -28,9 +30,10 @@ class TritonPythonModel:
             model_version=params.get("model_version"),
             chunk_size=int_parameter(params, "chunk_size", 16),
             max_k=int_parameter(params, "max_k", 0, low=0) or None,
-            intra_op_threads=int_parameter(params, "intra_op_threads", 1),
+            runtime=runtime_from_params(params, int_parameter(params, "intra_op_threads", 1)),
             reserve_ms=float_parameter(params, "reserve_ms", 1.0),
         )
+        self.backend_metric = report_backend(pb_utils, "reranker", self.stage.backend)
         warm_up(self.stage, model="reranker")
 
     def execute(self, requests: list) -> list:

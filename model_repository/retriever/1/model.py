@@ -15,6 +15,7 @@ from serving.backend import (
     warm_up,
 )
 from serving.retrieval import Retriever
+from serving.stage_metrics import report_backend
 
 
 class TritonPythonModel:
@@ -29,7 +30,10 @@ class TritonPythonModel:
             max_k=int_parameter(params, "max_k", 0, low=0) or None,
             n_candidates=int_parameter(params, "n_candidates", 0, low=0) or None,
             omp_threads=int_parameter(params, "omp_threads", 1),
+            device=params.get("device", "cpu"),
+            device_dtype=params.get("index_precision", "fp32"),
         )
+        self.backend_metric = report_backend(pb_utils, "retriever", self.stage.backend)
         warm_up(self.stage, model="retriever")
 
     def execute(self, requests: list) -> list:

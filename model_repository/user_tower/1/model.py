@@ -14,6 +14,8 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.graphs import runtime_from_params
+from serving.stage_metrics import report_backend
 from serving.user_encoder import UserEncoder
 
 
@@ -25,8 +27,9 @@ class TritonPythonModel:
         self.stage = UserEncoder.from_dir(
             version_dir(args),
             model_version=params.get("model_version"),
-            intra_op_threads=int_parameter(params, "intra_op_threads", 1),
+            runtime=runtime_from_params(params, int_parameter(params, "intra_op_threads", 1)),
         )
+        self.backend_metric = report_backend(pb_utils, "user_tower", self.stage.backend)
         warm_up(self.stage, model="user_tower")
 
     def execute(self, requests: list) -> list:

@@ -1,0 +1,78 @@
+"""Untrained model versions of a chosen architecture, for device checks and benchmarks.
+
+Speed and the parity of one runtime with another depend on the architecture and the inputs,
+not on what the weights learned, so a GPU check can run on a machine without the teacher
+wheel (it cannot distil) and without days of training: :func:`write_untrained_artifacts`
+writes randomly initialised towers and reranker in the layout ``towerserve train`` writes,
+and ``export.bundle.build_bundle`` turns them into a real bundle (ONNX graphs, torch programs,
+FAISS index, item tables). Never serve one: its recommendations are noise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel
+
+from towers.models import CrossEncoder, ItemTower, UserTower, save_module
+from towers.rerank_train import BLEND_FEATURES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_untrained_artifacts"]
+
+#: The demo students' architecture (2 of the teacher's 6 layers, hidden 384, 12 heads).
+DEMO_LAYERS, DEMO_HIDDEN, DEMO_HEADS = 2, 384, 12
+
+
+def _bert(layers: int, hidden: int, heads: int) -> BertModel:
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=512,
+    )
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+def write_untrained_artifacts(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    dim: int = 128,
+    layers: int = DEMO_LAYERS,
+    hidden: int = DEMO_HIDDEN,
+    heads: int = DEMO_HEADS,
+    seed: int = 0,
+) -> Path:
+    """Write untrained ``item_tower``, ``user_tower`` and ``reranker`` (``layers`` BERT layers
+    of width ``hidden``, ``dim``-dimensional vectors), a neutral blend (cross-encoder logit
+    only) and a train report pointing at ``data_dir`` to ``out_dir``; return ``out_dir``."""
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = f"untrained-l{layers}-h{hidden}-d{dim}-s{seed}"
+    meta = {"dim": dim, "model_version": version}
+    item = ItemTower(_bert(layers, hidden, heads), dim).eval()
+    user = UserTower(_bert(layers, hidden, heads), dim).eval()
+    reranker = CrossEncoder(_bert(layers, hidden, heads)).eval()
+    save_module(item, item.text.bert.config, out_dir / "item_tower", **meta)
+    save_module(user, user.text.bert.config, out_dir / "user_tower", **meta)
+    save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
+    weights = [1.0] + [0.0] * (len(BLEND_FEATURES) - 1)
+    blend = {"features": list(BLEND_FEATURES), "weights": weights, "bias": 0.0}
+    (out_dir / "blend.json").write_text(json.dumps(blend, indent=2))
+    report = {
+        "model_version": version,
+        "data_dir": str(Path(data_dir).resolve()),
+        "config": {"recency_tau_s": 2 * 86400.0},
+        "untrained": True,
+    }
+    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
+    log.info("untrained artifacts %s: version %s", out_dir, version)
+    return out_dir

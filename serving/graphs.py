@@ -1,0 +1,197 @@
+"""Which runtime runs a served graph (item tower, user tower, cross-encoder), chosen at load.
+
+Every graph is exported once as ONNX (``<graph>.onnx``, the portable form) and, for GPU
+serving, as a ``torch.export`` program (``<graph>.pt2``) and optionally a TensorRT engine
+(``<graph>.plan``). :func:`open_graph` opens one of them for a :class:`Runtime`:
+
+* ``device="cpu"``: ONNX Runtime on the CPU (``serving.onnx_session``), fp32. The default,
+  and the only runtime the serving process needs no torch for.
+* ``device="cuda"``: the TensorRT engine when ``<graph>.plan`` exists and the ``tensorrt``
+  package imports (``serving.tensorrt_engine``), else the ``torch.export`` program on the GPU
+  in ``precision`` (fp16 by default, bf16 or fp32; ``serving.torch_engine``).
+* ``device="auto"``: ``cuda`` when torch sees a CUDA device and ``<graph>.pt2`` exists, else
+  ``cpu``.
+
+``engine`` overrides the choice of runtime on a device: ``onnxruntime`` (CPU only), ``torch``
+(the ``.pt2`` program on either device: on the CPU in bf16 it uses AMX where the CPU has it) or
+``tensorrt`` (GPU only); ``auto`` (the default) picks as above.
+
+A runtime that cannot be had (no GPU, no ``.pt2`` file, an unknown precision) is refused with
+an error that says what is missing and how to get it; nothing falls back silently except
+``auto``. Every graph object is called the same way: ``graph(**feeds) -> np.ndarray`` (float32)
+with the ONNX input names, so the stages do not know which runtime they hold.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEVICES",
+    "PRECISIONS",
+    "Graph",
+    "Runtime",
+    "GraphRuntimeError",
+    "cuda_available",
+    "open_graph",
+    "runtime_from_params",
+]
+
+DEVICES = ("cpu", "cuda", "auto")
+ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+#: File suffixes of one graph's forms, by runtime.
+ONNX_SUFFIX = ".onnx"
+TORCH_SUFFIX = ".pt2"
+TENSORRT_SUFFIX = ".plan"
+
+#: ``graph(**feeds) -> float32 array``: what every runtime's graph object is.
+Graph = Callable[..., np.ndarray]
+
+
+class GraphRuntimeError(RuntimeError):
+    """The asked-for runtime cannot run here (no GPU, a missing file or package)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a stage runs its graph.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (module docstring); ``precision``: the GPU
+    compute precision (``fp16``, ``bf16`` or ``fp32``; the CPU runtime is always fp32);
+    ``intra_op_threads``: CPU threads per ONNX Runtime session (>= 1); ``cuda_graphs``:
+    replay captured CUDA graphs for repeated input shapes (torch runtime only); ``engine``:
+    the runtime (module docstring).
+    """
+
+    device: str = "cpu"
+    precision: str = "fp16"
+    intra_op_threads: int = 1
+    cuda_graphs: bool = False
+    engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads must be >= 1, got {self.intra_op_threads}")
+
+
+def runtime_from_params(params: Mapping[str, str], intra_op_threads: int = 1) -> Runtime:
+    """A :class:`Runtime` from a Triton model's ``parameters`` (``device``, ``precision``,
+    ``cuda_graphs``, ``engine``; absent: cpu, fp16, off, auto). ``intra_op_threads`` is parsed
+    by the caller."""
+    return Runtime(
+        device=str(params.get("device", "cpu")).strip().lower() or "cpu",
+        engine=str(params.get("engine", "auto")).strip().lower() or "auto",
+        precision=str(params.get("precision", "fp16")).strip().lower() or "fp16",
+        intra_op_threads=intra_op_threads,
+        cuda_graphs=str(params.get("cuda_graphs", "0")).strip().lower() in ("1", "true", "yes"),
+    )
+
+
+def cuda_available() -> bool:
+    """True when torch is installed and sees at least one CUDA device (imports torch)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def tensorrt_available() -> bool:
+    """True when the ``tensorrt`` Python package can be found (it is not imported here)."""
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def resolve_device(device: str, folder: Path, name: str) -> str:
+    """``cpu`` or ``cuda`` for ``device`` (``auto`` picks cuda when a GPU and the torch
+    program ``<name>.pt2`` or engine ``<name>.plan`` are there)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device != "auto":
+        return device
+    has_gpu_form = (folder / f"{name}{TORCH_SUFFIX}").is_file() or (
+        folder / f"{name}{TENSORRT_SUFFIX}"
+    ).is_file()
+    return "cuda" if has_gpu_form and cuda_available() else "cpu"
+
+
+def open_graph(
+    folder: Path,
+    name: str,
+    runtime: Runtime,
+    *,
+    expected_inputs: tuple[str, ...],
+) -> Graph:
+    """Open graph ``name`` (``item_tower``, ``user_tower`` or ``reranker``) from ``folder``
+    in ``runtime``; raises :class:`GraphRuntimeError` naming what is missing."""
+    folder = Path(folder)
+    device = resolve_device(runtime.device, folder, name)
+    engine = runtime.engine
+    if engine == "auto":
+        engine = "onnxruntime" if device == "cpu" else "gpu-auto"
+    if engine == "onnxruntime":
+        if device != "cpu":
+            raise GraphRuntimeError(
+                f"{name}: engine onnxruntime runs on the CPU only here; on cuda use torch or "
+                "tensorrt"
+            )
+        from serving.onnx_session import OnnxModel
+
+        return OnnxModel(
+            folder / f"{name}{ONNX_SUFFIX}",
+            intra_op_threads=runtime.intra_op_threads,
+            expected_inputs=expected_inputs,
+        )
+    if device == "cuda" and not cuda_available():
+        raise GraphRuntimeError(
+            f"{name}: device 'cuda' needs torch with a CUDA device, and none is visible here "
+            "(install the [gpu] extra on a GPU machine, or serve with device 'cpu')"
+        )
+    plan = folder / f"{name}{TENSORRT_SUFFIX}"
+    if engine in ("tensorrt", "gpu-auto") and device == "cuda":
+        if plan.is_file() and tensorrt_available():
+            from serving.tensorrt_engine import TensorRTGraph
+
+            return TensorRTGraph(plan, expected_inputs=expected_inputs)
+        if engine == "tensorrt":
+            raise GraphRuntimeError(
+                f"{name}: engine tensorrt needs {plan} and the tensorrt package "
+                f"({'present' if plan.is_file() else 'missing'} / "
+                f"{'installed' if tensorrt_available() else 'not installed'}): "
+                "`towerserve export --engine tensorrt` on a GPU machine with the [gpu] extra"
+            )
+        if plan.is_file():
+            log.warning("%s: %s is there but tensorrt is not installed: using torch", name, plan)
+    elif engine == "tensorrt":
+        raise GraphRuntimeError(f"{name}: engine tensorrt runs on device cuda only")
+    program = folder / f"{name}{TORCH_SUFFIX}"
+    if not program.is_file():
+        raise GraphRuntimeError(
+            f"{program} is missing: the torch runtime runs the torch.export program of each "
+            "graph; write it with `towerserve export --device cuda`"
+        )
+    from serving.torch_engine import TorchGraph
+
+    return TorchGraph(
+        program,
+        device=device,
+        precision=runtime.precision,
+        expected_inputs=expected_inputs,
+        cuda_graphs=runtime.cuda_graphs,
+    )

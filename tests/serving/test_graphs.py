@@ -1,0 +1,132 @@
+"""serving.graphs and serving.torch_engine on the CPU: runtime choice, refusals with a reason,
+and the torch program against ONNX Runtime on a real (untrained) bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.graphs import (
+    GraphRuntimeError,
+    Runtime,
+    cuda_available,
+    open_graph,
+    runtime_from_params,
+)
+from serving.item_encoder import ITEM_TOWER_INPUTS, ItemEncoder
+from serving.onnx_session import OnnxModel
+from serving.pipeline import InProcessRecommend
+from serving.rerank import RERANKER_INPUTS
+from serving.stage_metrics import graph_backend
+from serving.torch_engine import TorchGraph, bucket_shape
+from serving.user_encoder import USER_TOWER_INPUTS
+
+TEXTS = ["red cotton shirt", "waterproof hiking jacket with a hood", "kettle", "a b c d e f g"]
+
+
+def test_runtime_refuses_unknown_values_by_name():
+    with pytest.raises(ValueError, match="device must be one of cpu, cuda, auto"):
+        Runtime(device="tpu")
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, bf16"):
+        Runtime(precision="int4")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        Runtime(engine="tvm")
+    with pytest.raises(ValueError, match="intra_op_threads must be >= 1"):
+        Runtime(intra_op_threads=0)
+
+
+def test_runtime_from_triton_parameters():
+    assert runtime_from_params({}) == Runtime()
+    got = runtime_from_params(
+        {"device": "CUDA", "precision": "bf16", "cuda_graphs": "1", "engine": "torch"}, 3
+    )
+    assert got == Runtime("cuda", "bf16", 3, True, "torch")
+
+
+def test_cpu_default_is_onnx_runtime(untrained_bundle):
+    graph = open_graph(untrained_bundle, "item_tower", Runtime(), expected_inputs=ITEM_TOWER_INPUTS)
+    assert isinstance(graph, OnnxModel)
+    assert graph_backend(graph) == "onnxruntime-cpu"
+    auto = open_graph(
+        untrained_bundle, "item_tower", Runtime(device="auto"), expected_inputs=ITEM_TOWER_INPUTS
+    )
+    assert isinstance(auto, TorchGraph) == cuda_available()
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the refusal on a machine without a GPU")
+def test_cuda_without_a_gpu_is_refused_with_the_reason(untrained_bundle):
+    with pytest.raises(GraphRuntimeError, match="needs torch with a CUDA device"):
+        open_graph(
+            untrained_bundle, "reranker", Runtime(device="cuda"), expected_inputs=RERANKER_INPUTS
+        )
+
+
+def test_missing_torch_program_names_the_export_flag(untrained_bundle, tmp_path):
+    for name in ("item_tower.onnx", "manifest.json"):
+        (tmp_path / name).write_bytes((untrained_bundle / name).read_bytes())
+    with pytest.raises(GraphRuntimeError, match="towerserve export --device cuda"):
+        open_graph(
+            tmp_path, "item_tower", Runtime(engine="torch"), expected_inputs=ITEM_TOWER_INPUTS
+        )
+    with pytest.raises(GraphRuntimeError, match="device cuda only"):
+        open_graph(
+            tmp_path, "item_tower", Runtime(engine="tensorrt"), expected_inputs=ITEM_TOWER_INPUTS
+        )
+
+
+def test_torch_program_refuses_other_inputs(untrained_bundle):
+    with pytest.raises(ValueError, match="expected"):
+        TorchGraph(untrained_bundle / "item_tower.pt2", device="cpu", expected_inputs=("x",))
+
+
+@pytest.mark.parametrize("name", ["item_tower", "user_tower", "reranker"])
+def test_torch_program_matches_onnx_runtime_fp32(untrained_bundle, name):
+    inputs = {"item_tower": ITEM_TOWER_INPUTS, "user_tower": USER_TOWER_INPUTS}.get(
+        name, RERANKER_INPUTS
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 29000, size=(3, 13)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    feeds = {"input_ids": ids * mask, "attention_mask": mask}
+    if name == "reranker":
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    if name == "user_tower":
+        hist = rng.normal(size=(3, 4, 128)).astype(np.float32)
+        feeds["history_vectors"] = hist / np.linalg.norm(hist, axis=-1, keepdims=True)
+        feeds["history_weights"] = np.full((3, 4), 0.25, np.float32)
+        feeds["has_query"] = np.array([[1.0], [1.0], [0.0]], np.float32)
+    onnx = open_graph(untrained_bundle, name, Runtime(), expected_inputs=inputs)
+    torch_fp32 = open_graph(
+        untrained_bundle, name, Runtime(engine="torch", precision="fp32"), expected_inputs=inputs
+    )
+    assert graph_backend(torch_fp32) == "torch-cpu-fp32"
+    np.testing.assert_allclose(torch_fp32(**feeds), onnx(**feeds), atol=1e-4)
+
+
+def test_item_encoder_bf16_stays_close_to_fp32(untrained_bundle):
+    fp32 = ItemEncoder.from_dir(untrained_bundle)
+    bf16 = ItemEncoder.from_dir(untrained_bundle, runtime=Runtime(engine="torch", precision="bf16"))
+    a, b = fp32.embed(TEXTS), bf16.embed(TEXTS)
+    assert b.dtype == np.float32 and a.shape == b.shape
+    assert np.min(np.sum(a * b, axis=1)) > 0.99  # unit vectors: cosine
+
+
+def test_in_process_pipeline_same_answer_on_both_cpu_runtimes(untrained_bundle):
+    onnx = InProcessRecommend(untrained_bundle)
+    torch_fp32 = InProcessRecommend(untrained_bundle, Runtime(engine="torch", precision="fp32"))
+    for query in ("red cotton shirt", ""):
+        a = onnx(query, user_id=3, k=10, budget_ms=5000)
+        b = torch_fp32(query, user_id=3, k=10, budget_ms=5000)
+        assert a.n_scored == b.n_scored > 0
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_bucket_shapes_pad_batch_sequence_and_history():
+    assert bucket_shape("input_ids", (3, 13)) == (8, 16)
+    assert bucket_shape("attention_mask", (9, 33)) == (16, 48)
+    assert bucket_shape("token_type_ids", (100, 64)) == (128, 64)
+    assert bucket_shape("history_vectors", (1, 5, 128)) == (8, 8, 128)
+    assert bucket_shape("history_weights", (1, 5)) == (8, 8)
+    assert bucket_shape("has_query", (1, 1)) == (8, 1)
