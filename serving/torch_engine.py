@@ -99,10 +99,14 @@ class TorchGraph:
                 f"{path} has inputs {list(self.input_names)}, expected {list(expected_inputs)}"
             )
         if self.device.type != "cpu":
-            from torch.export.passes import move_to_device_pass
-
-            program = move_to_device_pass(program, self.device)
-        self.module = program.module()
+            try:
+                from torch.export.passes import move_to_device_pass
+            except ImportError:  # older torch: move the unflattened module instead
+                self.module = program.module().to(self.device)
+            else:
+                self.module = move_to_device_pass(program, self.device).module()
+        else:
+            self.module = program.module()
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         log.info(

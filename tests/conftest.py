@@ -58,15 +58,11 @@ def build_untrained_bundle(work, *, n_items: int, layers: int, hidden: int, head
     from export.untrained import write_untrained_artifacts
     from towers.data import GenerateConfig, generate
 
-    generate(
-        GenerateConfig(n_items=n_items, n_users=80, n_queries=60, seed=5), work / "data"
-    )
+    generate(GenerateConfig(n_items=n_items, n_users=80, n_queries=60, seed=5), work / "data")
     write_untrained_artifacts(
         work / "data", work / "artifacts", layers=layers, hidden=hidden, heads=heads
     )
-    build_bundle(
-        work / "artifacts", None, work / "bundle", index_kind="flat", torch_programs=True
-    )
+    build_bundle(work / "artifacts", None, work / "bundle", index_kind="flat", torch_programs=True)
     return work / "bundle"
 
 
@@ -76,3 +72,9 @@ def untrained_bundle(tmp_path_factory):
     return build_untrained_bundle(
         tmp_path_factory.mktemp("untrained"), n_items=400, layers=1, hidden=64, heads=2
     )
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle_builder():
+    """:func:`build_untrained_bundle`, for conftests that build bundles of other sizes."""
+    return build_untrained_bundle
