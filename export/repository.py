@@ -153,7 +153,7 @@ class RepositorySettings:
     warmup: bool = True
     device: str = "cpu"
     precision: str = "fp16"
-    cuda_graphs: bool = False
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -452,7 +452,7 @@ def write_repository(
     templates: Path = TEMPLATES,
     device: str = "cpu",
     precision: str = "fp16",
-    cuda_graphs: bool = False,
+    cuda_graphs: bool = True,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.

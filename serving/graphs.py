@@ -68,14 +68,15 @@ class Runtime:
     ``device``: ``cpu``, ``cuda`` or ``auto`` (module docstring); ``precision``: the GPU
     compute precision (``fp16``, ``bf16`` or ``fp32``; the CPU runtime is always fp32);
     ``intra_op_threads``: CPU threads per ONNX Runtime session (>= 1); ``cuda_graphs``:
-    replay captured CUDA graphs for repeated input shapes (torch runtime only); ``engine``:
-    the runtime (module docstring).
+    replay captured CUDA graphs for repeated input shapes (torch runtime on cuda only; on by
+    default: on an H200 it took the reranker's 100 candidates from 2.6 to 1.1 ms, README);
+    ``engine``: the runtime (module docstring).
     """
 
     device: str = "cpu"
     precision: str = "fp16"
     intra_op_threads: int = 1
-    cuda_graphs: bool = False
+    cuda_graphs: bool = True
     engine: str = "auto"
 
     def __post_init__(self) -> None:
@@ -93,14 +94,14 @@ class Runtime:
 
 def runtime_from_params(params: Mapping[str, str], intra_op_threads: int = 1) -> Runtime:
     """A :class:`Runtime` from a Triton model's ``parameters`` (``device``, ``precision``,
-    ``cuda_graphs``, ``engine``; absent: cpu, fp16, off, auto). ``intra_op_threads`` is parsed
+    ``cuda_graphs``, ``engine``; absent: cpu, fp16, on, auto). ``intra_op_threads`` is parsed
     by the caller."""
     return Runtime(
         device=str(params.get("device", "cpu")).strip().lower() or "cpu",
         engine=str(params.get("engine", "auto")).strip().lower() or "auto",
         precision=str(params.get("precision", "fp16")).strip().lower() or "fp16",
         intra_op_threads=intra_op_threads,
-        cuda_graphs=str(params.get("cuda_graphs", "0")).strip().lower() in ("1", "true", "yes"),
+        cuda_graphs=str(params.get("cuda_graphs", "1")).strip().lower() in ("1", "true", "yes"),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,8 @@ class ItemEncoder:
 
     #: What runs the tower (serving.stage_metrics.graph_backend).
     backend = "onnxruntime-cpu"
+    #: Tokenize the next batch on a second thread while the tower runs (GPU towers).
+    prefetch = False
 
     def __init__(self, tokenizer: Tokenizer, encode_fn: EncodeFn, *, batch_size: int = 64):
         if batch_size < 1:
@@ -98,21 +101,41 @@ class ItemEncoder:
         session = open_graph(folder, "item_tower", runtime, expected_inputs=ITEM_TOWER_INPUTS)
         encoder = cls(load_tokenizer(folder / "tokenizer.json"), session, batch_size=batch_size)
         encoder.backend = graph_backend(session)
+        encoder.prefetch = "cuda" in encoder.backend or encoder.backend == "tensorrt"
         return encoder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of ``texts``, float32 ``[len(texts), D]`` (L2-normalised by the tower)."""
+        """Vectors of ``texts``, float32 ``[len(texts), D]`` (L2-normalised by the tower).
+
+        With :attr:`prefetch` (on when the tower runs on a GPU), the next batch is tokenized on
+        a second thread while the tower runs on this one: on a GPU, tokenizing is the slower
+        half, so the tower's time is hidden."""
+        chunks = [
+            [t[:MAX_ITEM_CHARS] for t in texts[start : start + self.batch_size]]
+            for start in range(0, len(texts), self.batch_size)
+        ]
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = [t[:MAX_ITEM_CHARS] for t in texts[start : start + self.batch_size]]
-            ids, mask = encode_items(self.tokenizer, chunk)
-            vecs = np.asarray(self.encode_fn(input_ids=ids, attention_mask=mask), np.float32)
-            if vecs.ndim != 2 or len(vecs) != len(chunk):
-                raise RuntimeError(f"item tower returned {vecs.shape} for {len(chunk)} texts")
-            out.append(vecs)
+        if self.prefetch and len(chunks) > 1:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+                pending = pool.submit(encode_items, self.tokenizer, chunks[0])
+                for i, chunk in enumerate(chunks):
+                    ids, mask = pending.result()
+                    if i + 1 < len(chunks):
+                        pending = pool.submit(encode_items, self.tokenizer, chunks[i + 1])
+                    out.append(self._run(ids, mask, len(chunk)))
+        else:
+            for chunk in chunks:
+                ids, mask = encode_items(self.tokenizer, chunk)
+                out.append(self._run(ids, mask, len(chunk)))
         if not out:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(out)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+        vecs = np.asarray(self.encode_fn(input_ids=ids, attention_mask=mask), np.float32)
+        if vecs.ndim != 2 or len(vecs) != n:
+            raise RuntimeError(f"item tower returned {vecs.shape} for {n} texts")
+        return vecs
 
     def embed_requests(
         self, requests: Sequence[Mapping[str, np.ndarray]]

@@ -13,7 +13,7 @@ kernels, so shapes are padded to buckets (batch to a power of two, at least 8; s
 multiple of 16; other axes to a multiple of 8) and each bucket's forward pass is captured once
 and replayed. Padding is zeros: padded tokens have mask 0 and padded history items weight 0,
 so real rows are unchanged; padded rows are dropped. At most ``MAX_GRAPHS`` buckets are kept
-(the oldest captured is dropped first).
+(the oldest captured is dropped first); batches above ``MAX_GRAPH_BATCH`` run eagerly.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ __all__ = ["MAX_GRAPHS", "TorchGraph", "bucket_shape"]
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 #: Captured CUDA graphs kept per model instance (each holds its static buffers).
 MAX_GRAPHS = 64
+#: Batches above this run eagerly even with CUDA graphs: they are compute-bound (nothing to
+#: gain) and each captured bucket keeps its activations' memory.
+MAX_GRAPH_BATCH = 256
 #: Inputs whose second axis is a token sequence (padded to a multiple of 16).
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -138,7 +141,7 @@ class TorchGraph:
             raise KeyError(f"{self.path.name} needs inputs {missing}")
         arrays = [np.asarray(feeds[n]) for n in self.input_names]
         with torch.inference_mode():
-            if self.cuda_graphs:
+            if self.cuda_graphs and int(arrays[0].shape[0]) <= MAX_GRAPH_BATCH:
                 return self._replay(arrays)
             out = self._forward([self._tensor(n, a) for n, a in zip(self.input_names, arrays)])
             return out.float().cpu().numpy()

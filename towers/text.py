@@ -24,12 +24,19 @@ def load_tokenizer(path: Path) -> Tokenizer:
     return tok
 
 
+def _encode_batch(tok: Tokenizer, texts: list[str]) -> list:
+    """``encode_batch`` without character offsets where this tokenizers has it (same ids,
+    about 10% faster); the batch is encoded on all cores, outside the GIL."""
+    fast = getattr(tok, "encode_batch_fast", None)
+    return fast(texts) if fast is not None else tok.encode_batch(texts)
+
+
 def encode(tok: Tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and attention mask, int64 ``[len(texts), L]``, ``L <= max_tokens``.
 
     Each row is ``[CLS] tokens[: max_tokens - 2] [SEP]`` right-padded with 0 to the longest row.
     """
-    encs = tok.encode_batch(list(texts))
+    encs = _encode_batch(tok, list(texts))
     rows = [e.ids[1:-1][: max_tokens - 2] for e in encs]
     width = max((len(r) for r in rows), default=0) + 2
     ids = np.zeros((len(rows), width), dtype=np.int64)

@@ -61,7 +61,9 @@ def test_graph_on_gpu_matches_onnx_runtime(demo_bundle, name, precision):
 
 @pytest.mark.parametrize("name", list(INPUTS))
 def test_cuda_graphs_replay_what_eager_computes(demo_bundle, name):
-    eager = open_graph(demo_bundle, name, GPU, expected_inputs=INPUTS[name])
+    eager = open_graph(
+        demo_bundle, name, Runtime("cuda", "fp16", cuda_graphs=False), expected_inputs=INPUTS[name]
+    )
     graphs = open_graph(
         demo_bundle, name, Runtime("cuda", "fp16", cuda_graphs=True), expected_inputs=INPUTS[name]
     )
@@ -71,6 +73,19 @@ def test_cuda_graphs_replay_what_eager_computes(demo_bundle, name):
     assert len(graphs._graphs) == 2
 
 
+def test_large_batches_run_eagerly_under_cuda_graphs(demo_bundle):
+    graphs = open_graph(demo_bundle, "item_tower", GPU, expected_inputs=ITEM_TOWER_INPUTS)
+    eager = open_graph(
+        demo_bundle,
+        "item_tower",
+        Runtime("cuda", cuda_graphs=False),
+        expected_inputs=ITEM_TOWER_INPUTS,
+    )
+    feeds = _feeds("item_tower", batch=300, seq=30)
+    np.testing.assert_allclose(graphs(**feeds), eager(**feeds), atol=5e-3)
+    assert len(graphs._graphs) == 0
+
+
 def test_item_encoder_on_gpu(demo_bundle):
     from towers.data import item_texts, load_dataset
 
@@ -78,7 +93,7 @@ def test_item_encoder_on_gpu(demo_bundle):
     cpu = ItemEncoder.from_dir(demo_bundle).embed(texts)
     gpu_stage = ItemEncoder.from_dir(demo_bundle, runtime=GPU, batch_size=256)
     gpu = gpu_stage.embed(texts)
-    assert gpu_stage.backend == "torch-cuda-fp16"
+    assert gpu_stage.backend == "torch-cuda-fp16" and gpu_stage.prefetch
     assert np.min(np.sum(cpu * gpu, axis=1)) > 0.999
 
 
