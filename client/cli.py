@@ -328,8 +328,8 @@ def export_cmd(
     manifest = build_bundle(artifacts, data, bundle, index_kind=index, nprobe=nprobe)
     write_repository(bundle, repository, warmup=warmup)
     console.print(
-        f"[green]repository {repository}: model {manifest['model_version']}, "
-        f"{manifest['n_items']} items, index {manifest['index']['type']}[/green]"
+        f"[green]repository {repository}: model {manifest.model_version}, "
+        f"{manifest.n_items} items, index {manifest.index['type']}[/green]"
     )
 
 

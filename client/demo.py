@@ -63,7 +63,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     console.rule("3/5 export (ONNX + parity, embeddings, FAISS, repository)")
     manifest = build_bundle(artifacts, data_dir, artifacts / "bundle")
     write_repository(artifacts / "bundle", repository)
-    console.print(f"index {manifest['index']}, ONNX parity {manifest['onnx_parity_max_abs_diff']}")
+    console.print(f"index {manifest.index}, ONNX parity {manifest.onnx_parity_max_abs_diff}")
     console.rule("4/5 offline metrics: held-out test queries and the week after the cut")
     results = run_eval(
         EvalConfig(

@@ -23,6 +23,7 @@ from serving.bundle import check_model_version, load_manifest
 from serving.errors import RequestError
 from serving.onnx_session import OnnxModel
 from serving.tensors import require
+from towers.bundle_contract import TOKENIZER_FILE, onnx_file
 from towers.text import encode_items, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,11 @@ class ItemEncoder:
         folder = Path(folder)
         check_model_version(load_manifest(folder), model_version, f"{folder}")
         session = OnnxModel(
-            folder / "item_tower.onnx",
+            folder / onnx_file("item_tower"),
             intra_op_threads=intra_op_threads,
             expected_inputs=ITEM_TOWER_INPUTS,
         )
-        return cls(load_tokenizer(folder / "tokenizer.json"), session, batch_size=batch_size)
+        return cls(load_tokenizer(folder / TOKENIZER_FILE), session, batch_size=batch_size)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts``, float32 ``[len(texts), D]`` (L2-normalised by the tower)."""

@@ -29,15 +29,16 @@ import numpy as np
 from serving.bundle import BundleError, check_model_version, load_manifest
 from serving.errors import RequestError
 from serving.tensors import float_scalar, int_scalar, require
+from towers.bundle_contract import INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 
 log = logging.getLogger(__name__)
 
 __all__ = ["INDEX_FILE", "PRIOR_FILE", "REMOVED_FILE", "Retriever"]
 
-INDEX_FILE = "index.faiss"
-REMOVED_FILE = "removed_ids.npy"
-PRIOR_FILE = "item_prior.npz"
+#: Old names of the bundle contract's file names (towers/bundle_contract.py).
+REMOVED_FILE = REMOVED_IDS_FILE
+PRIOR_FILE = PRIOR_BUNDLE_FILE
 
 
 class Retriever:

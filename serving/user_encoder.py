@@ -28,6 +28,12 @@ from serving.catalog import ItemRows
 from serving.errors import RequestError
 from serving.onnx_session import OnnxModel
 from serving.tensors import float_scalar, int_matrix, int_scalar, int_vector, require
+from towers.bundle_contract import (
+    ITEM_EMBEDDINGS_FILE,
+    ITEM_IDS_FILE,
+    USER_HISTORY_FILE,
+    onnx_file,
+)
 from towers.features import (
     CLS_ID,
     MAX_HISTORY,
@@ -166,21 +172,21 @@ class UserEncoder:
         folder = Path(folder)
         manifest = load_manifest(folder)
         check_model_version(manifest, model_version, f"{folder}")
-        vectors = np.load(folder / "item_embeddings.npy")
+        vectors = np.load(folder / ITEM_EMBEDDINGS_FILE)
         if vectors.ndim != 2 or vectors.shape[1] != manifest.dim:
             raise ValueError(
-                f"{folder / 'item_embeddings.npy'} has shape {vectors.shape}, manifest dim "
+                f"{folder / ITEM_EMBEDDINGS_FILE} has shape {vectors.shape}, manifest dim "
                 f"{manifest.dim}"
             )
         session = OnnxModel(
-            folder / "user_tower.onnx",
+            folder / onnx_file("user_tower"),
             intra_op_threads=intra_op_threads,
             expected_inputs=USER_TOWER_INPUTS,
         )
-        history_path = folder / "user_history.npz"
+        history_path = folder / USER_HISTORY_FILE
         stored = StoredHistory.from_npz(history_path) if history_path.is_file() else None
         return cls(
-            np.load(folder / "item_ids.npy"),
+            np.load(folder / ITEM_IDS_FILE),
             vectors,
             recency_tau_s=manifest.recency_tau_s,
             encode_fn=session,

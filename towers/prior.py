@@ -26,6 +26,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from towers.bundle_contract import PRIOR_META_FILE, PRIOR_VALUES_FILE
+
 if TYPE_CHECKING:
     from towers.evaluation.recommend import NextItemTask
 
@@ -53,8 +55,8 @@ PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
 VALIDATION_S = 3 * 86_400.0
 #: List length whose recall the weight maximises.
 VALIDATION_K = 50
-PRIOR_FILE = "item_prior.npy"
-PRIOR_META_FILE = "prior.json"
+#: The artifacts' file names (the bundle contract's; old names kept for importers).
+PRIOR_FILE = PRIOR_VALUES_FILE
 
 
 @dataclass(frozen=True)
