@@ -6,11 +6,14 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from client.grpc_client import Recommendation
 
 app = typer.Typer(
     help="Two-tower retrieval plus cross-encoder reranking, served by NVIDIA Triton.",
@@ -387,17 +390,11 @@ def recommend(
     print_recommendation(query, rec)
 
 
-def print_recommendation(query: str, rec) -> None:  # type: ignore[no-untyped-def]
-    """A rich table of one answer."""
-    title = f"query {query!r}: {rec.n_scored} reranked" + (" (degraded)" if rec.degraded else "")
-    table = Table(title=f"{title}, {rec.latency_ms:.1f} ms")
-    table.add_column("#", justify="right")
-    table.add_column("item id", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("title")
-    for rank, (i, s, t) in enumerate(zip(rec.item_ids, rec.scores, rec.titles), 1):
-        table.add_row(str(rank), str(i), f"{s:.3f}", t)
-    console.print(table)
+def print_recommendation(query: str, rec: Recommendation) -> None:
+    """A rich table of one answer (``client/display.py``) on this command line's console."""
+    from client.display import print_recommendation as show
+
+    show(query, rec, console)
 
 
 @app.command()

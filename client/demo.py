@@ -37,6 +37,7 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     """Run every stage and return the offline metrics and sample answers."""
+    from client.display import print_recommendation
     from client.grpc_client import TowerServeClient
     from export.bundle import build_bundle
     from export.repository import write_repository
@@ -94,9 +95,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
             for label, kwargs in sample_requests(ds.queries, ds.events):
                 rec = client.recommend(k=5, budget_ms=cfg.budget_ms, **kwargs)
                 console.print(f"[bold]{label}[/bold]")
-                from client.cli import print_recommendation
-
-                print_recommendation(str(kwargs.get("query", "")), rec)
+                print_recommendation(str(kwargs.get("query", "")), rec, console)
                 answers.append({"request": label, "item_ids": rec.item_ids})
         console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
         if cfg.keep_serving:

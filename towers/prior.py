@@ -29,7 +29,7 @@ import pandas as pd
 from towers.bundle_contract import PRIOR_META_FILE, PRIOR_VALUES_FILE
 
 if TYPE_CHECKING:
-    from towers.evaluation.recommend import NextItemTask
+    from towers.next_item import NextItemTask
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +161,9 @@ def fit_model_prior(
     weight is 0 (cosine only). ``user_vectors`` maps a task to its user vectors ``[U, dim]``.
     Returns the prior and the validation Recall@50 per weight.
     """
-    from towers.evaluation.recommend import exclude_history, next_item_task
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
     from towers.metrics import recall_at_k
+    from towers.next_item import exclude_history, next_item_task
 
     prior = compute_prior(events, item_ids, at_ts, half_life_s)
     start = int(at_ts - validation_s)

@@ -41,7 +41,6 @@ from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
 from towers.encoder import make_student
-from towers.evaluation.recommend import NextItemTask, history_matrix
 from towers.examples import (
     HistoryPairs,
     QueryPositives,
@@ -55,6 +54,7 @@ from towers.features import recency_weights
 from towers.finetune import embed_histories, embed_items, embed_queries, finetune_towers
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
+from towers.next_item import NextItemTask, history_matrix
 from towers.prior import ItemPrior, fit_model_prior, save_prior
 from towers.rerank_train import (
     fit_blend,
