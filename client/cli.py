@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -283,7 +283,7 @@ def eval_cmd(
             artifacts=artifacts,
             data_dir=data,
             out_dir=out,
-            sections=chosen,  # type: ignore[arg-type]
+            sections=chosen,
             systems=split(systems) if systems else None,
             layers=tuple(int(x) for x in split(layers)),
             windows=windows,
@@ -297,7 +297,7 @@ def eval_cmd(
     table = Table(title=f"checks ({out / 'report.md'})")
     for col in ("check", "value", "threshold", ""):
         table.add_column(col)
-    for c in results["checks"]:  # type: ignore[union-attr]
+    for c in cast(list[dict[str, Any]], results["checks"]):
         mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
         table.add_row(c["name"], f"{c['value']:.3f}", f"{c['threshold']:g}", mark)
     console.print(table)

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 from rich.console import Console
@@ -154,7 +155,7 @@ def print_metrics(results: dict[str, object], console: Console) -> None:
             keys = ["latency_ms_p50" if c == "p50 ms" else c for c in cols]
             table.add_row(name, *(f"{row[k]:.3f}" if k in row else "-" for k in keys))
         console.print(table)
-    for check in results.get("checks", []):  # type: ignore[union-attr]
+    for check in cast(list[dict[str, Any]], results.get("checks", [])):
         mark = "[green]pass[/green]" if check["passed"] else "[red]miss[/red]"
         console.print(
             f"{mark} {check['name']}: {check['value']:.3f} (target {check['threshold']:g}, "

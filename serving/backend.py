@@ -104,7 +104,7 @@ def float_parameter(params: Mapping[str, str], name: str, default: float) -> flo
 
 def output_dtypes(config: Mapping[str, Any]) -> dict[str, np.dtype]:
     """Numpy dtype of every output declared in the model configuration, by output name."""
-    dtypes = {}
+    dtypes: dict[str, np.dtype] = {}
     for out in config.get("output", []):
         dtypes[out["name"]] = np.dtype(TRITON_DTYPES[out["data_type"]])
     return dtypes

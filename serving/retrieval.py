@@ -89,9 +89,10 @@ class Retriever:
         # Keep the selectors referenced: the SWIG wrappers hold raw pointers to them.
         self._batch = faiss.IDSelectorBatch(removed)
         self._not_removed = faiss.IDSelectorNot(self._batch)
+        # faiss's SWIG signatures do not declare the keyword arguments its wrappers accept
         if self.ivf is not None:
-            return faiss.SearchParametersIVF(sel=self._not_removed, nprobe=self.nprobe)
-        return faiss.SearchParameters(sel=self._not_removed)
+            return faiss.SearchParametersIVF(sel=self._not_removed, nprobe=self.nprobe)  # type: ignore[call-arg]
+        return faiss.SearchParameters(sel=self._not_removed)  # type: ignore[call-arg]
 
     @classmethod
     def from_dir(
