@@ -31,3 +31,23 @@ def tiny_model(tmp_path_factory):
     generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
     train(work / "data", work / "artifacts", preset_config("tiny", seed=3))
     return {"data": work / "data", "artifacts": work / "artifacts"}
+
+
+#: Session fixtures that train a model: a test that uses one must be marked ``slow``, so that
+#: the inner loop (``pytest -m "not slow"``) never trains.
+TRAINING_FIXTURES = frozenset({"tiny_model"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that trains (through :data:`TRAINING_FIXTURES`) without the slow mark."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests using {sorted(TRAINING_FIXTURES)} train a model and must be marked slow: "
+            + ", ".join(unmarked)
+        )
