@@ -6,11 +6,14 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from client.grpc_client import Recommendation
 
 app = typer.Typer(
     help="Two-tower retrieval plus cross-encoder reranking, served by NVIDIA Triton.",
@@ -280,7 +283,7 @@ def eval_cmd(
             artifacts=artifacts,
             data_dir=data,
             out_dir=out,
-            sections=chosen,  # type: ignore[arg-type]
+            sections=chosen,
             systems=split(systems) if systems else None,
             layers=tuple(int(x) for x in split(layers)),
             windows=windows,
@@ -294,7 +297,7 @@ def eval_cmd(
     table = Table(title=f"checks ({out / 'report.md'})")
     for col in ("check", "value", "threshold", ""):
         table.add_column(col)
-    for c in results["checks"]:  # type: ignore[union-attr]
+    for c in cast(list[dict[str, Any]], results["checks"]):
         mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
         table.add_row(c["name"], f"{c['value']:.3f}", f"{c['threshold']:g}", mark)
     console.print(table)
@@ -384,8 +387,8 @@ def export_cmd(
         cuda_graphs=cuda_graphs,
     )
     console.print(
-        f"[green]repository {repository}: model {manifest['model_version']}, "
-        f"{manifest['n_items']} items, index {manifest['index']['type']}, device "
+        f"[green]repository {repository}: model {manifest.model_version}, "
+        f"{manifest.n_items} items, index {manifest.index['type']}, device "
         f"{'cuda' if engine == 'tensorrt' else device}[/green]"
     )
 
@@ -444,17 +447,11 @@ def recommend(
     print_recommendation(query, rec)
 
 
-def print_recommendation(query: str, rec) -> None:  # type: ignore[no-untyped-def]
-    """A rich table of one answer."""
-    title = f"query {query!r}: {rec.n_scored} reranked" + (" (degraded)" if rec.degraded else "")
-    table = Table(title=f"{title}, {rec.latency_ms:.1f} ms")
-    table.add_column("#", justify="right")
-    table.add_column("item id", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("title")
-    for rank, (i, s, t) in enumerate(zip(rec.item_ids, rec.scores, rec.titles), 1):
-        table.add_row(str(rank), str(i), f"{s:.3f}", t)
-    console.print(table)
+def print_recommendation(query: str, rec: Recommendation) -> None:
+    """A rich table of one answer (``client/display.py``) on this command line's console."""
+    from client.display import print_recommendation as show
+
+    show(query, rec, console)
 
 
 @app.command()

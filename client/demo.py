@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 from rich.console import Console
@@ -37,6 +38,7 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     """Run every stage and return the offline metrics and sample answers."""
+    from client.display import print_recommendation
     from client.grpc_client import TowerServeClient
     from export.bundle import build_bundle
     from export.repository import write_repository
@@ -63,7 +65,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     console.rule("3/5 export (ONNX + parity, embeddings, FAISS, repository)")
     manifest = build_bundle(artifacts, data_dir, artifacts / "bundle")
     write_repository(artifacts / "bundle", repository)
-    console.print(f"index {manifest['index']}, ONNX parity {manifest['onnx_parity_max_abs_diff']}")
+    console.print(f"index {manifest.index}, ONNX parity {manifest.onnx_parity_max_abs_diff}")
     console.rule("4/5 offline metrics: held-out test queries and the week after the cut")
     results = run_eval(
         EvalConfig(
@@ -94,9 +96,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
             for label, kwargs in sample_requests(ds.queries, ds.events):
                 rec = client.recommend(k=5, budget_ms=cfg.budget_ms, **kwargs)
                 console.print(f"[bold]{label}[/bold]")
-                from client.cli import print_recommendation
-
-                print_recommendation(str(kwargs.get("query", "")), rec)
+                print_recommendation(str(kwargs.get("query", "")), rec, console)
                 answers.append({"request": label, "item_ids": rec.item_ids})
         console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
         if cfg.keep_serving:
@@ -155,7 +155,7 @@ def print_metrics(results: dict[str, object], console: Console) -> None:
             keys = ["latency_ms_p50" if c == "p50 ms" else c for c in cols]
             table.add_row(name, *(f"{row[k]:.3f}" if k in row else "-" for k in keys))
         console.print(table)
-    for check in results.get("checks", []):  # type: ignore[union-attr]
+    for check in cast(list[dict[str, Any]], results.get("checks", [])):
         mark = "[green]pass[/green]" if check["passed"] else "[red]miss[/red]"
         console.print(
             f"{mark} {check['name']}: {check['value']:.3f} (target {check['threshold']:g}, "

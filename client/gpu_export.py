@@ -7,7 +7,6 @@ graph's own kind, written beside it as ``<graph>.plan`` and given a checksum in 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -48,24 +47,27 @@ def _sample_feeds(kind: str, dim: int) -> dict[str, np.ndarray]:
 def add_tensorrt_engines(bundle: Path) -> dict[str, float]:
     """Build, check and checksum ``<graph>.plan`` for each graph in ``bundle``; returns the
     parity (max abs difference from ONNX Runtime) per graph."""
-    from export.tensorrt import build_engine, check_engine_parity
-    from serving.bundle import sha256
-    from serving.tensorrt_engine import TensorRTGraph
+    from dataclasses import replace
 
-    manifest_path = bundle / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    parity = {}
+    from export.tensorrt import build_engine, check_engine_parity
+    from serving.tensorrt_engine import TensorRTGraph
+    from towers.bundle_contract import load_manifest, onnx_file, sha256, tensorrt_file
+
+    manifest = load_manifest(bundle)
+    parity: dict[str, float] = {}
+    checksums = dict(manifest.checksums)
     for kind in GRAPHS:
-        onnx_path = bundle / f"{kind}.onnx"
-        plan = build_engine(onnx_path, bundle / f"{kind}.plan")
+        onnx_path = bundle / onnx_file(kind)
+        plan = build_engine(onnx_path, bundle / tensorrt_file(kind))
         engine = TensorRTGraph(plan)
-        parity[kind] = check_engine_parity(
-            onnx_path, engine.run, _sample_feeds(kind, int(manifest["dim"]))
+        parity[plan.name] = check_engine_parity(
+            onnx_path, engine.run, _sample_feeds(kind, manifest.dim)
         )
-        manifest["checksums"][plan.name] = sha256(plan)
-        log.info("%s: TensorRT FP16 engine, max abs diff from ONNX %.2e", kind, parity[kind])
-    manifest["tensorrt_parity_max_abs_diff"] = parity
-    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(manifest_path)
+        checksums[plan.name] = sha256(plan)
+        log.info("%s: TensorRT FP16 engine, max abs diff from ONNX %.2e", kind, parity[plan.name])
+    replace(
+        manifest,
+        checksums=checksums,
+        onnx_parity_max_abs_diff={**manifest.onnx_parity_max_abs_diff, **parity},
+    ).write(bundle)
     return parity

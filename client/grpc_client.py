@@ -144,7 +144,9 @@ class TowerServeClient:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
 
-    def _infer(self, model: str, inputs: list, outputs: list[str]):  # type: ignore[no-untyped-def]
+    def _infer(
+        self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]
+    ) -> grpcclient.InferResult:
         try:
             return self._client.infer(
                 model,

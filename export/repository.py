@@ -52,11 +52,32 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from serving.backend import TRITON_DTYPES
-from serving.bundle import MANIFEST, BundleError, Manifest, load_manifest, verify_files
-from serving.query_tokenizer import QueryTokenizer
+from towers.bundle_contract import (
+    BLEND_FILE,
+    INDEX_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    ITEM_IDS_FILE,
+    ITEM_TITLES_FILE,
+    ITEM_TOKENS_FILE,
+    LEXICAL_FILES,
+    MANIFEST_FILE,
+    POPULARITY_FILE,
+    PRIOR_BUNDLE_FILE,
+    REMOVED_IDS_FILE,
+    TOKENIZER_FILE,
+    TRITON_DTYPES,
+    USER_HISTORY_FILE,
+    BundleError,
+    Manifest,
+    load_manifest,
+    onnx_data_file,
+    onnx_file,
+    tensorrt_file,
+    torch_program_file,
+    verify_files,
+)
 from towers.features import CLS_ID, SEP_ID
-from towers.lexical import LEXICAL_FILES
+from towers.text import load_tokenizer, query_inputs
 
 log = logging.getLogger(__name__)
 
@@ -81,32 +102,37 @@ VERSION = "1"
 
 #: Bundle files each model reads from its version folder (besides ``manifest.json``).
 MODEL_FILES: dict[str, tuple[str, ...]] = {
-    "tokenizer": ("tokenizer.json",),
-    "user_tower": ("user_tower.onnx", "item_ids.npy", "item_embeddings.npy", "user_history.npz"),
-    "retriever": ("index.faiss",),
-    "reranker": (
-        "reranker.onnx",
-        "tokenizer.json",
-        "item_ids.npy",
-        "item_tokens.npz",
-        "item_titles.json",
-        "popularity.npy",
-        "blend.json",
+    "tokenizer": (TOKENIZER_FILE,),
+    "user_tower": (
+        onnx_file("user_tower"),
+        ITEM_IDS_FILE,
+        ITEM_EMBEDDINGS_FILE,
+        USER_HISTORY_FILE,
     ),
-    "item_tower": ("item_tower.onnx", "tokenizer.json"),
+    "retriever": (INDEX_FILE,),
+    "reranker": (
+        onnx_file("reranker"),
+        TOKENIZER_FILE,
+        ITEM_IDS_FILE,
+        ITEM_TOKENS_FILE,
+        ITEM_TITLES_FILE,
+        POPULARITY_FILE,
+        BLEND_FILE,
+    ),
+    "item_tower": (onnx_file("item_tower"), TOKENIZER_FILE),
     "recommend": (),
 }
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
-    "retriever": ("removed_ids.npy", "item_prior.npz"),
-    "reranker": (*LEXICAL_FILES, "reranker.pt2", "reranker.plan"),
-    "user_tower": ("user_tower.pt2", "user_tower.plan"),
-    "item_tower": ("item_tower.pt2", "item_tower.plan"),
+    "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE),
+    "reranker": (*LEXICAL_FILES, torch_program_file("reranker"), tensorrt_file("reranker")),
+    "user_tower": (torch_program_file("user_tower"), tensorrt_file("user_tower")),
+    "item_tower": (torch_program_file("item_tower"), tensorrt_file("item_tower")),
 }
 #: Models that run on the GPU in a ``device="cuda"`` repository (the graphs and the index).
 GPU_MODELS = ("user_tower", "retriever", "reranker", "item_tower")
 #: The GPU form each graph needs in the bundle for ``device="cuda"`` (serving/graphs.py).
-GPU_GRAPH_FILES = ("user_tower.pt2", "reranker.pt2", "item_tower.pt2")
+GPU_GRAPH_FILES = tuple(torch_program_file(g) for g in ("user_tower", "reranker", "item_tower"))
 MODELS = tuple(MODEL_FILES)
 
 #: Triton reads ``model_warmup`` input files from this folder of the model's folder.
@@ -171,8 +197,8 @@ def _with_side_files(bundle: Path, names: tuple[str, ...]) -> list[str]:
     out = []
     for name in names:
         out.append(name)
-        if name.endswith(".onnx") and (bundle / f"{name}.data").exists():
-            out.append(f"{name}.data")
+        if name.endswith(".onnx") and (bundle / onnx_data_file(name)).exists():
+            out.append(onnx_data_file(name))
     return out
 
 
@@ -335,12 +361,11 @@ def _query_tokens(bundle: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """``WARMUP_QUERY`` as the tokenizer model sends it to the user tower: input ids,
     attention mask (int64 ``[1, L]``) and has_query."""
     try:
-        tok = QueryTokenizer.from_dir(bundle).tokenize(WARMUP_QUERY)
+        return query_inputs(load_tokenizer(Path(bundle) / TOKENIZER_FILE), WARMUP_QUERY)
     except Exception as exc:  # an unreadable tokenizer fails its own model, not the writer
-        log.warning("warm-up: %s/tokenizer.json unusable (%s); fixed token ids", bundle, exc)
+        log.warning("warm-up: %s/%s unusable (%s); fixed token ids", bundle, TOKENIZER_FILE, exc)
         ids = np.array([WARMUP_QUERY_IDS], dtype=np.int64)
         return ids, np.ones_like(ids), 1.0
-    return tok.input_ids, tok.attention_mask, float(tok.has_query.reshape(-1)[0])
 
 
 def warmup_sample(
@@ -351,7 +376,7 @@ def warmup_sample(
     a bundle without items. See the module docstring for the values."""
     if model not in WARMUP_MODELS:
         return {}
-    item_ids = np.load(Path(bundle) / "item_ids.npy").astype(np.int64).reshape(-1)
+    item_ids = np.load(Path(bundle) / ITEM_IDS_FILE).astype(np.int64).reshape(-1)
     if len(item_ids) == 0:
         log.warning("warm-up: %s has no items; no warm-up samples", bundle)
         return {}
@@ -434,7 +459,7 @@ def _build(
             shutil.copy2(code, version / "model.py")
         elif model != "recommend":
             raise RepositoryError(f"template {code} is missing")
-        for name in [MANIFEST, *model_files(bundle, model)]:
+        for name in [MANIFEST_FILE, *model_files(bundle, model)]:
             _place(bundle / name, version / name)
 
 

@@ -14,11 +14,12 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
+from towers.bundle_contract import BLEND_FEATURES, TRAIN_REPORT_FILE, Blend
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
-from towers.rerank_train import BLEND_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,14 @@ def write_untrained_artifacts(
     save_module(item, item.text.bert.config, out_dir / "item_tower", **meta)
     save_module(user, user.text.bert.config, out_dir / "user_tower", **meta)
     save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
-    weights = [1.0] + [0.0] * (len(BLEND_FEATURES) - 1)
-    blend = {"features": list(BLEND_FEATURES), "weights": weights, "bias": 0.0}
-    (out_dir / "blend.json").write_text(json.dumps(blend, indent=2))
+    weights = np.array([1.0] + [0.0] * (len(BLEND_FEATURES) - 1), np.float32)
+    Blend(weights, 0.0).write(out_dir)
     report = {
         "model_version": version,
         "data_dir": str(Path(data_dir).resolve()),
         "config": {"recency_tau_s": 2 * 86400.0},
         "untrained": True,
     }
-    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
     log.info("untrained artifacts %s: version %s", out_dir, version)
     return out_dir

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from serving.errors import RequestError
+from towers.bundle_contract import TRITON_DTYPES  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +46,6 @@ __all__ = [
     "version_dir",
     "warm_up",
 ]
-
-#: Triton ``TYPE_*`` names to numpy dtypes (as in ``triton_python_backend_utils``).
-TRITON_DTYPES: dict[str, type] = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_UINT16": np.uint16,
-    "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64,
-    "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_FP64": np.float64,
-    "TYPE_STRING": np.object_,
-}
 
 #: A stage's request handler: input tensors by name -> output tensors by name.
 Handler = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -120,7 +104,7 @@ def float_parameter(params: Mapping[str, str], name: str, default: float) -> flo
 
 def output_dtypes(config: Mapping[str, Any]) -> dict[str, np.dtype]:
     """Numpy dtype of every output declared in the model configuration, by output name."""
-    dtypes = {}
+    dtypes: dict[str, np.dtype] = {}
     for out in config.get("output", []):
         dtypes[out["name"]] = np.dtype(TRITON_DTYPES[out["data_type"]])
     return dtypes

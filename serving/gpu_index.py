@@ -37,21 +37,24 @@ def index_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
         if ivf.code_size != ivf.d * 4:  # IVF-Flat stores each vector as d float32 codes
             raise TypeError(f"cannot read vectors out of {type(index).__name__}: IVF-Flat only")
         invlists = ivf.invlists
-        vecs, ids = [], []
+        if invlists is None:
+            raise TypeError(f"{type(index).__name__} has no inverted lists")
+        vec_parts: list[np.ndarray] = []
+        id_parts: list[np.ndarray] = []
         for lst in range(ivf.nlist):
             n = invlists.list_size(lst)
             if n == 0:
                 continue
-            ids.append(faiss.rev_swig_ptr(invlists.get_ids(lst), n).copy())
+            id_parts.append(faiss.rev_swig_ptr(invlists.get_ids(lst), n).copy())
             codes = faiss.rev_swig_ptr(invlists.get_codes(lst), n * invlists.code_size)
-            vecs.append(np.frombuffer(codes.copy(), dtype=np.float32).reshape(n, ivf.d))
-        if not ids:
+            vec_parts.append(np.frombuffer(codes.copy(), dtype=np.float32).reshape(n, ivf.d))
+        if not id_parts:
             return np.zeros((0, ivf.d), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(vecs), np.concatenate(ids).astype(np.int64)
+        return np.concatenate(vec_parts), np.concatenate(id_parts).astype(np.int64)
     if isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):
-        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        map_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         inner = faiss.downcast_index(index.index)
-        return inner.reconstruct_n(0, inner.ntotal).astype(np.float32), ids
+        return inner.reconstruct_n(0, inner.ntotal).astype(np.float32), map_ids
     if isinstance(index, faiss.IndexFlat):
         return index.reconstruct_n(0, index.ntotal).astype(np.float32), np.arange(
             index.ntotal, dtype=np.int64

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from towers.bundle_contract import onnx_file, tensorrt_file, torch_program_file
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -48,10 +50,6 @@ __all__ = [
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
-#: File suffixes of one graph's forms, by runtime.
-ONNX_SUFFIX = ".onnx"
-TORCH_SUFFIX = ".pt2"
-TENSORRT_SUFFIX = ".plan"
 
 #: ``graph(**feeds) -> float32 array``: what every runtime's graph object is.
 Graph = Callable[..., np.ndarray]
@@ -126,8 +124,8 @@ def resolve_device(device: str, folder: Path, name: str) -> str:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device != "auto":
         return device
-    has_gpu_form = (folder / f"{name}{TORCH_SUFFIX}").is_file() or (
-        folder / f"{name}{TENSORRT_SUFFIX}"
+    has_gpu_form = (folder / torch_program_file(name)).is_file() or (
+        folder / tensorrt_file(name)
     ).is_file()
     return "cuda" if has_gpu_form and cuda_available() else "cpu"
 
@@ -155,7 +153,7 @@ def open_graph(
         from serving.onnx_session import OnnxModel
 
         return OnnxModel(
-            folder / f"{name}{ONNX_SUFFIX}",
+            folder / onnx_file(name),
             intra_op_threads=runtime.intra_op_threads,
             expected_inputs=expected_inputs,
         )
@@ -164,7 +162,7 @@ def open_graph(
             f"{name}: device 'cuda' needs torch with a CUDA device, and none is visible here "
             "(install the [gpu] extra on a GPU machine, or serve with device 'cpu')"
         )
-    plan = folder / f"{name}{TENSORRT_SUFFIX}"
+    plan = folder / tensorrt_file(name)
     if engine in ("tensorrt", "gpu-auto") and device == "cuda":
         if plan.is_file() and tensorrt_available():
             from serving.tensorrt_engine import TensorRTGraph
@@ -181,7 +179,7 @@ def open_graph(
             log.warning("%s: %s is there but tensorrt is not installed: using torch", name, plan)
     elif engine == "tensorrt":
         raise GraphRuntimeError(f"{name}: engine tensorrt runs on device cuda only")
-    program = folder / f"{name}{TORCH_SUFFIX}"
+    program = folder / torch_program_file(name)
     if not program.is_file():
         raise GraphRuntimeError(
             f"{program} is missing: the torch runtime runs the torch.export program of each "

@@ -25,6 +25,7 @@ from serving.errors import RequestError
 from serving.graphs import Runtime, open_graph
 from serving.stage_metrics import graph_backend
 from serving.tensors import require
+from towers.bundle_contract import TOKENIZER_FILE
 from towers.text import encode_items, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ItemEncoder:
         check_model_version(load_manifest(folder), model_version, f"{folder}")
         runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
         session = open_graph(folder, "item_tower", runtime, expected_inputs=ITEM_TOWER_INPUTS)
-        encoder = cls(load_tokenizer(folder / "tokenizer.json"), session, batch_size=batch_size)
+        encoder = cls(load_tokenizer(folder / TOKENIZER_FILE), session, batch_size=batch_size)
         encoder.backend = graph_backend(session)
         encoder.prefetch = "cuda" in encoder.backend or encoder.backend == "tensorrt"
         return encoder

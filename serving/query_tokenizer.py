@@ -26,15 +26,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from serving.tensors import require, text_scalar
-from towers.text import encode_queries, load_tokenizer, query_token_list
+from towers.bundle_contract import TOKENIZER_FILE
+from towers.features import MAX_QUERY_CHARS
+from towers.text import load_tokenizer, query_inputs, query_token_list
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_QUERY_CHARS", "QueryTokenizer", "TokenizedQuery"]
-
-#: Characters of a query that are tokenized; the rest is ignored (bounds tokenization time).
-MAX_QUERY_CHARS = 4096
-TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass(frozen=True)
@@ -69,9 +67,8 @@ class QueryTokenizer:
 
     def tokenize(self, query: str) -> TokenizedQuery:
         """Token ids of ``query`` truncated to ``MAX_QUERY_TOKENS`` (with [CLS] and [SEP])."""
-        ids, mask = encode_queries(self.tokenizer, [query[:MAX_QUERY_CHARS]])
-        has_query = np.array([[1.0 if ids.shape[1] > 2 else 0.0]], dtype=np.float32)
-        return TokenizedQuery(ids, mask, has_query)
+        ids, mask, has_query = query_inputs(self.tokenizer, query)
+        return TokenizedQuery(ids, mask, np.array([[has_query]], dtype=np.float32))
 
     def query_tokens(self, query: str) -> np.ndarray:
         """WordPiece ids without special tokens, at most ``MAX_QUERY_TOKENS - 2`` (reranker)."""

@@ -9,7 +9,8 @@ starts a chunk predicted to overrun. So a request never waits past its budget be
 reranker, up to the error of the prediction on the one chunk that was started.
 
 Answer order: cross-scored candidates by blended score (``bias + w . [rerank logit, retrieval
-score, popularity, lexical]``, ``blend.json``; lexical is the BM25 score of the query against
+score, popularity, lexical]``, ``blend.json``, the :class:`towers.bundle_contract.Blend` that
+training fitted and evaluation measures; lexical is the BM25 score of the query against
 the item text, 0 for an empty query), then the unscored ones in retrieval order. ``SCORES``
 holds the blended score of the cross-scored items and the retrieval inner product of the others
 (``DEGRADED`` says when there are others). ``budget_ms <= 0`` skips the cross-encoder.
@@ -45,8 +46,18 @@ from serving.graphs import Runtime, open_graph
 from serving.query_tokenizer import QueryTokenizer
 from serving.stage_metrics import graph_backend
 from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
+from towers.bundle_contract import (
+    BLEND_FEATURES,
+    BLEND_FILE,
+    ITEM_IDS_FILE,
+    ITEM_TITLES_FILE,
+    ITEM_TOKENS_FILE,
+    LEXICAL_FILES,
+    POPULARITY_FILE,
+    Blend,
+)
 from towers.features import CONTEXT_ITEMS, MAX_QUERY_TOKENS, build_pairs
-from towers.lexical import LEXICAL_FILES, LexicalIndex
+from towers.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
 
@@ -61,51 +72,11 @@ __all__ = [
 
 #: Largest budget a request may ask for, in milliseconds.
 MAX_BUDGET_MS = 10_000.0
-#: Feature order the blend weights refer to.
-BLEND_FEATURES = ("rerank", "retrieval", "popularity", "lexical")
-#: Blends written before the lexical feature existed: its weight is 0.
-LEGACY_BLEND_FEATURES = BLEND_FEATURES[:3]
 #: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
 RERANKER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 #: ``score_fn(input_ids, attention_mask, token_type_ids) -> logits float32 [n]``.
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Blend:
-    """The learned linear blend: ``bias + weights . [rerank, retrieval, popularity,
-    lexical]`` (``lexical``: the BM25 score of the query against the item text)."""
-
-    weights: np.ndarray
-    bias: float
-
-    @classmethod
-    def from_json(cls, path: Path) -> Blend:
-        """Read ``blend.json``; a blend without the lexical feature gets weight 0 for it."""
-        doc = json.loads(Path(path).read_text())
-        features = tuple(doc.get("features", ()))
-        weights = list(doc.get("weights", ()))
-        if features == LEGACY_BLEND_FEATURES and len(weights) == len(features):
-            features, weights = BLEND_FEATURES, [*weights, 0.0]
-        if features != BLEND_FEATURES or len(weights) != len(BLEND_FEATURES):
-            raise BundleError(
-                f"{path}: features must be {list(BLEND_FEATURES)} with one weight each, got "
-                f"{list(features)} and {doc.get('weights')}"
-            )
-        return cls(np.asarray(weights, dtype=np.float32), float(doc["bias"]))
-
-    def score(
-        self,
-        rerank: np.ndarray,
-        retrieval: np.ndarray,
-        popularity: np.ndarray,
-        lexical: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Blended scores, float32 ``[n]`` (``lexical`` None: all 0)."""
-        lex = np.zeros(len(rerank), np.float32) if lexical is None else lexical
-        feats = np.stack([rerank, retrieval, popularity, lex], axis=1).astype(np.float32)
-        return (feats @ self.weights + self.bias).astype(np.float32)
 
 
 class ItemTexts:
@@ -147,13 +118,13 @@ class ItemTexts:
         """Load ``item_tokens.npz``, ``item_titles.json`` and ``popularity.npy`` (aligned with
         ``item_ids.npy`` when present; a different order is refused)."""
         folder = Path(folder)
-        with np.load(folder / "item_tokens.npz") as f:
+        with np.load(folder / ITEM_TOKENS_FILE) as f:
             ids, offsets, tokens = f["item_ids"], f["offsets"], f["tokens"]
-        ids_path = folder / "item_ids.npy"
+        ids_path = folder / ITEM_IDS_FILE
         if ids_path.is_file() and not np.array_equal(np.load(ids_path), ids):
-            raise BundleError(f"{folder}: item_tokens.npz and item_ids.npy list other items")
-        titles = json.loads((folder / "item_titles.json").read_text())
-        return cls(ids, offsets, tokens, titles, np.load(folder / "popularity.npy"))
+            raise BundleError(f"{folder}: {ITEM_TOKENS_FILE} and {ITEM_IDS_FILE} list other items")
+        titles = json.loads((folder / ITEM_TITLES_FILE).read_text())
+        return cls(ids, offsets, tokens, titles, np.load(folder / POPULARITY_FILE))
 
     def item_tokens(self, row: int) -> np.ndarray:
         return self.tokens[self.offsets[row] : self.offsets[row + 1]]
@@ -261,7 +232,7 @@ class Reranker:
 
         reranker = cls(
             ItemTexts.from_dir(folder),
-            Blend.from_json(folder / "blend.json"),
+            Blend.from_json(folder / BLEND_FILE),
             score_fn,
             chunk_size=chunk_size,
             max_k=max_k or manifest.max_k,

@@ -31,15 +31,16 @@ from serving.errors import RequestError
 from serving.gpu_index import DeviceIndex, to_device
 from serving.graphs import cuda_available
 from serving.tensors import float_scalar, int_scalar, require
+from towers.bundle_contract import INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 
 log = logging.getLogger(__name__)
 
 __all__ = ["INDEX_FILE", "PRIOR_FILE", "REMOVED_FILE", "Retriever"]
 
-INDEX_FILE = "index.faiss"
-REMOVED_FILE = "removed_ids.npy"
-PRIOR_FILE = "item_prior.npz"
+#: Old names of the bundle contract's file names (towers/bundle_contract.py).
+REMOVED_FILE = REMOVED_IDS_FILE
+PRIOR_FILE = PRIOR_BUNDLE_FILE
 
 
 class Retriever:
@@ -76,8 +77,8 @@ class Retriever:
         self.n_candidates = n_candidates
         on_device = isinstance(index, DeviceIndex)
         #: What searches: ``faiss-cpu``, or a device backend (serving.gpu_index).
-        self.backend = index.backend if on_device else "faiss-cpu"
-        self.ivf = None if on_device else faiss.try_extract_index_ivf(index)
+        self.backend = index.backend if isinstance(index, DeviceIndex) else "faiss-cpu"
+        self.ivf = None if isinstance(index, DeviceIndex) else faiss.try_extract_index_ivf(index)
         if on_device and removed_ids is not None and len(removed_ids):
             raise ValueError("a device index drops removed items at load (gpu_index.to_device)")
         self.nprobe = None
@@ -95,9 +96,10 @@ class Retriever:
         # Keep the selectors referenced: the SWIG wrappers hold raw pointers to them.
         self._batch = faiss.IDSelectorBatch(removed)
         self._not_removed = faiss.IDSelectorNot(self._batch)
+        # faiss's SWIG signatures do not declare the keyword arguments its wrappers accept
         if self.ivf is not None:
-            return faiss.SearchParametersIVF(sel=self._not_removed, nprobe=self.nprobe)
-        return faiss.SearchParameters(sel=self._not_removed)
+            return faiss.SearchParametersIVF(sel=self._not_removed, nprobe=self.nprobe)  # type: ignore[call-arg]
+        return faiss.SearchParameters(sel=self._not_removed)  # type: ignore[call-arg]
 
     @classmethod
     def from_dir(
@@ -150,11 +152,12 @@ class Retriever:
         prior, weight = _load_prior(folder, manifest.prior)
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
+        searcher: faiss.Index | DeviceIndex = index
         if device != "cpu":
-            index = to_device(index, removed, device=device, dtype=device_dtype)
+            searcher = to_device(index, removed, device=device, dtype=device_dtype)
             removed = None
         retriever = cls(
-            index,
+            searcher,
             max_k=max_k or manifest.max_k,
             n_candidates=n_candidates or manifest.n_candidates,
             removed_ids=removed,

@@ -44,7 +44,7 @@ def int_scalar(arr: np.ndarray, name: str) -> int:
     arr = np.asarray(arr)
     if arr.dtype.kind not in "iu":
         raise RequestError(f"{name} must be an integer tensor, got {arr.dtype}")
-    return int(_one(arr, name, "integer"))
+    return int(_one(arr, name, "integer").item())
 
 
 def float_scalar(arr: np.ndarray, name: str) -> float:
@@ -52,7 +52,7 @@ def float_scalar(arr: np.ndarray, name: str) -> float:
     arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
         raise RequestError(f"{name} must be a numeric tensor, got {arr.dtype}")
-    return float(_one(arr, name, "number"))
+    return float(_one(arr, name, "number").item())
 
 
 def int_vector(arr: np.ndarray, name: str) -> np.ndarray:

@@ -29,6 +29,11 @@ from serving.errors import RequestError
 from serving.graphs import Runtime, open_graph
 from serving.stage_metrics import graph_backend
 from serving.tensors import float_scalar, int_matrix, int_scalar, int_vector, require
+from towers.bundle_contract import (
+    ITEM_EMBEDDINGS_FILE,
+    ITEM_IDS_FILE,
+    USER_HISTORY_FILE,
+)
 from towers.features import (
     CLS_ID,
     MAX_HISTORY,
@@ -177,18 +182,18 @@ class UserEncoder:
         folder = Path(folder)
         manifest = load_manifest(folder)
         check_model_version(manifest, model_version, f"{folder}")
-        vectors = np.load(folder / "item_embeddings.npy")
+        vectors = np.load(folder / ITEM_EMBEDDINGS_FILE)
         if vectors.ndim != 2 or vectors.shape[1] != manifest.dim:
             raise ValueError(
-                f"{folder / 'item_embeddings.npy'} has shape {vectors.shape}, manifest dim "
+                f"{folder / ITEM_EMBEDDINGS_FILE} has shape {vectors.shape}, manifest dim "
                 f"{manifest.dim}"
             )
         runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
         session = open_graph(folder, "user_tower", runtime, expected_inputs=USER_TOWER_INPUTS)
-        history_path = folder / "user_history.npz"
+        history_path = folder / USER_HISTORY_FILE
         stored = StoredHistory.from_npz(history_path) if history_path.is_file() else None
         encoder = cls(
-            np.load(folder / "item_ids.npy"),
+            np.load(folder / ITEM_IDS_FILE),
             vectors,
             recency_tau_s=manifest.recency_tau_s,
             encode_fn=session,

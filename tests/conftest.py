@@ -41,8 +41,25 @@ def _cuda_visible() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` skip, with the reason, where torch sees no CUDA device."""
+#: Session fixtures that train a model: a test that uses one must be marked ``slow``, so that
+#: the inner loop (``pytest -m "not slow"``) never trains.
+TRAINING_FIXTURES = frozenset({"tiny_model"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that trains (through :data:`TRAINING_FIXTURES`) without the slow mark;
+    skip tests marked ``gpu``, with the reason, where torch sees no CUDA device."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests using {sorted(TRAINING_FIXTURES)} train a model and must be marked slow: "
+            + ", ".join(unmarked)
+        )
     if _cuda_visible():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU visible to torch (torch.cuda)")

@@ -29,7 +29,7 @@ def stack(tmp_path_factory, tiny_model):
 
     work = tmp_path_factory.mktemp("e2e")
     bundle = work / "bundle"
-    manifest = build_bundle(tiny_model["artifacts"], tiny_model["data"], bundle)
+    manifest = build_bundle(tiny_model["artifacts"], tiny_model["data"], bundle).to_dict()
     write_repository(bundle, work / "repository")
     grpc_port, http_port, metrics_port = free_ports(3)
     server = TritonServer(

@@ -261,14 +261,14 @@ def convert_train_eval(
     ds = load_dataset(data)
     train_report = train(data, artifacts, preset_config("tiny", **TRAIN_OVERRIDES))
     manifest = build_bundle(artifacts, data, artifacts / "bundle")
-    assert manifest["model_version"] == train_report["model_version"]
+    assert manifest.model_version == train_report["model_version"]
     bundle_ids = np.load(artifacts / "bundle" / "item_ids.npy")
     assert bundle_ids.tolist() == ds.items["item_id"].tolist()
     results = run_eval(
         EvalConfig(artifacts=artifacts, data_dir=data, out_dir=out, sections=sections, layers=(2,))
     )
     assert (out / "report.md").is_file() and (out / "results.json").is_file()
-    assert results["meta"]["index"] == manifest["index"]["type"]  # the exported index
+    assert results["meta"]["index"] == manifest.index["type"]  # the exported index
     return ds, train_report, results
 
 

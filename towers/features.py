@@ -13,6 +13,9 @@ import numpy as np
 MAX_HISTORY = 20
 #: Query tokens kept (including [CLS] and [SEP]); longer queries are truncated.
 MAX_QUERY_TOKENS = 32
+#: Characters of a served query that are tokenized at all; the rest is ignored (bounds the
+#: tokenization time of a huge query; the kept tokens come from the start anyway).
+MAX_QUERY_CHARS = 4096
 #: Item-text tokens kept per item (without special tokens); longer texts are truncated.
 MAX_ITEM_TOKENS = 48
 #: History items whose titles, newest first, stand in for an empty query in the reranker.

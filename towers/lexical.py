@@ -19,19 +19,13 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from towers.bundle_contract import LEXICAL_FILES
+
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 __all__ = ["LEXICAL_FILES", "LexicalIndex"]
 
-#: The files :meth:`LexicalIndex.save` writes (bm25s's own names).
-LEXICAL_FILES = (
-    "params.index.json",
-    "vocab.index.json",
-    "data.csc.index.npy",
-    "indices.csc.index.npy",
-    "indptr.csc.index.npy",
-)
 STOPWORDS = "en"
 
 

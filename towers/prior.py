@@ -26,8 +26,10 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from towers.bundle_contract import PRIOR_META_FILE, PRIOR_VALUES_FILE
+
 if TYPE_CHECKING:
-    from towers.evaluation.recommend import NextItemTask
+    from towers.next_item import NextItemTask
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,8 @@ PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
 VALIDATION_S = 3 * 86_400.0
 #: List length whose recall the weight maximises.
 VALIDATION_K = 50
-PRIOR_FILE = "item_prior.npy"
-PRIOR_META_FILE = "prior.json"
+#: The artifacts' file names (the bundle contract's; old names kept for importers).
+PRIOR_FILE = PRIOR_VALUES_FILE
 
 
 @dataclass(frozen=True)
@@ -159,9 +161,9 @@ def fit_model_prior(
     weight is 0 (cosine only). ``user_vectors`` maps a task to its user vectors ``[U, dim]``.
     Returns the prior and the validation Recall@50 per weight.
     """
-    from towers.evaluation.recommend import exclude_history, next_item_task
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
     from towers.metrics import recall_at_k
+    from towers.next_item import exclude_history, next_item_task
 
     prior = compute_prior(events, item_ids, at_ts, half_life_s)
     start = int(at_ts - validation_s)

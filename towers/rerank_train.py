@@ -2,8 +2,10 @@
 
 The cross-encoder is trained pointwise (binary cross-entropy towards ``grade / 3``) on graded
 query-item pairs plus hard negatives: items the trained retriever ranks high that are not
-judged relevant. The blend is a least-squares fit of the grade on (reranker logit, retrieval
-score, popularity) over retrieved candidates of validation queries.
+judged relevant. The blend (``towers.bundle_contract.Blend``) is a least-squares fit of the
+grade on its features (reranker logit, retrieval score, popularity, lexical; built by
+``blend_features``, as evaluation and serving build them) over retrieved candidates of
+validation queries.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from towers.bundle_contract import BLEND_FEATURES, Blend
 from towers.config import TrainConfig
 from towers.examples import HistoryPairs
 from towers.features import CONTEXT_ITEMS, build_pairs
@@ -24,7 +27,14 @@ from towers.text import query_token_list
 
 log = logging.getLogger(__name__)
 
-BLEND_FEATURES = ["rerank", "retrieval", "popularity", "lexical"]
+__all__ = [
+    "BLEND_FEATURES",  # re-exported from towers.bundle_contract
+    "fit_blend",
+    "history_contexts",
+    "score_candidates",
+    "train_cross_encoder",
+    "training_pairs",
+]
 
 
 def training_pairs(
@@ -179,9 +189,9 @@ def score_candidates(
     return out
 
 
-def fit_blend(features: np.ndarray, grades: np.ndarray) -> tuple[list[float], float]:
-    """Least-squares weights and bias predicting ``grades`` from ``features``
-    ``[n, len(BLEND_FEATURES)]``."""
+def fit_blend(features: np.ndarray, grades: np.ndarray) -> Blend:
+    """The least-squares blend predicting ``grades`` ``[n]`` from ``features``
+    ``[n, len(BLEND_FEATURES)]`` (from ``towers.bundle_contract.blend_features``)."""
     x = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
     coef, *_ = np.linalg.lstsq(x, grades.astype(np.float64), rcond=None)
-    return [float(c) for c in coef[:-1]], float(coef[-1])
+    return Blend(np.asarray(coef[:-1], dtype=np.float32), float(coef[-1]))

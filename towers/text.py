@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from towers.features import MAX_ITEM_TOKENS, MAX_QUERY_TOKENS
+from towers.features import MAX_ITEM_TOKENS, MAX_QUERY_CHARS, MAX_QUERY_TOKENS
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
@@ -52,6 +52,14 @@ def encode(tok: Tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[np.nd
 def encode_queries(tok: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Queries as user-tower input (at most ``MAX_QUERY_TOKENS`` tokens each)."""
     return encode(tok, texts, MAX_QUERY_TOKENS)
+
+
+def query_inputs(tok: Tokenizer, query: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """One served query as the tokenizer stage hands it to the user tower: input ids and
+    attention mask int64 ``[1, L]`` of its first ``MAX_QUERY_CHARS`` characters, and
+    ``has_query`` (1.0, or 0.0 when no token is left besides [CLS]/[SEP])."""
+    ids, mask = encode_queries(tok, [query[:MAX_QUERY_CHARS]])
+    return ids, mask, 1.0 if ids.shape[1] > 2 else 0.0
 
 
 def encode_items(tok: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

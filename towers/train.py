@@ -29,12 +29,18 @@ import torch
 from tokenizers import Tokenizer
 from transformers import BertModel
 
+from towers.bundle_contract import (
+    ITEM_EMBEDDINGS_FILE,
+    TEACHER_ITEM_EMBEDDINGS_FILE,
+    TRAIN_REPORT_FILE,
+    Blend,
+    blend_features,
+)
 from towers.config import TrainConfig
 from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
 from towers.encoder import make_student
-from towers.evaluation.recommend import NextItemTask, history_matrix
 from towers.examples import (
     HistoryPairs,
     QueryPositives,
@@ -48,9 +54,9 @@ from towers.features import recency_weights
 from towers.finetune import embed_histories, embed_items, embed_queries, finetune_towers
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
+from towers.next_item import NextItemTask, history_matrix
 from towers.prior import ItemPrior, fit_model_prior, save_prior
 from towers.rerank_train import (
-    BLEND_FEATURES,
     fit_blend,
     history_contexts,
     score_candidates,
@@ -236,9 +242,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     save_module(item_tower, item_tower.text.bert.config, out_dir / "item_tower", **meta)
     save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
     save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
-    (out_dir / "blend.json").write_text(json.dumps(blend, indent=2))
-    np.save(out_dir / "teacher_item_embeddings.npy", teacher_items)
-    np.save(out_dir / "item_embeddings.npy", item_vecs)
+    blend.write(out_dir)
+    np.save(out_dir / TEACHER_ITEM_EMBEDDINGS_FILE, teacher_items)
+    np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_vecs)
     save_prior(prior, out_dir)
     digest = hashlib.sha256((out_dir / "item_tower" / "model.safetensors").read_bytes())
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + digest.hexdigest()[:8]
@@ -258,10 +264,10 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             "towers_first_last": _ends(tower_losses),
             "reranker_first_last": _ends(rerank_losses),
         },
-        "blend": blend,
+        "blend": blend.to_dict(),
         "prior": {**prior.meta(), "validation_recall@50": prior_validation},
     }
-    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
     log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
     return report
 
@@ -337,12 +343,12 @@ def _ends(losses: list[float], n: int = 20) -> list[float]:
 
 def _fit_blend(
     ds, user_tower, reranker, tok, item_vecs, item_ids, item_tokens, item_texts, popularity, cfg
-) -> dict[str, object]:  # type: ignore[no-untyped-def]
+) -> Blend:  # type: ignore[no-untyped-def]
     """Fit the blend on validation queries' retrieved candidates (never on test queries)."""
     _, v_texts, v_labels = graded_labels(ds.queries, ds.qrels, "valid")
     if not v_texts:
         log.warning("no validation queries: blend falls back to the reranker score only")
-        return {"features": BLEND_FEATURES, "weights": [1.0, 0.0, 0.0, 0.0], "bias": 0.0}
+        return Blend.rerank_only()
     v_vecs = embed_queries(user_tower, tok, v_texts, bf16=cfg.bf16)
     scores, top = exact_top_k(v_vecs, item_vecs, cfg.blend_candidates)
     lexical = LexicalIndex.build(item_texts)
@@ -351,8 +357,8 @@ def _fit_blend(
         ce = score_candidates(
             reranker, query_token_list(tok, text), [item_tokens[p] for p in p_row], bf16=cfg.bf16
         )
-        feats.append(np.stack([ce, s_row, popularity[p_row], lexical.scores(text, p_row)], 1))
+        feats.append(blend_features(ce, s_row, popularity[p_row], lexical.scores(text, p_row)))
         grades.append([lab.get(int(item_ids[p]), 0) for p in p_row])
-    weights, bias = fit_blend(np.concatenate(feats), np.concatenate(grades).astype(np.float32))
-    log.info("blend weights %s bias %.3f", weights, bias)
-    return {"features": BLEND_FEATURES, "weights": weights, "bias": bias}
+    blend = fit_blend(np.concatenate(feats), np.concatenate(grades).astype(np.float32))
+    log.info("blend weights %s bias %.3f", blend.weights.tolist(), blend.bias)
+    return blend

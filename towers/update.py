@@ -35,6 +35,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from towers.bundle_contract import (
+    BLEND_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    TEACHER_ITEM_EMBEDDINGS_FILE,
+    TRAIN_REPORT_FILE,
+)
 from towers.data import load_dataset
 from towers.examples import HistoryPairs, history_pairs, positions
 from towers.finetune import history_inputs, in_batch_loss
@@ -47,7 +53,7 @@ from towers.text import encode_queries, load_tokenizer
 log = logging.getLogger(__name__)
 
 #: Files of an artifacts folder that an update copies unchanged.
-COPIED = ("item_tower", "reranker", "blend.json", "teacher_item_embeddings.npy")
+COPIED = ("item_tower", "reranker", BLEND_FILE, TEACHER_ITEM_EMBEDDINGS_FILE)
 
 
 class UpdateConfig(BaseModel):
@@ -85,8 +91,8 @@ def update(
             ``out_dir`` is ``artifacts`` itself.
     """
     started = time.perf_counter()
-    report_path = artifacts / "train_report.json"
-    if not report_path.is_file() or not (artifacts / "item_embeddings.npy").is_file():
+    report_path = artifacts / TRAIN_REPORT_FILE
+    if not report_path.is_file() or not (artifacts / ITEM_EMBEDDINGS_FILE).is_file():
         raise FileNotFoundError(
             f"{artifacts} is not a trained artifacts folder (needs train_report.json and "
             "item_embeddings.npy from `towerserve train`)"
@@ -111,7 +117,7 @@ def update(
     if len(pairs.target_pos) > cfg.max_pairs:
         keep = np.random.default_rng(cfg.seed).choice(len(pairs.target_pos), cfg.max_pairs, False)
         pairs = HistoryPairs(*(a[np.sort(keep)] for a in vars(pairs).values()))
-    table = np.load(artifacts / "item_embeddings.npy")
+    table = np.load(artifacts / ITEM_EMBEDDINGS_FILE)
     if len(table) != len(items):
         raise ValueError(
             f"{artifacts}/item_embeddings.npy has {len(table)} rows but {data_dir} has "
@@ -127,7 +133,7 @@ def update(
             shutil.copytree(src, dst, dirs_exist_ok=True)
         elif src.is_file():
             shutil.copy2(src, dst)
-    np.save(out_dir / "item_embeddings.npy", table)
+    np.save(out_dir / ITEM_EMBEDDINGS_FILE, table)
     end_ts = cfg.until_ts if cfg.until_ts is not None else int(ds.events["ts"].max()) + 1
     parent_prior = load_prior(artifacts)
     prior = compute_prior(
@@ -167,7 +173,7 @@ def update(
             ],
         },
     }
-    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
     log.info(
         "updated the user tower's history path (%d params) on %d pairs in %.1f s: version %s",
         n_params,

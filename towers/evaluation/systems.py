@@ -3,13 +3,16 @@
 :class:`Loaded` holds what every system reads (item table, teacher vectors, towers, reranker,
 blend, FAISS index); :func:`search_systems` and :func:`recommendation_systems` turn it into
 callables with the signatures of :mod:`towers.evaluation.search` and
-:mod:`towers.evaluation.recommend`.
+:mod:`towers.evaluation.recommend`. File names, the manifest and the blend are the bundle
+contract's (``towers/bundle_contract.py``), so :class:`BlendScorer` scores candidates exactly
+as the served reranker does.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,17 @@ import torch
 from tokenizers import Tokenizer
 from transformers import BertModel
 
-from export.index import build_index
+from towers.bundle_contract import (
+    ARTIFACTS_BUNDLE_DIR,
+    BLEND_FILE,
+    INDEX_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    MANIFEST_FILE,
+    TEACHER_ITEM_EMBEDDINGS_FILE,
+    TRAIN_REPORT_FILE,
+    Blend,
+    load_manifest,
+)
 from towers.data import Dataset, item_texts, load_dataset
 from towers.encoder import mean_pool
 from towers.evaluation.baselines import BM25Ranker, PopularityRanker
@@ -41,6 +54,7 @@ from towers.features import (
     rank_with_prior,
 )
 from towers.finetune import embed_histories, embed_items, embed_queries
+from towers.index import build_index
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, UserTower, load_module
 from towers.prior import ItemPrior, load_prior
@@ -75,7 +89,7 @@ class Loaded:
     teacher_items: np.ndarray  # float32 [n, 384]
     user_tower: UserTower
     reranker: CrossEncoder | None
-    blend: dict
+    blend: Blend
     index: faiss.Index
     index_params: dict
     n_candidates: int
@@ -104,9 +118,9 @@ def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
     Raises:
         FileNotFoundError: ``artifacts`` has no ``train_report.json``.
     """
-    report_path = artifacts / "train_report.json"
+    report_path = artifacts / TRAIN_REPORT_FILE
     if not report_path.is_file():
-        raise FileNotFoundError(f"no train_report.json in {artifacts}: run `towerserve train`")
+        raise FileNotFoundError(f"no {TRAIN_REPORT_FILE} in {artifacts}: run `towerserve train`")
     report = json.loads(report_path.read_text())
     data_dir = data_dir or Path(report["data_dir"])
     ds = load_dataset(data_dir)
@@ -116,7 +130,7 @@ def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
     tok = load_tokenizer(tokenizer_path())
     bf16 = bool(report["config"].get("bf16", True))
     user_tower = load_module("user_tower", artifacts / "user_tower")
-    table_path = artifacts / "item_embeddings.npy"
+    table_path = artifacts / ITEM_EMBEDDINGS_FILE
     if table_path.is_file():
         table = np.load(table_path)
     else:  # artifacts from before the table was saved
@@ -127,15 +141,15 @@ def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
             f"{artifacts} was trained on {len(table)} items but {data_dir} has {len(item_ids)}"
         )
     teacher = load_teacher()
-    teacher_path = artifacts / "teacher_item_embeddings.npy"
+    teacher_path = artifacts / TEACHER_ITEM_EMBEDDINGS_FILE
     teacher_items = (
         np.load(teacher_path) if teacher_path.is_file() else embed_texts(teacher, texts, bf16=bf16)
     )
     index, params, n_candidates = _index(artifacts, report, table, item_ids)
     reranker_dir = artifacts / "reranker"
     reranker = load_module("reranker", reranker_dir) if reranker_dir.is_dir() else None
-    blend_path = artifacts / "blend.json"
-    blend = json.loads(blend_path.read_text()) if blend_path.is_file() else {}
+    blend_path = artifacts / BLEND_FILE
+    blend = Blend.from_json(blend_path) if blend_path.is_file() else Blend.rerank_only()
     return Loaded(
         ds,
         report,
@@ -159,15 +173,14 @@ def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
 def _index(
     artifacts: Path, report: dict, table: np.ndarray, item_ids: np.ndarray
 ) -> tuple[faiss.Index, dict, int]:
-    bundle = artifacts / "bundle"
-    manifest_path = bundle / "manifest.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("model_version") == report.get("model_version"):
-            index = faiss.read_index(str(bundle / "index.faiss"))
-            if manifest["index"].get("nprobe"):
-                faiss.extract_index_ivf(index).nprobe = int(manifest["index"]["nprobe"])
-            return index, manifest["index"], int(manifest.get("n_candidates", 100))
+    bundle = artifacts / ARTIFACTS_BUNDLE_DIR
+    if (bundle / MANIFEST_FILE).is_file():
+        manifest = load_manifest(bundle)
+        if manifest.model_version == report.get("model_version"):
+            index = faiss.read_index(str(bundle / INDEX_FILE))
+            if manifest.index.get("nprobe"):
+                faiss.extract_index_ivf(index).nprobe = int(manifest.index["nprobe"])
+            return index, manifest.index, manifest.n_candidates
     index, params = build_index(table, item_ids)
     return index, params, 100
 
@@ -236,32 +249,53 @@ def search_systems(m: Loaded, names: tuple[str, ...] = SEARCH_SYSTEMS) -> dict[s
     return systems
 
 
-def _reranking(m: Loaded, student_vec) -> SearchSystem:  # type: ignore[no-untyped-def]
+class BlendScorer:
+    """The served reranker's blended score, computed offline with the trained PyTorch
+    cross-encoder (``m.bf16`` precision) and no time budget: the features the served reranker
+    reads from its bundle (item tokens, popularity, BM25 over the item texts) rebuilt from
+    the data set, combined by ``m.blend`` (:meth:`towers.bundle_contract.Blend.score`)."""
+
+    def __init__(self, m: Loaded) -> None:
+        if m.reranker is None:
+            raise ValueError("blend scores need a trained reranker in the artifacts")
+        self.m = m
+        self.reranker = m.reranker
+        self.row_of = m.row_of
+        self.tokens = item_token_lists(m.tok, m.texts)
+        self.popularity = item_popularity(m.ds.events, m.item_ids)
+        # the served reranker reads a lexical index when the bundle has one; a weight of 0
+        # (legacy blends) makes the feature irrelevant, so it is not built then
+        self.lexical = LexicalIndex.build(m.texts) if m.blend.uses_lexical else None
+
+    def scores(self, query: str, item_ids: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
+        """Blended scores float32 ``[n]`` of the items ``item_ids`` int64 ``[n]`` (all in the
+        catalog) for ``query``, given their retrieval scores float32 ``[n]``."""
+        rows = np.array([self.row_of[int(i)] for i in item_ids], dtype=np.int64)
+        ce = score_candidates(
+            self.reranker,
+            query_token_list(self.m.tok, query),
+            [self.tokens[r] for r in rows],
+            bf16=self.m.bf16,
+        )
+        lexical = None
+        if self.lexical is not None and query.strip() and len(rows):
+            lexical = self.lexical.scores(query, rows)
+        return self.m.blend.score(ce, retrieval, self.popularity[rows], lexical)
+
+
+def _reranking(m: Loaded, student_vec: Callable[[str], np.ndarray]) -> SearchSystem:
     """FAISS top ``n_candidates``, reordered by the blend of the cross-encoder with the
-    retrieval, popularity and (blends that have it) lexical scores, as the served reranker
-    does without a time budget; deeper FAISS results follow in retrieval order."""
-    assert m.reranker is not None
-    row_of = m.row_of
-    tokens = item_token_lists(m.tok, m.texts)
-    popularity = item_popularity(m.ds.events, m.item_ids)
-    weights = np.asarray(m.blend.get("weights", [1.0, 0.0, 0.0]), dtype=np.float32)
-    bias = float(m.blend.get("bias", 0.0))
-    lexical = LexicalIndex.build(m.texts) if len(weights) > 3 else None
+    retrieval, popularity and lexical scores, as the served reranker does without a time
+    budget; deeper FAISS results follow in retrieval order."""
+    scorer = BlendScorer(m)
 
     def rerank(q: str, k: int) -> list[int]:
         scores, ids = m.index.search(student_vec(q), max(k, m.n_candidates))
         keep = ids[0] >= 0
         ids, scores = ids[0][keep], scores[0][keep]
         head, tail = ids[: m.n_candidates], ids[m.n_candidates :]
-        item_rows = np.array([row_of[int(i)] for i in head], dtype=np.int64)
-        ce = score_candidates(
-            m.reranker, query_token_list(m.tok, q), [tokens[r] for r in item_rows], bf16=m.bf16
-        )
-        cols = [ce, scores[: len(head)], popularity[item_rows]]
-        if lexical is not None:
-            cols.append(lexical.scores(q, item_rows))
-        feats = np.stack(cols, axis=1)
-        order = np.argsort(-(feats @ weights + bias), kind="stable")
+        blended = scorer.scores(q, head, scores[: len(head)])
+        order = np.argsort(-blended, kind="stable")
         return [int(i) for i in head[order]] + [int(i) for i in tail]
 
     return rerank
