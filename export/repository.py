@@ -77,7 +77,6 @@ __all__ = [
 ]
 
 
-
 def _templates_folder() -> Path:
     """The ``model_repository`` package's folder: the source tree's in a checkout or an
     editable install, the installed package data after a plain ``pip install .``."""
