@@ -46,10 +46,10 @@ __all__ = [
     "error_response",
     "float_parameter",
     "int_parameter",
+    "log_to_triton",
     "model_config",
     "output_dtypes",
     "parameters",
-    "log_to_triton",
     "request_tensors",
     "respond",
     "responses_for",
@@ -122,9 +122,9 @@ class TritonLogHandler(logging.Handler):
 def log_to_triton(pb_utils: Any, level: int = logging.INFO) -> TritonLogHandler:
     """Route this process's :mod:`logging` records into Triton's log (see
     :class:`TritonLogHandler`). Installs one handler on the root logger per stub process
-    (later calls, from the other models of the same stub, return the one installed) and lowers
-    the root logger's level to ``level`` when it is higher (Python's default is WARNING, which
-    would drop the stages' INFO lines).
+    (each model instance has its own; a later call in the same process returns the handler
+    already installed) and lowers the root logger's level to ``level`` when it is higher
+    (Python's default is WARNING, which would drop the stages' INFO lines).
     """
     root = logging.getLogger()
     for handler in root.handlers:
