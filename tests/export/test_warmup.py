@@ -255,7 +255,7 @@ def test_real_server_refuses_a_model_whose_warmup_fails(bundle: Path, tmp_path: 
     cleanly. Crashed (reported as xfail, never as a pass): Triton 2.51, while it tears down
     the refused instance, sometimes dies (SIGSEGV) or signals itself (``Signal (2) received``
     in its log, sent by no one else, after which the load call is never answered); seen in
-    about 1 run in 3 on this machine. Anything else fails. The repository writer never lets an
+    3 runs in 9 on this machine. Anything else fails. The repository writer never lets an
     invalid sample through (``test_samples_that_do_not_fit_the_config_are_refused``,
     ``test_samples_run_through_the_models_without_errors``), so a served model never takes
     this path.
