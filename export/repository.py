@@ -39,6 +39,7 @@ input present) when the repository is written.
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import shutil
@@ -96,8 +97,21 @@ __all__ = [
     "write_repository",
 ]
 
+
+def _templates_folder() -> Path:
+    """The ``model_repository`` package's folder: the source tree's in a checkout or an
+    editable install, the installed package data after a plain ``pip install .``."""
+    root = importlib.resources.files("model_repository")
+    if not isinstance(root, Path):  # e.g. a zipped install: the writer copies real files
+        raise ImportError(
+            f"the model_repository templates are not a folder on disk ({root!r}); install "
+            "towerserve unzipped (`pip install .`)"
+        )
+    return root.resolve()
+
+
 #: The committed templates: ``<model>/config.pbtxt`` and, for python models, ``1/model.py``.
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_repository"
+TEMPLATES = _templates_folder()
 VERSION = "1"
 
 #: Bundle files each model reads from its version folder (besides ``manifest.json``).

@@ -8,8 +8,14 @@ example:
 * output dtypes come from the model configuration, never hard-coded;
 * exactly one response per request, in request order;
 * a bad request (:class:`RequestError`) is answered with an error carrying its message; any
-  other exception becomes ``"internal error: ..."`` on that request and is logged with its
-  traceback. ``execute`` never raises, so one bad request never fails the others;
+  other exception is an internal error: the client gets a short message with an error id
+  (``internal error in reranker (id 3f2a9c1e); see the server log``), never the exception's
+  text, and the same id is logged with the full traceback. ``execute`` never raises, so one
+  bad request never fails the others;
+* the stages log with :mod:`logging`; :func:`log_to_triton` (first thing in every
+  ``initialize``) installs one handler per stub process that sends the records to Triton's
+  own log through ``pb_utils.Logger`` (ERROR, WARNING and INFO as such; DEBUG as verbose,
+  shown with ``--log-verbose=1``);
 * ``initialize`` ends with :func:`warm_up`, so the sessions' first-run work (ONNX Runtime
   allocations, FAISS) is not paid by the first real request; a failing warm-up is logged as a
   warning and never stops the model from loading.
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,10 +40,14 @@ from towers.bundle_contract import TRITON_DTYPES  # noqa: F401  (re-exported)
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FAULT_ENV",
     "Handler",
+    "InjectedFault",
+    "TritonLogHandler",
     "error_response",
     "float_parameter",
     "int_parameter",
+    "log_to_triton",
     "model_config",
     "output_dtypes",
     "parameters",
@@ -47,8 +59,73 @@ __all__ = [
     "warm_up",
 ]
 
+#: Test hook, off unless set in the server's environment: the name of a model (``reranker``
+#: ...) whose requests all fail with :class:`InjectedFault`, an internal error, so tests can
+#: see the error path of the real server. The stages' own warm-up in ``initialize`` is not
+#: affected; Triton's ``model_warmup`` samples are (write the repository with ``warmup=False``).
+FAULT_ENV = "TOWERSERVE_FAULT_MODEL"
+
+#: Format of the records sent to Triton's log (Triton adds its own time and level prefix).
+LOG_FORMAT = "%(name)s: %(message)s"
+
 #: A stage's request handler: input tensors by name -> output tensors by name.
 Handler = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+class InjectedFault(RuntimeError):
+    """The internal error :data:`FAULT_ENV` injects (tests only)."""
+
+
+class TritonLogHandler(logging.Handler):
+    """Sends :mod:`logging` records to Triton's log through ``pb_utils.Logger``.
+
+    ERROR and above go to ``log_error``, WARNING to ``log_warn``, INFO to ``log_info`` and
+    anything lower to ``log_verbose`` (which Triton shows only with ``--log-verbose`` >= 1).
+    A record's traceback, if any, is part of the message.
+    """
+
+    def __init__(self, pb_utils: Any, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.triton_logger = pb_utils.Logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self.triton_logger.log_error(message)
+            elif record.levelno >= logging.WARNING:
+                self.triton_logger.log_warn(message)
+            elif record.levelno >= logging.INFO:
+                self.triton_logger.log_info(message)
+            else:
+                self.triton_logger.log_verbose(message)
+        except Exception:  # a failing log call must never fail a request
+            self.handleError(record)
+
+
+def log_to_triton(pb_utils: Any, level: int = logging.INFO) -> TritonLogHandler:
+    """Route this process's :mod:`logging` records into Triton's log (see
+    :class:`TritonLogHandler`). Installs one handler on the root logger per stub process
+    (each model instance has its own; a later call in the same process returns the handler
+    already installed) and lowers the root logger's level to ``level`` when it is higher
+    (Python's default is WARNING, which would drop the stages' INFO lines).
+    """
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, TritonLogHandler):
+            return handler
+    handler = TritonLogHandler(pb_utils)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+    return handler
+
+
+def _raise_injected_fault(model: str) -> None:
+    """Raise :class:`InjectedFault` when :data:`FAULT_ENV` names ``model`` (tests only)."""
+    if model and os.environ.get(FAULT_ENV) == model:
+        raise InjectedFault(f"fault injected into {model} by {FAULT_ENV}")
 
 
 class WarmsUp(Protocol):
@@ -130,13 +207,28 @@ def success_response(
 
 
 def error_response(pb_utils: Any, exc: BaseException, model: str = "") -> Any:
-    """The error response for ``exc``: its message for a :class:`RequestError`, else
-    ``"internal error: ..."`` (logged with its traceback)."""
+    """The error response for ``exc``.
+
+    A :class:`RequestError` (the caller's fault) is answered with its own message. Anything
+    else is an internal error: it gets a fresh error id (8 hex digits), is logged as ERROR with
+    that id and its traceback, and the client gets only
+    ``internal error in <model> (id <id>); see the server log``, never the exception's text
+    (which may hold paths or internal state).
+    """
     if isinstance(exc, RequestError):
         message = str(exc)
     else:
-        log.error("%s: internal error", model or "model", exc_info=exc)
-        message = f"internal error: {type(exc).__name__}: {exc}"
+        name = model or "model"
+        error_id = uuid.uuid4().hex[:8]
+        log.error(
+            "internal error in %s (id %s): %s: %s",
+            name,
+            error_id,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        message = f"internal error in {name} (id {error_id}); see the server log"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
 
 
@@ -152,6 +244,7 @@ def respond(
     responses = []
     for request in requests:
         try:
+            _raise_injected_fault(model)
             outputs = handler(request_tensors(request))
             responses.append(success_response(pb_utils, outputs, dtypes))
         except Exception as exc:  # every failure is answered on its request, none escapes
@@ -174,6 +267,7 @@ def responses_for(
             responses.append(error_response(pb_utils, result, model))
             continue
         try:
+            _raise_injected_fault(model)
             responses.append(success_response(pb_utils, result, dtypes))
         except Exception as exc:  # every failure is answered on its request, none escapes
             responses.append(error_response(pb_utils, exc, model))

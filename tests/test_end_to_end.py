@@ -7,6 +7,8 @@ and starts the real ``tritonserver`` from the nvidia-pytriton wheel on free loop
 from __future__ import annotations
 
 import json
+import re
+import time
 import urllib.request
 from collections import Counter
 
@@ -159,9 +161,53 @@ def test_embed_items_matches_the_index_table(stack) -> None:
     assert cos.min() > 0.99, cos.min()  # fp32 ONNX vs the bf16 table used for the index
 
 
-def test_metrics_endpoint_counts_requests(stack) -> None:
-    body = urllib.request.urlopen(stack["server"].url_metrics).read().decode()
-    assert 'nv_inference_request_success{model="recommend"' in body
-    assert 'model="reranker"' in body
+def _request_counts(url: str) -> dict[tuple[str, str], float]:
+    """``(metric, model) -> value`` of the ``nv_inference_request_success`` and ``_failure``
+    counters of Triton's Prometheus endpoint, summed over the other labels (version, reason)."""
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    pattern = re.compile(
+        r'(nv_inference_request_(?:success|failure))\{[^}]*model="([^"]+)"[^}]*\} (\S+)$'
+    )
+    counts: dict[tuple[str, str], float] = {}
+    for line in body.splitlines():
+        if m := pattern.match(line):
+            counts[(m[1], m[2])] = counts.get((m[1], m[2]), 0.0) + float(m[3])
+    return counts
+
+
+def test_metrics_count_the_requests_sent(stack) -> None:
+    """Triton's request counters move by what this test sends: 3 good ``recommend`` requests
+    and 1 that the retriever refuses (K = 0).
+
+    As Triton 2.51 counts them (checked on the small serving bundle): each stage the requests
+    reach counts them as successes, the refused one included (a python-backend request
+    answered with an error response still counts as executed), so the tokenizer, user tower
+    and retriever see 4 and the reranker 3; the ensemble counts 3 successes and its one failed
+    request at least once (2.51 counts it twice).
+    """
+    url, client = stack["server"].url_metrics, stack["client"]
+    before = _request_counts(url)
+    for query in ("blue jeans", "red shirt", "running shoes"):
+        client.recommend(query, k=5, budget_ms=200)
+    with pytest.raises(TowerServeError, match="K must be in"):
+        client.recommend("shoes", k=0)
+    expected = {
+        ("nv_inference_request_success", "recommend"): 3,
+        ("nv_inference_request_success", "tokenizer"): 4,
+        ("nv_inference_request_success", "user_tower"): 4,
+        ("nv_inference_request_success", "retriever"): 4,
+        ("nv_inference_request_success", "reranker"): 3,
+    }
+    failed = ("nv_inference_request_failure", "recommend")
+    deadline = time.monotonic() + 10.0  # counters are updated as requests complete
+    while True:
+        after = _request_counts(url)
+        delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in [*expected, failed]}
+        done = all(delta[k] == v for k, v in expected.items()) and delta[failed] >= 1
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert {k: delta[k] for k in expected} == expected
+    assert 1 <= delta[failed] <= 2, delta
     manifest = json.loads((stack["bundle"] / "manifest.json").read_text())
     assert manifest["model_version"] == stack["manifest"]["model_version"]

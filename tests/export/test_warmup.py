@@ -247,26 +247,64 @@ def test_real_server_loads_every_model_with_warmup(repo: Path, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_real_server_refuses_a_model_whose_warmup_fails(bundle: Path, tmp_path: Path) -> None:
-    """Why every sample must be valid: Triton does not load a model whose sample errs."""
-    from serving.triton import TritonServer, TritonServerError, free_ports
+    """Why every sample must be valid: Triton does not load a model whose sample errs.
+
+    The load goes through the model-control API of a server that is already up, so the test
+    tells a refused model from a crash. Refused (passes): the API answers 400 with the
+    sample's error, the server keeps running, the model is UNAVAILABLE, the server exits
+    cleanly. Crashed (reported as xfail, never as a pass): Triton 2.51, while it tears down
+    the refused instance, sometimes dies (SIGSEGV) or signals itself (``Signal (2) received``
+    in its log, sent by no one else, after which the load call is never answered); seen in
+    3 runs in 9 on this machine. Anything else fails. The repository writer never lets an
+    invalid sample through (``test_samples_that_do_not_fit_the_config_are_refused``,
+    ``test_samples_run_through_the_models_without_errors``), so a served model never takes
+    this path.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    from serving.triton import TritonServer, free_ports
 
     repo = write_repository(bundle, tmp_path / "repo")
     (repo / "retriever" / WARMUP_FOLDER / "K").write_bytes(np.array([0], "<i4").tobytes())
     g, h, m = free_ports(3)
+    log_file = tmp_path / "server.log"
     server = TritonServer(
         repo,
         grpc_port=g,
         http_port=h,
         metrics_port=m,
-        model_control_mode="explicit",
-        load_models=["retriever"],
-        log_file=tmp_path / "server.log",
+        model_control_mode="explicit",  # nothing loaded at start: the server becomes ready
+        log_file=log_file,
     )
-    with pytest.raises(TritonServerError) as failed:
-        with server:
-            pass
-    log = (tmp_path / "server.log").read_text(errors="replace")
-    # Triton 2.51 either refuses the model with the sample's error, or (seen about one run in
-    # four here) crashes with SIGSEGV while it unloads it: never does the model serve.
-    assert "K must be in 1..20, got 0" in log or "status -11" in str(failed.value), log[-3000:]
-    assert not server.is_running
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with server:
+        url = f"{server.url_http}/v2/repository/models/retriever/load"
+        answer: urllib.error.HTTPError | None = None
+        try:
+            no_proxy.open(urllib.request.Request(url, data=b"", method="POST"), timeout=30)
+        except urllib.error.HTTPError as exc:
+            answer = exc
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            pass  # no answer: told apart below
+        log = log_file.read_text(errors="replace")  # before our own stop signals the server
+        refused_at = log.find("failed to load 'retriever'")
+        if not server.is_running or (refused_at >= 0 and "Signal (" in log[refused_at:]):
+            pytest.xfail(
+                "Triton 2.51 crashed while tearing down the refused model (status "
+                f"{server.returncode}, or it signalled itself): a Triton bug, not a refusal"
+            )
+        assert answer is not None, f"the load call got no answer:\n{log[-3000:]}"
+        text = answer.read().decode(errors="replace")
+        assert answer.code == 400, text
+        assert "K must be in 1..20, got 0" in text, text
+        index = no_proxy.open(
+            urllib.request.Request(f"{server.url_http}/v2/repository/index", data=b"{}"),
+            timeout=30,
+        )
+        states = {m["name"]: m.get("state") for m in json.loads(index.read())}
+        assert states["retriever"] == "UNAVAILABLE", states
+        live = no_proxy.open(f"{server.url_http}/v2/health/live", timeout=30)
+        assert live.status == 200  # still serving after the refusal
+    assert server.returncode == 0, log_file.read_text(errors="replace")[-3000:]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 import sys
 import types
@@ -283,16 +284,51 @@ class InferenceRequest:
         return self._inputs
 
 
+class Logger:
+    """``pb_utils.Logger`` stand-in: records ``(level, message)`` in ``Logger.records``."""
+
+    records: list[tuple[str, str]] = []
+
+    @classmethod
+    def log_info(cls, message: str) -> None:
+        cls.records.append(("INFO", message))
+
+    @classmethod
+    def log_warn(cls, message: str) -> None:
+        cls.records.append(("WARNING", message))
+
+    @classmethod
+    def log_error(cls, message: str) -> None:
+        cls.records.append(("ERROR", message))
+
+    @classmethod
+    def log_verbose(cls, message: str) -> None:
+        cls.records.append(("VERBOSE", message))
+
+
 @pytest.fixture
 def fake_pb_utils(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
-    """Install a ``triton_python_backend_utils`` stand-in for importing ``model.py`` files."""
+    """Install a ``triton_python_backend_utils`` stand-in for importing ``model.py`` files.
+
+    The log handler a model's ``initialize`` installs on the root logger (``log_to_triton``)
+    is removed again afterwards, and the root logger's level restored.
+    """
+    from serving.backend import TritonLogHandler
+
     module = types.ModuleType("triton_python_backend_utils")
     module.Tensor = Tensor
     module.TritonError = TritonError
     module.InferenceResponse = InferenceResponse
     module.InferenceRequest = InferenceRequest
+    module.Logger = Logger
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
+    monkeypatch.setattr(Logger, "records", [])
+    root = logging.getLogger()
+    level = root.level
     yield module
+    for handler in [h for h in root.handlers if isinstance(h, TritonLogHandler)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

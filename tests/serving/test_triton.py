@@ -1,4 +1,5 @@
-"""Tests for ``serving.triton``: unit tests of the launcher, and (slow) the real tritonserver.
+"""Tests for ``serving.triton`` (code in ``serving.launcher``): unit tests of the launcher, and
+(slow) the real tritonserver.
 
 The slow tests start tritonserver 2.51 from the nvidia-pytriton wheel on free loopback ports,
 with tiny python-backend models written into ``tmp_path``.
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 from serving import triton
+from serving.launcher import binary as launcher_binary
 from serving.triton import (
     TritonServer,
     TritonServerError,
@@ -177,7 +179,7 @@ def test_find_tritonserver_explicit_not_executable(tmp_path: Path) -> None:
 
 
 def test_find_tritonserver_none_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(triton, "pytriton_root", lambda: None)
+    monkeypatch.setattr(launcher_binary, "pytriton_root", lambda: None)
     monkeypatch.setenv("PATH", "")
     with pytest.raises(FileNotFoundError, match="pip install nvidia-pytriton"):
         find_tritonserver()
@@ -189,7 +191,7 @@ def test_find_tritonserver_falls_back_to_path(
     fake = tmp_path / "tritonserver"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(triton, "pytriton_root", lambda: None)
+    monkeypatch.setattr(launcher_binary, "pytriton_root", lambda: None)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert find_tritonserver() == fake.resolve()
 

@@ -8,6 +8,7 @@ import triton_python_backend_utils as pb_utils
 from serving.backend import (
     float_parameter,
     int_parameter,
+    log_to_triton,
     model_config,
     output_dtypes,
     parameters,
@@ -22,6 +23,7 @@ from serving.stage_metrics import report_backend
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        log_to_triton(pb_utils)
         config = model_config(args)
         params = parameters(config)
         self.dtypes = output_dtypes(config)

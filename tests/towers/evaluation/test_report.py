@@ -355,7 +355,7 @@ class _CapturePlots:
     [((), "ndcg@10"), (("ndcg@10",), "recall@100"), (("ndcg@10", "recall@100"), "recall@10")],
 )
 def test_distillation_plot_prefers_ndcg_at_10(drop: tuple[str, ...], metric: str) -> None:
-    from towers.evaluation.report import _plot_distillation
+    from towers.evaluation.report.plots import _plot_distillation
 
     rows = [
         {k: v for k, v in row.items() if k not in drop}
