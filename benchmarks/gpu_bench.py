@@ -78,7 +78,7 @@ def build_bundle(work: Path, n_items: int, layers: int, hidden: int, heads: int)
 def bench_reranker(bundle: Path, device: str, n_gpu: int, n_cpu: int) -> dict:
     from serving.bundle import load_manifest
     from serving.graphs import Runtime
-    from serving.rerank import Reranker
+    from serving.reranker import Reranker
     from towers.features import build_pairs
 
     version = load_manifest(bundle).model_version
@@ -118,7 +118,7 @@ def bench_reranker(bundle: Path, device: str, n_gpu: int, n_cpu: int) -> dict:
 
 def bench_item_tower(bundle: Path, device: str, n_texts: int, n_cpu_texts: int) -> dict:
     from serving.graphs import Runtime
-    from serving.item_encoder import ItemEncoder
+    from serving.item_tower import ItemEncoder
     from towers.data import item_texts, load_dataset
     from towers.text import encode_items
 

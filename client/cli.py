@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.cli_data import data_app
+
 if TYPE_CHECKING:
     from client.grpc_client import Recommendation
 
@@ -20,9 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-data_app = typer.Typer(help="Generate or load data sets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 console = Console()
+app.add_typer(data_app, name="data")
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 
@@ -40,81 +41,6 @@ def main(
         # faiss logs its failed probes for CPU-specific builds (avx512, avx2) as
         # ModuleNotFoundError tracebacks at INFO, on every machine that lacks them.
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-
-
-@data_app.command("generate")
-def data_generate(
-    out: Annotated[Path, typer.Option(help="Folder for the Parquet files.")] = Path("runs/data"),
-    items: Annotated[int, typer.Option(help="Number of items.")] = 5000,
-    users: Annotated[int, typer.Option(help="Number of users.")] = 2000,
-    queries: Annotated[int, typer.Option(help="Number of search queries.")] = 1500,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
-) -> None:
-    """Generate the synthetic e-commerce data set (items, users, events, queries, labels)."""
-    from towers.data import GenerateConfig, generate
-
-    cfg = GenerateConfig(n_items=items, n_users=users, n_queries=queries, seed=seed)
-    generate(cfg, out, progress=True)
-    console.print(f"[green]data written to {out}[/green]")
-
-
-@data_app.command("convert")
-def data_convert(
-    fmt: Annotated[str, typer.Option("--format", help="movielens, esci or wands.")],
-    src: Annotated[Path, typer.Option("--input", help="Folder with the unpacked source files.")],
-    out: Annotated[Path, typer.Option(help="Folder for the converted data set (Parquet).")],
-    layout: Annotated[
-        str | None, typer.Option(help="movielens: auto, 100k, 1m or latest (default auto).")
-    ] = None,
-    rating_threshold: Annotated[
-        float | None, typer.Option(help="movielens: ratings >= this are clicks (default 4.0).")
-    ] = None,
-    session_gap_s: Annotated[
-        int | None, typer.Option(help="movielens: a longer gap starts a session (default 1800).")
-    ] = None,
-    locale: Annotated[str | None, typer.Option(help="esci: us, es or jp (default us).")] = None,
-    small_version: Annotated[
-        bool | None,
-        typer.Option(
-            "--small-version/--all-examples", help="esci: Task 1 subset only (default small)."
-        ),
-    ] = None,
-    valid_frac: Annotated[
-        float | None, typer.Option(help="esci, wands: share of query texts to valid (default 0.1).")
-    ] = None,
-    test_frac: Annotated[
-        float | None, typer.Option(help="wands: share of query texts to test (default 0.1).")
-    ] = None,
-) -> None:
-    """Convert MovieLens, Amazon ESCI or Wayfair WANDS files on disk (no download)."""
-    from rich.markup import escape
-
-    from towers.data.converters import convert
-
-    given = {
-        "layout": layout,
-        "rating_threshold": rating_threshold,
-        "session_gap_s": session_gap_s,
-        "locale": locale,
-        "small_version": small_version,
-        "valid_frac": valid_frac,
-        "test_frac": test_frac,
-    }
-    try:
-        report = convert(fmt, src, out, **{k: v for k, v in given.items() if v is not None})
-    except ValueError as exc:  # DataError included: a bad file or option, not a bug
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from exc
-    table = Table(title=escape(f"{report.format}: {report.source} -> {report.out}"))
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, n in report.rows.items():
-        table.add_row(name, str(n))
-    console.print(table)
-    for reason, n in report.dropped.items():
-        if n:
-            console.print(f"[yellow]dropped {n} {escape(reason)}[/yellow]")
-    console.print(f"[green]data set written to {escape(str(out))}[/green]")
 
 
 def parse_time(value: str, option: str) -> int:

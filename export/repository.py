@@ -15,26 +15,7 @@ temporary folder beside the target and then renamed into place; an existing targ
 only if it looks like a model repository (every entry a folder with a ``config.pbtxt``), so a
 wrong path never wipes unrelated files.
 
-Warm-up (on by default; ``warmup=False`` turns it off). Triton's Python backend pays a cost on
-the first ``execute`` of every model (14-36 ms each, measured in a fresh demo), on top of the
-stages' own in-``initialize`` warm-up, which cannot reach it: the first request through the
-``recommend`` ensemble took 87-125 ms against a 100 ms budget while later ones took 65-97 ms.
-So each request-path model (``tokenizer``, ``user_tower``, ``retriever``, ``reranker``) and the
-``item_tower`` get one Triton ``model_warmup`` sample in their ``config.pbtxt``: Triton runs it
-through ``execute`` before it marks the model ready, and the first requests then took 77-82 ms
-with normal reranking. (Rechecked on the demo bundle: with ``BUDGET_MS`` 0 the first request
-took 42 ms without these samples and 5-8 ms with them, later ones 2-4 ms; with 100 ms the first
-request cross-scored 32 candidates without them and 64 with them, as later ones do.) The
-ensemble gets none: it has no ``execute`` of its own.
-
-The sample's inputs are files in ``<model>/warmup/`` (raw little-endian tensor bytes; strings
-as a 4-byte little-endian length then the UTF-8 bytes, per element), built from the bundle so
-they are valid requests: the query "red shirt" (tokenized by the bundle's tokenizer for the
-user tower), real item ids from ``item_ids.npy``, a unit user vector of the manifest's ``dim``,
-``K = min(5, max_k)``, one chunk of candidates with a budget that easily scores it,
-``START_NS`` 0. They must be valid: Triton refuses to load a model whose warm-up sample gets an
-error response. Inputs are checked against the config's (names, types, shapes; every required
-input present) when the repository is written.
+Warm-up samples (on by default; ``warmup=False`` turns them off): see ``export/warmup.py``.
 """
 
 from __future__ import annotations
@@ -43,16 +24,22 @@ import importlib.resources
 import logging
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from export.repository_settings import RepositoryError, RepositorySettings
+from export.warmup import (
+    WARMUP_FOLDER,
+    WARMUP_MODELS,
+    add_warmup,
+    encode_tensor,
+    warmup_sample,
+)
 from towers.bundle_contract import (
     BLEND_FILE,
     INDEX_FILE,
@@ -66,7 +53,6 @@ from towers.bundle_contract import (
     PRIOR_BUNDLE_FILE,
     REMOVED_IDS_FILE,
     TOKENIZER_FILE,
-    TRITON_DTYPES,
     USER_HISTORY_FILE,
     BundleError,
     Manifest,
@@ -77,8 +63,6 @@ from towers.bundle_contract import (
     torch_program_file,
     verify_files,
 )
-from towers.features import CLS_ID, SEP_ID
-from towers.text import load_tokenizer, query_inputs
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +71,7 @@ __all__ = [
     "MODELS",
     "TEMPLATES",
     "WARMUP_FOLDER",
+    "WARMUP_MODELS",
     "RepositoryError",
     "RepositorySettings",
     "encode_tensor",
@@ -148,63 +133,6 @@ GPU_MODELS = ("user_tower", "retriever", "reranker", "item_tower")
 #: The GPU form each graph needs in the bundle for ``device="cuda"`` (serving/graphs.py).
 GPU_GRAPH_FILES = tuple(torch_program_file(g) for g in ("user_tower", "reranker", "item_tower"))
 MODELS = tuple(MODEL_FILES)
-
-#: Triton reads ``model_warmup`` input files from this folder of the model's folder.
-WARMUP_FOLDER = "warmup"
-#: Models that get a ``model_warmup`` sample (the ensemble has no ``execute`` of its own).
-WARMUP_MODELS = ("tokenizer", "user_tower", "retriever", "reranker", "item_tower")
-WARMUP_QUERY = "red shirt"
-WARMUP_K = 5
-#: Reranking budget of the warm-up sample, ms from arrival (``START_NS`` 0 means now): far
-#: more than one chunk of candidates takes, so the sample runs the cross-encoder.
-WARMUP_BUDGET_MS = 1000.0
-#: Token ids of WARMUP_QUERY in the teacher's (BERT uncased) vocabulary, used only when the
-#: bundle's tokenizer cannot be loaded (then the tokenizer model cannot load either).
-WARMUP_QUERY_IDS = (CLS_ID, 2417, 3797, SEP_ID)
-#: Unix times (s) of the warm-up history: one hour apart; only their differences matter.
-WARMUP_TS = 1_700_000_000
-
-
-class RepositoryError(RuntimeError):
-    """The repository cannot be written (bad arguments, templates or target folder)."""
-
-
-@dataclass(frozen=True)
-class RepositorySettings:
-    """Serving settings written into the configs.
-
-    ``max_k``: largest K a request may ask for; ``n_candidates``: retriever depth;
-    ``chunk_size``: candidates per cross-encoder call; ``item_batch``: the item tower's
-    ``max_batch_size`` (rows per dynamic batch); ``intra_op_threads``: ONNX Runtime threads per
-    session; ``reserve_ms``: part of each request's budget the reranker keeps for answering;
-    ``warmup``: give each served model a Triton ``model_warmup`` sample (module docstring);
-    ``device``: ``cpu`` (ONNX Runtime, faiss-cpu) or ``cuda`` (the graphs' torch programs or
-    TensorRT engines and the index on GPU 0, ``KIND_GPU`` instances; serving/graphs.py);
-    ``precision``: the GPU compute precision (fp16, bf16, fp32); ``cuda_graphs``: replay
-    captured CUDA graphs in the towers and the reranker.
-    """
-
-    max_k: int
-    n_candidates: int
-    chunk_size: int = 16
-    item_batch: int = 64
-    intra_op_threads: int = 1
-    reserve_ms: float = 1.0
-    warmup: bool = True
-    device: str = "cpu"
-    precision: str = "fp16"
-    cuda_graphs: bool = True
-
-    def __post_init__(self) -> None:
-        if self.device not in ("cpu", "cuda"):
-            raise RepositoryError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise RepositoryError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
-        for name in ("max_k", "n_candidates", "chunk_size", "item_batch", "intra_op_threads"):
-            if int(getattr(self, name)) < 1:
-                raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.reserve_ms < 1000:
-            raise RepositoryError(f"reserve_ms must be in [0, 1000), got {self.reserve_ms}")
 
 
 def _with_side_files(bundle: Path, names: tuple[str, ...]) -> list[str]:
@@ -298,7 +226,7 @@ def _render(
         config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, count=1)
     for key, value in values.items():
         config.parameters[key].string_value = str(value)
-    files = _add_warmup(config, warmup) if warmup else {}
+    files = add_warmup(config, warmup) if warmup else {}
     header = []
     for line in text.splitlines():
         if not line.startswith("#"):
@@ -306,129 +234,6 @@ def _render(
         header.append(line)
     body = text_format.MessageToString(config)
     return ("\n".join([*header, body]) if header else body), files
-
-
-# -- warm-up -------------------------------------------------------------------------------
-
-
-def encode_tensor(array: np.ndarray, data_type: str) -> bytes:
-    """``array`` as Triton reads a warm-up ``input_data_file`` of type ``data_type`` (a
-    ``TYPE_*`` name): row-major little-endian values; for ``TYPE_STRING`` each element as a
-    4-byte little-endian length and its bytes (``str`` encoded as UTF-8)."""
-    if data_type not in TRITON_DTYPES:
-        raise RepositoryError(f"warm-up inputs of type {data_type} are not supported")
-    if data_type == "TYPE_STRING":
-        out = []
-        for value in np.asarray(array, dtype=object).reshape(-1):
-            data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-            out.append(struct.pack("<I", len(data)) + data)
-        return b"".join(out)
-    dtype = np.dtype(TRITON_DTYPES[data_type]).newbyteorder("<")
-    arr = np.asarray(array)
-    converted = arr.astype(dtype)
-    if not np.array_equal(converted, arr):
-        raise RepositoryError(f"warm-up values {arr} do not fit {data_type}")
-    return np.ascontiguousarray(converted).tobytes()
-
-
-def _add_warmup(
-    config: model_config_pb2.ModelConfig, sample: Mapping[str, np.ndarray]
-) -> dict[str, bytes]:
-    """Add one ``model_warmup`` sample (batch size 1, run once) reading ``sample`` from
-    ``warmup/<name>`` to ``config``; return the files' contents by name. Every input must be
-    one the config declares, with a shape its dims allow (a batching model's sample has the
-    batch dimension, 1, first); every non-optional input must be there."""
-    inputs = {i.name: i for i in config.input}
-    unknown = sorted(set(sample) - set(inputs))
-    if unknown:
-        raise RepositoryError(f"{config.name}: warm-up inputs {unknown} are not in its config")
-    missing = sorted(n for n, i in inputs.items() if not i.optional and n not in sample)
-    if missing:
-        raise RepositoryError(f"{config.name}: warm-up sample lacks inputs {missing}")
-    entry = config.model_warmup.add(name="sample", batch_size=1, count=1)
-    files = {}
-    for name, value in sample.items():
-        spec = inputs[name]
-        shape = list(np.shape(value))
-        if config.max_batch_size > 0:
-            if not shape or shape[0] != 1:
-                raise RepositoryError(
-                    f"{config.name}: warm-up input {name} needs batch dimension 1 first, "
-                    f"got shape {shape}"
-                )
-            shape = shape[1:]
-        dims = list(spec.dims)
-        if len(shape) != len(dims) or any(d not in (-1, s) for d, s in zip(dims, shape)):
-            raise RepositoryError(
-                f"{config.name}: warm-up input {name} has shape {shape}, config dims {dims}"
-            )
-        data_type = model_config_pb2.DataType.Name(spec.data_type)
-        tensor = entry.inputs[name]
-        tensor.data_type = spec.data_type
-        tensor.dims.extend(shape)
-        tensor.input_data_file = name
-        files[name] = encode_tensor(value, data_type)
-    return files
-
-
-def _query_tokens(bundle: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """``WARMUP_QUERY`` as the tokenizer model sends it to the user tower: input ids,
-    attention mask (int64 ``[1, L]``) and has_query."""
-    try:
-        return query_inputs(load_tokenizer(Path(bundle) / TOKENIZER_FILE), WARMUP_QUERY)
-    except Exception as exc:  # an unreadable tokenizer fails its own model, not the writer
-        log.warning("warm-up: %s/%s unusable (%s); fixed token ids", bundle, TOKENIZER_FILE, exc)
-        ids = np.array([WARMUP_QUERY_IDS], dtype=np.int64)
-        return ids, np.ones_like(ids), 1.0
-
-
-def warmup_sample(
-    bundle: Path, model: str, manifest: Manifest, settings: RepositorySettings
-) -> dict[str, np.ndarray]:
-    """The warm-up request of ``model`` (input arrays by name, with the batch dimension for a
-    batching model), built from ``bundle``; empty for a model without one (the ensemble) or
-    a bundle without items. See the module docstring for the values."""
-    if model not in WARMUP_MODELS:
-        return {}
-    item_ids = np.load(Path(bundle) / ITEM_IDS_FILE).astype(np.int64).reshape(-1)
-    if len(item_ids) == 0:
-        log.warning("warm-up: %s has no items; no warm-up samples", bundle)
-        return {}
-    query = np.array([WARMUP_QUERY], dtype=object)
-    k = np.array([min(WARMUP_K, settings.max_k)], dtype=np.int32)
-    history = item_ids[:2]
-    if model == "tokenizer":
-        return {"QUERY": query}
-    if model == "item_tower":
-        return {"ITEM_TEXT": np.array([[WARMUP_QUERY]], dtype=object)}
-    if model == "user_tower":
-        ids, mask, has_query = _query_tokens(bundle)
-        return {
-            "INPUT_IDS": ids,
-            "ATTENTION_MASK": mask,
-            "HAS_QUERY": np.array([[has_query]], dtype=np.float32),
-            "USER_ID": np.array([-1], dtype=np.int64),
-            "HISTORY_IDS": history,
-            "HISTORY_TS": WARMUP_TS + 3600 * np.arange(len(history), dtype=np.int64),
-        }
-    if model == "retriever":
-        dim = int(manifest.dim)
-        return {
-            "USER_VECTOR": np.full((1, dim), 1.0 / np.sqrt(dim), dtype=np.float32),
-            "K": k,
-            "HAS_QUERY": np.ones((1, 1), dtype=np.float32),
-        }
-    # reranker: one chunk of catalog items, in retrieval order
-    candidates = item_ids[: settings.chunk_size]
-    return {
-        "QUERY": query,
-        "HISTORY_IDS": history,
-        "CANDIDATE_IDS": candidates,
-        "CANDIDATE_SCORES": np.linspace(1.0, 0.0, len(candidates), dtype=np.float32),
-        "K": k,
-        "BUDGET_MS": np.array([WARMUP_BUDGET_MS], dtype=np.float32),
-        "START_NS": np.zeros(1, dtype=np.int64),
-    }
 
 
 def is_repository(path: Path) -> bool:

@@ -15,10 +15,10 @@ import numpy as np
 
 from serving.bundle import load_manifest
 from serving.graphs import Runtime
-from serving.query_tokenizer import QueryTokenizer
-from serving.rerank import Reranker
-from serving.retrieval import Retriever
-from serving.user_encoder import UserEncoder
+from serving.reranker import Reranker
+from serving.retriever import Retriever
+from serving.tokenizer import QueryTokenizer
+from serving.user_tower import UserEncoder
 
 __all__ = ["InProcessRecommend", "Recommendation"]
 

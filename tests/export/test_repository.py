@@ -16,11 +16,11 @@ from export.repository import (
     MODEL_FILES,
     MODELS,
     TEMPLATES,
-    WARMUP_QUERY_IDS,
     RepositoryError,
     is_repository,
     write_repository,
 )
+from export.warmup import WARMUP_QUERY_IDS
 from serving.backend import parameters
 from serving.bundle import BundleError
 

@@ -31,7 +31,7 @@ from export.repository import (
 )
 from serving.backend import TRITON_DTYPES
 from serving.bundle import load_manifest
-from serving.rerank import MAX_BUDGET_MS
+from serving.reranker import MAX_BUDGET_MS
 from tests.serving.conftest import (
     InferenceRequest,
     _load_model,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from serving.graphs import Runtime, open_graph
-from serving.item_encoder import ITEM_TOWER_INPUTS, ItemEncoder
+from serving.item_tower import ITEM_TOWER_INPUTS, ItemEncoder
 from serving.pipeline import InProcessRecommend
-from serving.rerank import RERANKER_INPUTS, Reranker
-from serving.retrieval import Retriever
+from serving.reranker import RERANKER_INPUTS, Reranker
+from serving.retriever import Retriever
 from serving.stage_metrics import graph_backend
-from serving.user_encoder import USER_TOWER_INPUTS, UserEncoder
+from serving.user_tower import USER_TOWER_INPUTS, UserEncoder
 
 pytestmark = pytest.mark.gpu
 
@@ -98,7 +98,7 @@ def test_item_encoder_on_gpu(demo_bundle):
 
 
 def test_user_encoder_on_gpu(demo_bundle):
-    from serving.query_tokenizer import QueryTokenizer
+    from serving.tokenizer import QueryTokenizer
 
     tok = QueryTokenizer.from_dir(demo_bundle).infer({"QUERY": np.array([b"red shirt"], object)})
     tensors = {

@@ -9,7 +9,7 @@ import pytest
 
 from export.index import build_index
 from serving.gpu_index import TorchExactIndex, index_vectors, to_device
-from serving.retrieval import Retriever
+from serving.retriever import Retriever
 
 
 def _catalog(n: int = 3000, dim: int = 32, seed: int = 0):

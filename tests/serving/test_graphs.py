@@ -13,13 +13,13 @@ from serving.graphs import (
     open_graph,
     runtime_from_params,
 )
-from serving.item_encoder import ITEM_TOWER_INPUTS, ItemEncoder
+from serving.item_tower import ITEM_TOWER_INPUTS, ItemEncoder
 from serving.onnx_session import OnnxModel
 from serving.pipeline import InProcessRecommend
-from serving.rerank import RERANKER_INPUTS
+from serving.reranker import RERANKER_INPUTS
 from serving.stage_metrics import graph_backend
 from serving.torch_engine import TorchGraph, bucket_shape
-from serving.user_encoder import USER_TOWER_INPUTS
+from serving.user_tower import USER_TOWER_INPUTS
 
 TEXTS = ["red cotton shirt", "waterproof hiking jacket with a hood", "kettle", "a b c d e f g"]
 

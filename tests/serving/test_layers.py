@@ -44,7 +44,7 @@ def test_cpu_stages_load_no_gpu_runtime(untrained_bundle) -> None:
     program = (
         "import sys, json\n"
         "from serving.pipeline import InProcessRecommend\n"
-        "from serving.item_encoder import ItemEncoder\n"
+        "from serving.item_tower import ItemEncoder\n"
         f"InProcessRecommend({str(untrained_bundle)!r})('red shirt', k=3)\n"
         f"ItemEncoder.from_dir({str(untrained_bundle)!r}).embed(['red shirt'])\n"
         "print(json.dumps(sorted(m for m in ('torch', 'serving.torch_engine', "

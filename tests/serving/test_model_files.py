@@ -189,7 +189,7 @@ def test_every_model_warms_up_when_it_loads(
 def test_a_failing_warm_up_does_not_stop_the_load(
     repository: Path, load_model, fake_pb_utils, monkeypatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from serving.rerank import Reranker
+    from serving.reranker import Reranker
 
     def broken(self) -> None:
         raise RuntimeError("warm-up exploded")

@@ -143,7 +143,7 @@ def test_blend_features_refuse_columns_of_different_lengths() -> None:
 def test_served_reranker_and_evaluation_blend_the_same(tiny_model, tmp_path: Path) -> None:
     from export.bundle import build_bundle
     from export.repository import write_repository
-    from serving.rerank import MAX_BUDGET_MS, Reranker
+    from serving.reranker import MAX_BUDGET_MS, Reranker
     from towers.evaluation.systems import BlendScorer, load
     from towers.finetune import embed_queries
 

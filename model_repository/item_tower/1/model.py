@@ -1,5 +1,5 @@
 """Triton model ``item_tower``: item text -> item vector; one tower run per dynamic batch
-(logic: serving.item_encoder)."""
+(logic: serving.item_tower)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from serving.backend import (
     warm_up,
 )
 from serving.graphs import runtime_from_params
-from serving.item_encoder import ItemEncoder
+from serving.item_tower import ItemEncoder
 from serving.stage_metrics import report_backend
 
 

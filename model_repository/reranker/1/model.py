@@ -1,5 +1,5 @@
 """Triton model ``reranker``: cross-encoder reranking within the request's budget, blended
-(logic: serving.rerank)."""
+(logic: serving.reranker)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from serving.backend import (
     warm_up,
 )
 from serving.graphs import runtime_from_params
-from serving.rerank import Reranker
+from serving.reranker import Reranker
 from serving.stage_metrics import report_backend
 
 

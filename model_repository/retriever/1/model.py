@@ -1,5 +1,5 @@
 """Triton model ``retriever``: FAISS top candidates for a user vector
-(logic: serving.retrieval)."""
+(logic: serving.retriever)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
-from serving.retrieval import Retriever
+from serving.retriever import Retriever
 from serving.stage_metrics import report_backend
 
 

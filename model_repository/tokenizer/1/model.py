@@ -1,5 +1,5 @@
 """Triton model ``tokenizer``: QUERY text -> user-tower token ids
-(logic: serving.query_tokenizer)."""
+(logic: serving.tokenizer)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
-from serving.query_tokenizer import QueryTokenizer
+from serving.tokenizer import QueryTokenizer
 
 
 class TritonPythonModel:

@@ -1,5 +1,5 @@
 """Triton model ``user_tower``: query tokens + recent items -> user vector
-(logic: serving.user_encoder)."""
+(logic: serving.user_tower)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from serving.backend import (
 )
 from serving.graphs import runtime_from_params
 from serving.stage_metrics import report_backend
-from serving.user_encoder import UserEncoder
+from serving.user_tower import UserEncoder
 
 
 class TritonPythonModel:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.errors import RequestError
-from serving.user_encoder import StoredHistory, UserEncoder
+from serving.user_tower import StoredHistory, UserEncoder
 from towers.features import MAX_HISTORY, recency_weights
 
 DIM = 4

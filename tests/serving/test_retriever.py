@@ -11,7 +11,7 @@ import pytest
 
 from serving.bundle import BundleError
 from serving.errors import RequestError
-from serving.retrieval import Retriever
+from serving.retriever import Retriever
 from towers.features import PriorLookup
 
 DIM = 16

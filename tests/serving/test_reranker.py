@@ -11,8 +11,8 @@ import pytest
 
 from serving.bundle import BundleError
 from serving.errors import RequestError
-from serving.query_tokenizer import QueryTokenizer
-from serving.rerank import Blend, ItemTexts, Reranker
+from serving.reranker import Blend, ItemTexts, Reranker
+from serving.tokenizer import QueryTokenizer
 from towers.features import SEP_ID
 from towers.lexical import LexicalIndex
 

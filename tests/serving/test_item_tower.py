@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.errors import RequestError
-from serving.item_encoder import ItemEncoder, decode_texts
+from serving.item_tower import ItemEncoder, decode_texts
 from towers.features import MAX_ITEM_TOKENS
 
 

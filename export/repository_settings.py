@@ -1,0 +1,49 @@
+"""Settings of a Triton repository written by ``export/repository.py``, and its error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RepositoryError", "RepositorySettings"]
+
+
+class RepositoryError(RuntimeError):
+    """The repository cannot be written (bad arguments, templates or target folder)."""
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """Serving settings written into the configs.
+
+    ``max_k``: largest K a request may ask for; ``n_candidates``: retriever depth;
+    ``chunk_size``: candidates per cross-encoder call; ``item_batch``: the item tower's
+    ``max_batch_size`` (rows per dynamic batch); ``intra_op_threads``: ONNX Runtime threads per
+    session; ``reserve_ms``: part of each request's budget the reranker keeps for answering;
+    ``warmup``: give each served model a Triton ``model_warmup`` sample (module docstring);
+    ``device``: ``cpu`` (ONNX Runtime, faiss-cpu) or ``cuda`` (the graphs' torch programs or
+    TensorRT engines and the index on GPU 0, ``KIND_GPU`` instances; serving/graphs.py);
+    ``precision``: the GPU compute precision (fp16, bf16, fp32); ``cuda_graphs``: replay
+    captured CUDA graphs in the towers and the reranker.
+    """
+
+    max_k: int
+    n_candidates: int
+    chunk_size: int = 16
+    item_batch: int = 64
+    intra_op_threads: int = 1
+    reserve_ms: float = 1.0
+    warmup: bool = True
+    device: str = "cpu"
+    precision: str = "fp16"
+    cuda_graphs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise RepositoryError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise RepositoryError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
+        for name in ("max_k", "n_candidates", "chunk_size", "item_batch", "intra_op_threads"):
+            if int(getattr(self, name)) < 1:
+                raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.reserve_ms < 1000:
+            raise RepositoryError(f"reserve_ms must be in [0, 1000), got {self.reserve_ms}")
