@@ -11,6 +11,7 @@ which would otherwise fail too and keep the reranker from loading. About 15 s.
 from __future__ import annotations
 
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ import pytest
 from serving.backend import FAULT_ENV
 
 pytestmark = pytest.mark.slow
+
+#: What runs each stage of a CPU repository, as its ``towerserve_stage_backend`` metric says.
+STAGE_BACKENDS = {
+    "user_tower": "onnxruntime-cpu",
+    "retriever": "faiss-cpu",
+    "reranker": "onnxruntime-cpu",
+    "item_tower": "onnxruntime-cpu",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +61,12 @@ def test_internal_error_has_an_id_that_is_in_the_log_with_its_traceback(
             client.recommend("", k=5)
         # the item tower is not affected and the server keeps serving
         assert client.embed_items(["red shirt"]).shape[0] == 1
+        # each stage reports what runs it (serving/stage_metrics.py) on the metrics port
+        with urllib.request.urlopen(server.url_metrics, timeout=10) as answer:
+            metrics = answer.read().decode()
+        for model, backend in STAGE_BACKENDS.items():
+            line = f'towerserve_stage_backend{{backend="{backend}",model="{model}"}} 1'
+            assert line in metrics, metrics[-2000:]
     log = log_file.read_text(errors="replace")
     error_id = found[1]
     at = log.index(f"internal error in reranker (id {error_id})")
