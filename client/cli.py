@@ -181,6 +181,17 @@ def eval_cmd(
         bool,
         typer.Option(help="Also retrain fully at the update point as the reference (slow)."),
     ] = True,
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="A repository written by `towerserve export` for these artifacts: adds the "
+            "served path (its stages, graphs, runtimes and settings, in process) as systems "
+            "served (budget 0) and served_rerank (--budget-ms)."
+        ),
+    ] = None,
+    budget_ms: Annotated[
+        float, typer.Option(help="Budget of served_rerank per request, ms.", min=0)
+    ] = 25.0,
 ) -> None:
     """Evaluate a trained model against baselines; write OUT/report.md, plots and results.json.
 
@@ -191,7 +202,7 @@ def eval_cmd(
     """
     from pydantic import ValidationError
 
-    from towers.evaluation.harness import SECTIONS, EvalConfig, run_eval
+    from towers.evaluation.harness import SECTIONS, EvalConfig, ExtraSystems, run_eval
 
     def split(text: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in text.split(",") if x.strip())
@@ -216,7 +227,20 @@ def eval_cmd(
             max_users=max_users,
             retrain=retrain,
         )
-        results = run_eval(cfg)
+        extra = None
+        if repository is not None:
+            from client.served_eval import (
+                load_served,
+                served_recommendation_systems,
+                served_search_systems,
+            )
+
+            served = load_served(repository)
+            extra = ExtraSystems(
+                search=served_search_systems(served, budget_ms),
+                recommendation=served_recommendation_systems(served, budget_ms),
+            )
+        results = run_eval(cfg, extra)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

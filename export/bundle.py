@@ -119,7 +119,12 @@ def build_bundle(
     )
     LexicalIndex.build(texts).save(tmp)
     (tmp / ITEM_TITLES_FILE).write_text(json.dumps(items["title"].astype(str).tolist()))
-    np.save(tmp / POPULARITY_FILE, item_popularity(ds.events, item_ids))
+    # The reranker's popularity feature counts what the model could know: events before the
+    # training cut (all events when nothing was held out), so a served evaluation on the
+    # held-out period is not fed that period's own popularity.
+    cut = report.get("events_until_ts")
+    seen = ds.events if cut is None else ds.events[ds.events["ts"] < int(cut)]
+    np.save(tmp / POPULARITY_FILE, item_popularity(seen, item_ids))
     shutil.copy2(artifacts / BLEND_FILE, tmp / BLEND_FILE)
     prior = load_prior(artifacts)
     if prior is not None and len(prior.values) == len(item_ids):

@@ -207,13 +207,19 @@ def _render(
     if config.backend == "python":
         values = {"model_version": manifest.model_version}
     if model in ("user_tower", "reranker", "item_tower"):
-        values["intra_op_threads"] = settings.intra_op_threads
+        values["intra_op_threads"] = (
+            settings.rerank_threads if model == "reranker" else settings.intra_op_threads
+        )
+        if settings.device == "cpu":
+            values["engine"] = settings.cpu_engine
+            values["precision"] = settings.cpu_precision
     if model in ("retriever", "reranker"):
         values["max_k"] = settings.max_k
     if model == "retriever":
         values["n_candidates"] = settings.n_candidates
     if model == "reranker":
         values["chunk_size"] = settings.chunk_size
+        values["max_call"] = settings.rerank_max_call
         values["reserve_ms"] = settings.reserve_ms
     if model == "item_tower":
         config.max_batch_size = settings.item_batch
@@ -297,6 +303,10 @@ def write_repository(
     device: str = "cpu",
     precision: str = "fp16",
     cuda_graphs: bool = True,
+    cpu_engine: str = "openvino",
+    cpu_precision: str = "bf16",
+    rerank_threads: int = 2,
+    rerank_max_call: int = 64,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -324,6 +334,10 @@ def write_repository(
         device=device,
         precision=precision,
         cuda_graphs=cuda_graphs,
+        cpu_engine=cpu_engine,
+        cpu_precision=cpu_precision,
+        rerank_threads=rerank_threads,
+        rerank_max_call=rerank_max_call,
     )
     missing = [n for n in GPU_GRAPH_FILES if not (bundle / n).is_file()]
     if settings.device == "cuda" and missing:

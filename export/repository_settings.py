@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RepositoryError", "RepositorySettings"]
+__all__ = ["CPU_ENGINES", "RepositoryError", "RepositorySettings"]
+
+#: Runtimes of the graphs on the CPU (serving/graphs.py).
+CPU_ENGINES = ("openvino", "onnxruntime")
 
 
 class RepositoryError(RuntimeError):
@@ -23,7 +26,13 @@ class RepositorySettings:
     ``device``: ``cpu`` (ONNX Runtime, faiss-cpu) or ``cuda`` (the graphs' torch programs or
     TensorRT engines and the index on GPU 0, ``KIND_GPU`` instances; serving/graphs.py);
     ``precision``: the GPU compute precision (fp16, bf16, fp32); ``cuda_graphs``: replay
-    captured CUDA graphs in the towers and the reranker.
+    captured CUDA graphs in the towers and the reranker; ``cpu_engine``: the runtime of the
+    graphs on the CPU (``openvino`` or ``onnxruntime``; serving/graphs.py); ``cpu_precision``:
+    its precision (``bf16`` or ``fp32``; onnxruntime is always fp32; OpenVINO computes bf16 on
+    CPUs with AVX512-BF16 or AMX and falls back to fp32 elsewhere); ``rerank_threads``: CPU
+    threads of the cross-encoder (the other graphs take ``intra_op_threads``);
+    ``rerank_max_call``: most candidates the cross-encoder scores in one call (whole chunks of
+    ``chunk_size``, as many as the budget allows; serving/reranker.py).
     """
 
     max_k: int
@@ -36,13 +45,36 @@ class RepositorySettings:
     device: str = "cpu"
     precision: str = "fp16"
     cuda_graphs: bool = True
+    cpu_engine: str = "openvino"
+    cpu_precision: str = "bf16"
+    rerank_threads: int = 2
+    rerank_max_call: int = 64
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
             raise RepositoryError(f"device must be cpu or cuda, got {self.device!r}")
         if self.precision not in ("fp32", "fp16", "bf16"):
             raise RepositoryError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
-        for name in ("max_k", "n_candidates", "chunk_size", "item_batch", "intra_op_threads"):
+        if self.cpu_engine not in CPU_ENGINES:
+            raise RepositoryError(
+                f"cpu_engine must be {' or '.join(CPU_ENGINES)}, got {self.cpu_engine!r}"
+            )
+        if self.cpu_precision not in ("bf16", "fp32"):
+            raise RepositoryError(f"cpu_precision must be bf16 or fp32, got {self.cpu_precision!r}")
+        if self.cpu_engine == "onnxruntime" and self.cpu_precision != "fp32":
+            raise RepositoryError(
+                "cpu_engine onnxruntime runs fp32 only: use cpu_precision fp32, or cpu_engine "
+                "openvino for bf16"
+            )
+        for name in (
+            "max_k",
+            "n_candidates",
+            "chunk_size",
+            "item_batch",
+            "intra_op_threads",
+            "rerank_threads",
+            "rerank_max_call",
+        ):
             if int(getattr(self, name)) < 1:
                 raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.reserve_ms < 1000:

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 DEVICES = ("cpu", "cuda", "auto")
-ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
+ENGINES = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 #: ``graph(**feeds) -> float32 array``: what every runtime's graph object is.
@@ -144,6 +144,28 @@ def open_graph(
     engine = runtime.engine
     if engine == "auto":
         engine = "onnxruntime" if device == "cpu" else "gpu-auto"
+    if engine == "openvino":
+        if device != "cpu":
+            raise GraphRuntimeError(
+                f"{name}: engine openvino runs on the CPU here; on cuda use torch or tensorrt"
+            )
+        from serving.openvino_engine import OPENVINO_PRECISIONS, OpenVinoGraph, openvino_available
+
+        if not openvino_available():
+            raise GraphRuntimeError(
+                f"{name}: engine openvino needs the openvino package (pip install openvino)"
+            )
+        if runtime.precision not in OPENVINO_PRECISIONS:
+            raise GraphRuntimeError(
+                f"{name}: engine openvino runs {' or '.join(OPENVINO_PRECISIONS)} on the CPU, "
+                f"not {runtime.precision}"
+            )
+        return OpenVinoGraph(
+            folder / onnx_file(name),
+            precision=runtime.precision,
+            intra_op_threads=runtime.intra_op_threads,
+            expected_inputs=expected_inputs,
+        )
     if engine == "onnxruntime":
         if device != "cpu":
             raise GraphRuntimeError(

@@ -36,7 +36,8 @@ class Recommendation:
 
 class InProcessRecommend:
     """The four served stages of one bundle or version folder, on one :class:`Runtime`
-    (``runtime.device`` also places the index: ``cuda`` searches on the GPU)."""
+    (``runtime.device`` also places the index: ``cuda`` searches on the GPU); or, with
+    :meth:`from_repository`, exactly as a written Triton repository configures them."""
 
     def __init__(self, folder: Path, runtime: Runtime | None = None, chunk_size: int = 16):
         folder = Path(folder)
@@ -50,6 +51,27 @@ class InProcessRecommend:
         self.reranker = Reranker.from_dir(
             folder, model_version=version, runtime=runtime, chunk_size=chunk_size
         )
+
+    @classmethod
+    def from_repository(cls, repository: Path) -> InProcessRecommend:
+        """The stages of a repository written by ``towerserve export``, each built from its
+        model's ``config.pbtxt`` parameters by the same code the ``model.py`` files run
+        (serving.stage_params): same graphs, runtimes, threads and settings as the server."""
+        from serving import stage_params
+
+        self = cls.__new__(cls)
+        folder, _ = stage_params.repository_params(repository, "tokenizer")
+        self.tokenizer = QueryTokenizer.from_dir(folder)
+        self.user_tower = stage_params.user_encoder(
+            *stage_params.repository_params(repository, "user_tower")
+        )
+        self.retriever = stage_params.retriever(
+            *stage_params.repository_params(repository, "retriever")
+        )
+        self.reranker = stage_params.reranker(
+            *stage_params.repository_params(repository, "reranker")
+        )
+        return self
 
     def __call__(
         self,

@@ -2,11 +2,13 @@
 
 Deadline rule. A request carries ``BUDGET_MS`` (milliseconds, measured from ``START_NS``, the
 wall-clock time the tokenizer received it, so time spent in earlier stages counts). Candidates
-are cross-scored in retrieval order, ``chunk_size`` at a time. Before each chunk the reranker
-predicts its cost from an exponential moving average (EMA) of the measured cost per candidate
-and starts it only if it fits the time left (minus ``reserve_ms`` kept for answering); it never
-starts a chunk predicted to overrun. So a request never waits past its budget because of the
-reranker, up to the error of the prediction on the one chunk that was started.
+are cross-scored in retrieval order, in whole chunks of ``chunk_size``. Before each call the
+reranker predicts the cost per candidate from an exponential moving average (EMA) of measured
+costs, and scores in one call as many whole chunks as fit the time left (minus ``reserve_ms``
+kept for answering), at most ``max_call`` candidates: as few calls as the budget allows, since
+each call has a fixed cost and bigger batches use the matrix units better. It never starts a
+call predicted to overrun. So a request never waits past its budget because of the reranker,
+up to the error of the prediction on the one call that was started.
 
 Answer order: cross-scored candidates by blended score (``bias + w . [rerank logit, retrieval
 score, popularity, lexical]``, ``blend.json``, the :class:`towers.bundle_contract.Blend` that
@@ -89,9 +91,10 @@ class RerankResult:
 class Reranker:
     """Cross-scores candidates within each request's budget and blends the signals.
 
-    ``score_fn`` scores a chunk of pairs (see :data:`ScoreFn`); ``chunk_size`` candidates are
-    scored per call; ``max_k`` is the largest ``K``; ``clock_ns`` the wall clock in ns (the same
-    clock as ``START_NS``); ``initial_cost_ms`` the per-candidate cost assumed before any
+    ``score_fn`` scores a batch of pairs (see :data:`ScoreFn`); candidates are scored in whole
+    chunks of ``chunk_size``, up to ``max_call`` per call (default: ``chunk_size``, one chunk a
+    call; module docstring); ``max_k`` is the largest ``K``; ``clock_ns`` the wall clock in ns
+    (the same clock as ``START_NS``); ``initial_cost_ms`` the per-candidate cost assumed before any
     measurement; ``ema_alpha`` the weight of a new measurement; ``reserve_ms`` the part of the
     budget kept for answering; ``tokenizer`` is needed only by :meth:`infer` and
     :meth:`context_tokens` (text in); ``lexical`` (rows as in ``items``) gives the blend's
@@ -108,6 +111,7 @@ class Reranker:
         score_fn: ScoreFn,
         *,
         chunk_size: int = 16,
+        max_call: int | None = None,
         max_k: int = 100,
         clock_ns: Callable[[], int] = time.time_ns,
         initial_cost_ms: float = 0.5,
@@ -127,6 +131,7 @@ class Reranker:
         self.blend = blend
         self.score_fn = score_fn
         self.chunk_size = chunk_size
+        self.max_call = max(chunk_size, max_call or chunk_size)
         self.max_k = max_k
         self.clock_ns = clock_ns
         self.ema_alpha = ema_alpha
@@ -149,6 +154,7 @@ class Reranker:
         *,
         model_version: str | None = None,
         chunk_size: int = 16,
+        max_call: int | None = None,
         max_k: int | None = None,
         intra_op_threads: int = 1,
         reserve_ms: float = 0.0,
@@ -174,6 +180,7 @@ class Reranker:
             Blend.from_json(folder / BLEND_FILE),
             score_fn,
             chunk_size=chunk_size,
+            max_call=max_call,
             max_k=max_k or manifest.max_k,
             reserve_ms=reserve_ms,
             tokenizer=QueryTokenizer.from_dir(folder),
@@ -187,9 +194,10 @@ class Reranker:
     # -- cost model --------------------------------------------------------------------------
 
     def calibrate(self, rounds: int = 3) -> float:
-        """Measure one full chunk of real items ``rounds`` times (the first also warms the
-        session up) and start the estimate, and its floor, from the fastest; returns ms."""
-        n = min(self.chunk_size, len(self.items.rows))
+        """Measure one full call (``max_call`` real items) ``rounds`` times (the first also
+        warms the session up) and start the estimate, and its floor, from the fastest; returns
+        ms per candidate."""
+        n = min(self.max_call, len(self.items.rows))
         if n == 0:
             return self.cost_ns / 1e6
         query = np.full(MAX_QUERY_TOKENS // 2, 2000, dtype=np.int64)
@@ -220,16 +228,23 @@ class Reranker:
 
     def score_within(self, context: np.ndarray, rows: np.ndarray, deadline_ns: int) -> np.ndarray:
         """Cross-encoder logits of the first ``n_scored`` of ``rows`` (retrieval order), float32
-        ``[n_scored]``: whole chunks, each started only when predicted to end by
-        ``deadline_ns - reserve_ms`` (all times wall-clock ns)."""
+        ``[n_scored]``: calls of whole chunks (the last may be short when the rows run out), each
+        started only when predicted to end by ``deadline_ns - reserve_ms`` (all times
+        wall-clock ns)."""
         logits: list[np.ndarray] = []
         done = 0
-        last_ns = 0.0  # per-candidate cost of this request's previous chunk
+        last_ns = 0.0  # per-candidate cost of this request's previous call
         while done < len(rows):
-            size = min(self.chunk_size, len(rows) - done)
             start = self.clock_ns()
-            if start + max(self.cost_ns, last_ns) * size > deadline_ns - self.reserve_ns:
-                if done == 0 and deadline_ns - self.reserve_ns > start:
+            per_ns = max(self.cost_ns, last_ns)
+            left_ns = deadline_ns - self.reserve_ns - start
+            fit = int(left_ns // per_ns) if left_ns > 0 else 0
+            remaining = len(rows) - done
+            size = min(remaining, self.max_call, fit - fit % self.chunk_size)
+            if fit >= remaining and remaining <= self.max_call:
+                size = remaining
+            if size < 1:
+                if done == 0 and left_ns > 0:
                     self._starved()
                 break
             logits.append(self._score_rows(context, rows[done : done + size]))

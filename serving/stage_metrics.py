@@ -1,10 +1,10 @@
 """Custom Triton metrics of the stages (Python backend ``pb_utils.MetricFamily``).
 
 ``towerserve_stage_backend{model, backend}`` is a gauge set to 1 for what runs each stage
-(``onnxruntime-cpu``, ``torch-cuda-fp16``, ``tensorrt``, ``faiss-cpu``, ``faiss-gpu``,
-``torch-exact`` ...), so a scrape of the metrics port says whether a GPU server really serves
-from its GPU. Where the backend has no custom-metric support (older Triton), nothing is
-reported and the choice is only in the log.
+(``onnxruntime-cpu``, ``openvino-cpu-bf16``, ``torch-cuda-fp16``, ``tensorrt``, ``faiss-cpu``,
+``faiss-gpu``, ``torch-exact`` ...), so a scrape of the metrics port says whether a GPU server
+really serves from its GPU. Where the backend has no custom-metric support (older Triton),
+nothing is reported and the choice is only in the log.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def graph_backend(graph: object) -> str:
         device = getattr(graph, "device", "cuda")
         kind = getattr(device, "type", str(device))
         return f"torch-{kind}-{getattr(graph, 'precision', '?')}"
+    if name == "OpenVinoGraph":
+        return f"openvino-cpu-{getattr(graph, 'precision', '?')}"
     if name == "TensorRTGraph":
         return "tensorrt"
     return name

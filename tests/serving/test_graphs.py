@@ -15,6 +15,7 @@ from serving.graphs import (
 )
 from serving.item_tower import ITEM_TOWER_INPUTS, ItemEncoder
 from serving.onnx_session import OnnxModel
+from serving.openvino_engine import OpenVinoGraph
 from serving.pipeline import InProcessRecommend
 from serving.reranker import RERANKER_INPUTS
 from serving.stage_metrics import graph_backend
@@ -79,8 +80,9 @@ def test_torch_program_refuses_other_inputs(untrained_bundle):
         TorchGraph(untrained_bundle / "item_tower.pt2", device="cpu", expected_inputs=("x",))
 
 
-@pytest.mark.parametrize("name", ["item_tower", "user_tower", "reranker"])
-def test_torch_program_matches_onnx_runtime_fp32(untrained_bundle, name):
+def graph_feeds(name: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+    """The input names of graph ``name`` and a small batch with padding, history and a row
+    without a query."""
     inputs = {"item_tower": ITEM_TOWER_INPUTS, "user_tower": USER_TOWER_INPUTS}.get(
         name, RERANKER_INPUTS
     )
@@ -96,12 +98,54 @@ def test_torch_program_matches_onnx_runtime_fp32(untrained_bundle, name):
         feeds["history_vectors"] = hist / np.linalg.norm(hist, axis=-1, keepdims=True)
         feeds["history_weights"] = np.full((3, 4), 0.25, np.float32)
         feeds["has_query"] = np.array([[1.0], [1.0], [0.0]], np.float32)
+    return inputs, feeds
+
+
+@pytest.mark.parametrize("name", ["item_tower", "user_tower", "reranker"])
+def test_torch_program_matches_onnx_runtime_fp32(untrained_bundle, name):
+    inputs, feeds = graph_feeds(name)
     onnx = open_graph(untrained_bundle, name, Runtime(), expected_inputs=inputs)
     torch_fp32 = open_graph(
         untrained_bundle, name, Runtime(engine="torch", precision="fp32"), expected_inputs=inputs
     )
     assert graph_backend(torch_fp32) == "torch-cpu-fp32"
     np.testing.assert_allclose(torch_fp32(**feeds), onnx(**feeds), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["item_tower", "user_tower", "reranker"])
+def test_openvino_matches_onnx_runtime(untrained_bundle, name):
+    inputs, feeds = graph_feeds(name)
+    onnx = open_graph(untrained_bundle, name, Runtime(), expected_inputs=inputs)(**feeds)
+    fp32 = open_graph(
+        untrained_bundle, name, Runtime(engine="openvino", precision="fp32"), expected_inputs=inputs
+    )
+    assert isinstance(fp32, OpenVinoGraph) and graph_backend(fp32) == "openvino-cpu-fp32"
+    np.testing.assert_allclose(fp32(**feeds), onnx, atol=1e-4)
+    bf16 = open_graph(
+        untrained_bundle, name, Runtime(engine="openvino", precision="bf16"), expected_inputs=inputs
+    )
+    got = bf16(**feeds)
+    assert got.dtype == np.float32 and got.shape == onnx.shape
+    np.testing.assert_allclose(got, onnx, atol=0.05 * max(1.0, float(np.abs(onnx).max())))
+
+
+def test_openvino_refuses_what_it_cannot_run(untrained_bundle):
+    with pytest.raises(GraphRuntimeError, match="runs bf16 or fp32 on the CPU, not fp16"):
+        open_graph(
+            untrained_bundle,
+            "reranker",
+            Runtime(engine="openvino", precision="fp16"),
+            expected_inputs=RERANKER_INPUTS,
+        )
+    with pytest.raises(GraphRuntimeError, match="engine openvino runs on the CPU"):
+        open_graph(
+            untrained_bundle,
+            "reranker",
+            Runtime(device="cuda", engine="openvino", precision="bf16"),
+            expected_inputs=RERANKER_INPUTS,
+        )
+    with pytest.raises(ValueError, match="expected"):
+        OpenVinoGraph(untrained_bundle / "item_tower.onnx", expected_inputs=("x",))
 
 
 def test_item_encoder_bf16_stays_close_to_fp32(untrained_bundle):

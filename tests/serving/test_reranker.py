@@ -115,6 +115,26 @@ def test_deadline_stops_before_the_budget_and_keeps_retrieval_order_below() -> N
     np.testing.assert_array_equal(res.scores[8:], ret[8:])  # unscored: retrieval score
 
 
+def test_max_call_scores_as_many_whole_chunks_as_fit_in_one_call() -> None:
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, max_call=16)
+    cand, ret = candidates(20)
+    start = clock()
+    res = reranker.rerank(np.array([7]), cand, ret, k=20, budget_ms=10, start_ns=start)
+    # 10 candidates' time: two whole chunks in one call, not a third chunk that would overrun.
+    assert scorer.calls == [8]
+    assert res.n_scored == 8 and clock() - start <= 10 * MS
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, max_call=16)
+    res = reranker.rerank(np.array([7]), cand, ret, k=20, budget_ms=100, start_ns=clock())
+    assert scorer.calls == [16, 4] and res.n_scored == 20 and not res.degraded  # capped calls
+
+
+def test_max_call_takes_a_short_tail_in_the_same_call() -> None:
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, max_call=32)
+    cand, ret = candidates(18)
+    res = reranker.rerank(np.array([7]), cand, ret, k=18, budget_ms=19, start_ns=clock())
+    assert scorer.calls == [18] and res.n_scored == 18
+
+
 def test_time_spent_in_earlier_stages_counts() -> None:
     reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4)
     cand, ret = candidates(20)

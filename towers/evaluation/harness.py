@@ -12,6 +12,8 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -20,9 +22,9 @@ from pydantic import BaseModel, Field
 
 from towers.evaluation.distillation import distillation_section
 from towers.evaluation.drift import drift_section
-from towers.evaluation.recommend import next_item_task, run_systems
+from towers.evaluation.recommend import RecSystem, next_item_task, run_systems
 from towers.evaluation.report import write_report
-from towers.evaluation.search import SearchTask, run_search
+from towers.evaluation.search import SearchSystem, SearchTask, run_search
 from towers.evaluation.systems import (
     RECOMMENDATION_SYSTEMS,
     SEARCH_SYSTEMS,
@@ -56,8 +58,20 @@ class EvalConfig(BaseModel):
     seed: int = 7
 
 
-def run_eval(cfg: EvalConfig) -> dict[str, object]:
-    """Run the configured sections, write ``cfg.out_dir/report.md`` and return the results."""
+@dataclass
+class ExtraSystems:
+    """Systems built outside ``towers`` (the served path, client/served_eval.py), evaluated
+    beside the built-in ones in the search and recommendation sections."""
+
+    search: Mapping[str, SearchSystem] = field(default_factory=dict)
+    recommendation: Mapping[str, RecSystem] = field(default_factory=dict)
+
+
+def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, object]:
+    """Run the configured sections, write ``cfg.out_dir/report.md`` and return the results.
+    ``extra`` systems join the search and recommendation sections (all of them, whatever
+    ``cfg.systems`` says)."""
+    extra = extra or ExtraSystems()
     started = time.perf_counter()
     m = load(cfg.artifacts, cfg.data_dir)
     data_dir = cfg.data_dir or Path(m.report["data_dir"])
@@ -71,14 +85,14 @@ def run_eval(cfg: EvalConfig) -> dict[str, object]:
             names = _pick(cfg.systems, SEARCH_SYSTEMS)
             if m.reranker is None:
                 names = tuple(n for n in names if n != "student_faiss_rerank")
-            res, _ = run_search(task, search_systems(m, names))
+            res, _ = run_search(task, {**search_systems(m, names), **extra.search})
             results["search"] = {"n_queries": len(task.texts), "systems": res}
     if "recommendation" in cfg.sections:
         why = _no_holdout(m)
         if why:
             skipped["recommendation"] = why
         else:
-            results["recommendation"] = _recommendation(m, cfg)
+            results["recommendation"] = _recommendation(m, cfg, extra.recommendation)
     if "distillation" in cfg.sections:
         if task is None:
             skipped["distillation"] = "no judged test-split queries to measure quality on"
@@ -136,13 +150,16 @@ def _no_holdout(m: Loaded) -> str:
     return ""
 
 
-def _recommendation(m: Loaded, cfg: EvalConfig) -> dict[str, object]:
+def _recommendation(
+    m: Loaded, cfg: EvalConfig, extra: Mapping[str, RecSystem] | None = None
+) -> dict[str, object]:
     """Next items in the whole held-out range ``[cut, end)`` for each system."""
     assert m.cut_ts is not None
     _, end = events_range(m.ds.events)
     task = next_item_task(m.ds.events, m.cut_ts, end, max_users=cfg.max_users, seed=cfg.seed)
     names = _pick(cfg.systems, RECOMMENDATION_SYSTEMS)
-    res = run_systems(task, recommendation_systems(m, names), len(m.item_ids))
+    systems = {**recommendation_systems(m, names), **(extra or {})}
+    res = run_systems(task, systems, len(m.item_ids))
     return {"n_users": len(task), "cut_ts": m.cut_ts, "window_s": end - m.cut_ts, "systems": res}
 
 
@@ -192,6 +209,15 @@ def checks(results: dict[str, object]) -> list[dict[str, object]]:
             if base in search:
                 diff = search["student_faiss_rerank"]["ndcg@10"] - search[base]["ndcg@10"]
                 add(f"rerank beats {base} NDCG@10", diff, 0.0, diff > 0, f"rerank - {base}")
+    if "served" in search and "served_rerank" in search:
+        gain = search["served_rerank"]["ndcg@10"] - search["served"]["ndcg@10"]
+        add(
+            "served rerank NDCG@10 gain",
+            gain,
+            0.04,
+            gain >= 0.04,
+            "served path in its budget - served retrieval only (same repository)",
+        )
     distil = results.get("distillation", {})
     for row in distil.get("rows", []) if isinstance(distil, dict) else []:
         if row["name"] == distil.get("chosen"):

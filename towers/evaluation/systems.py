@@ -262,7 +262,10 @@ class BlendScorer:
         self.reranker = m.reranker
         self.row_of = m.row_of
         self.tokens = item_token_lists(m.tok, m.texts)
-        self.popularity = item_popularity(m.ds.events, m.item_ids)
+        # as exported (export/bundle.py): events before the training cut only
+        cut = m.cut_ts
+        seen = m.ds.events if cut is None else m.ds.events[m.ds.events["ts"] < cut]
+        self.popularity = item_popularity(seen, m.item_ids)
         # the served reranker reads a lexical index when the bundle has one; a weight of 0
         # (legacy blends) makes the feature irrelevant, so it is not built then
         self.lexical = LexicalIndex.build(m.texts) if m.blend.uses_lexical else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
+from serving import stage_params
 from serving.backend import (
-    int_parameter,
     log_to_triton,
     model_config,
     output_dtypes,
@@ -16,8 +16,6 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
-from serving.graphs import runtime_from_params
-from serving.item_tower import ItemEncoder
 from serving.stage_metrics import report_backend
 
 
@@ -27,11 +25,8 @@ class TritonPythonModel:
         config = model_config(args)
         params = parameters(config)
         self.dtypes = output_dtypes(config)
-        self.stage = ItemEncoder.from_dir(
-            version_dir(args),
-            model_version=params.get("model_version"),
-            runtime=runtime_from_params(params, int_parameter(params, "intra_op_threads", 1)),
-            batch_size=max(1, int(config.get("max_batch_size", 64))),
+        self.stage = stage_params.item_encoder(
+            version_dir(args), params, batch_size=max(1, int(config.get("max_batch_size", 64)))
         )
         self.backend_metric = report_backend(pb_utils, "item_tower", self.stage.backend)
         warm_up(self.stage, model="item_tower")

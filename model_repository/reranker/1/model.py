@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
+from serving import stage_params
 from serving.backend import (
-    float_parameter,
-    int_parameter,
     log_to_triton,
     model_config,
     output_dtypes,
@@ -16,8 +15,6 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
-from serving.graphs import runtime_from_params
-from serving.reranker import Reranker
 from serving.stage_metrics import report_backend
 
 
@@ -27,14 +24,7 @@ class TritonPythonModel:
         config = model_config(args)
         params = parameters(config)
         self.dtypes = output_dtypes(config)
-        self.stage = Reranker.from_dir(
-            version_dir(args),
-            model_version=params.get("model_version"),
-            chunk_size=int_parameter(params, "chunk_size", 16),
-            max_k=int_parameter(params, "max_k", 0, low=0) or None,
-            runtime=runtime_from_params(params, int_parameter(params, "intra_op_threads", 1)),
-            reserve_ms=float_parameter(params, "reserve_ms", 1.0),
-        )
+        self.stage = stage_params.reranker(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "reranker", self.stage.backend)
         warm_up(self.stage, model="reranker")
 

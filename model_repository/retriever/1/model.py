@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
+from serving import stage_params
 from serving.backend import (
-    int_parameter,
     log_to_triton,
     model_config,
     output_dtypes,
@@ -15,7 +15,6 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
-from serving.retriever import Retriever
 from serving.stage_metrics import report_backend
 
 
@@ -26,15 +25,7 @@ class TritonPythonModel:
         params = parameters(config)
         self.dtypes = output_dtypes(config)
         # Raises (the model does not load) for an index of another model version.
-        self.stage = Retriever.from_dir(
-            version_dir(args),
-            model_version=params.get("model_version", ""),
-            max_k=int_parameter(params, "max_k", 0, low=0) or None,
-            n_candidates=int_parameter(params, "n_candidates", 0, low=0) or None,
-            omp_threads=int_parameter(params, "omp_threads", 1),
-            device=params.get("device", "cpu"),
-            device_dtype=params.get("index_precision", "fp32"),
-        )
+        self.stage = stage_params.retriever(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "retriever", self.stage.backend)
         warm_up(self.stage, model="retriever")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
+from serving import stage_params
 from serving.backend import (
-    int_parameter,
     log_to_triton,
     model_config,
     output_dtypes,
@@ -15,9 +15,7 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
-from serving.graphs import runtime_from_params
 from serving.stage_metrics import report_backend
-from serving.user_tower import UserEncoder
 
 
 class TritonPythonModel:
@@ -26,11 +24,7 @@ class TritonPythonModel:
         config = model_config(args)
         params = parameters(config)
         self.dtypes = output_dtypes(config)
-        self.stage = UserEncoder.from_dir(
-            version_dir(args),
-            model_version=params.get("model_version"),
-            runtime=runtime_from_params(params, int_parameter(params, "intra_op_threads", 1)),
-        )
+        self.stage = stage_params.user_encoder(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "user_tower", self.stage.backend)
         warm_up(self.stage, model="user_tower")
 

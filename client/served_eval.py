@@ -1,0 +1,86 @@
+"""Evaluation systems that are the served path: the stages a written Triton repository runs.
+
+``towerserve eval --repository R`` adds these beside the training-side systems
+(``student_faiss`` and ``student_faiss_rerank`` run the trained PyTorch towers in process:
+the model as trained, not what the server runs). They build
+:class:`serving.pipeline.InProcessRecommend` from ``R``'s ``config.pbtxt`` parameters with the
+code the ``model.py`` files run (serving.stage_params): the exported graphs in the runtime and
+precision the repository serves (OpenVINO bf16 on the CPU by default), the FAISS index with
+its search parameters, the prior, the reranker's budget rule and blend. A test checks that the
+real server's top 10 equals this path's.
+
+* ``served``: budget 0 (retrieval only: tokenizer, user tower, retriever; the reranker passes
+  candidates through in retrieval order);
+* ``served_rerank``: the same requests with ``budget_ms`` (default 25 ms), so the cross-encoder
+  scores as many candidates as fit, one request at a time on this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from serving.pipeline import InProcessRecommend
+from towers.evaluation.recommend import RecSystem
+from towers.evaluation.search import SearchSystem
+from towers.next_item import NextItemTask
+
+__all__ = ["SERVED_SYSTEMS", "served_recommendation_systems", "served_search_systems"]
+
+#: Names of the served systems (module docstring).
+SERVED_SYSTEMS = ("served", "served_rerank")
+
+
+def _budgets(budget_ms: float) -> dict[str, float]:
+    return {"served": 0.0, "served_rerank": float(budget_ms)}
+
+
+def served_search_systems(
+    recommend: InProcessRecommend, budget_ms: float = 25.0
+) -> dict[str, SearchSystem]:
+    """Search systems: the query alone (no user, no history), ``k`` capped at the served
+    ``max_k`` (deeper cut-offs count only what the server can return)."""
+    max_k = recommend.reranker.max_k
+    systems: dict[str, SearchSystem] = {}
+    for name, budget in _budgets(budget_ms).items():
+
+        def search(query: str, k: int, budget: float = budget) -> list[int]:
+            out = recommend(query, k=min(k, max_k), budget_ms=budget)
+            return [int(i) for i in out.item_ids]
+
+        systems[name] = search
+    return systems
+
+
+def served_recommendation_systems(
+    recommend: InProcessRecommend, budget_ms: float = 25.0
+) -> dict[str, RecSystem]:
+    """Next-item systems: an empty query with the user's history before the window (ids and
+    times, as a frontend sends them), ``k`` plus the history asked for (capped at the served
+    ``max_k``) and the history removed from the answer, as the other systems do."""
+    max_k = recommend.reranker.max_k
+    systems: dict[str, RecSystem] = {}
+    for name, budget in _budgets(budget_ms).items():
+
+        def rec(task: NextItemTask, k: int, budget: float = budget) -> list[list[int]]:
+            ranked = []
+            for hist, ts in zip(task.hist_ids, task.hist_ts, strict=True):
+                seen = set(map(int, hist))
+                out = recommend(
+                    "",
+                    history_ids=np.asarray(hist, np.int64),
+                    history_ts=np.asarray(ts, np.int64),
+                    k=min(max_k, k + len(seen)),
+                    budget_ms=budget,
+                )
+                ranked.append([int(i) for i in out.item_ids if int(i) not in seen][:k])
+            return ranked
+
+        systems[name] = rec
+    return systems
+
+
+def load_served(repository: Path) -> InProcessRecommend:
+    """The served path of ``repository`` (serving.pipeline.InProcessRecommend)."""
+    return InProcessRecommend.from_repository(Path(repository))
