@@ -56,6 +56,7 @@ from towers.bundle_contract import (
     USER_HISTORY_FILE,
     BundleError,
     Manifest,
+    int8_files,
     load_manifest,
     onnx_data_file,
     onnx_file,
@@ -124,7 +125,12 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
     "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE),
-    "reranker": (*LEXICAL_FILES, torch_program_file("reranker"), tensorrt_file("reranker")),
+    "reranker": (
+        *LEXICAL_FILES,
+        torch_program_file("reranker"),
+        tensorrt_file("reranker"),
+        *int8_files("reranker"),
+    ),
     "user_tower": (torch_program_file("user_tower"), tensorrt_file("user_tower")),
     "item_tower": (torch_program_file("item_tower"), tensorrt_file("item_tower")),
 }
@@ -213,6 +219,8 @@ def _render(
         if settings.device == "cpu":
             values["engine"] = settings.cpu_engine
             values["precision"] = settings.cpu_precision
+            if model == "reranker" and settings.rerank_precision:
+                values["precision"] = settings.rerank_precision
     if model in ("retriever", "reranker"):
         values["max_k"] = settings.max_k
     if model == "retriever":
@@ -307,6 +315,7 @@ def write_repository(
     cpu_precision: str = "bf16",
     rerank_threads: int = 2,
     rerank_max_call: int = 64,
+    rerank_precision: str = "",
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -338,7 +347,15 @@ def write_repository(
         cpu_precision=cpu_precision,
         rerank_threads=rerank_threads,
         rerank_max_call=rerank_max_call,
+        rerank_precision=rerank_precision,
     )
+    if settings.device == "cpu" and settings.rerank_precision == "int8":
+        absent = [n for n in int8_files("reranker") if not (bundle / n).is_file()]
+        if absent:
+            raise RepositoryError(
+                f"rerank_precision int8 needs {', '.join(absent)} in {bundle}: export with "
+                "`towerserve export --rerank-precision int8` (quantizes the reranker)"
+            )
     missing = [n for n in GPU_GRAPH_FILES if not (bundle / n).is_file()]
     if settings.device == "cuda" and missing:
         raise RepositoryError(

@@ -31,6 +31,8 @@ class RepositorySettings:
     its precision (``bf16`` or ``fp32``; onnxruntime is always fp32; OpenVINO computes bf16 on
     CPUs with AVX512-BF16 or AMX and falls back to fp32 elsewhere); ``rerank_threads``: CPU
     threads of the cross-encoder (the other graphs take ``intra_op_threads``);
+    ``rerank_precision``: the cross-encoder's precision when it differs from ``cpu_precision``
+    (``int8``: its quantized OpenVINO IR, which the bundle must hold; "" = ``cpu_precision``);
     ``rerank_max_call``: most candidates the cross-encoder scores in one call (whole chunks of
     ``chunk_size``, as many as the budget allows; serving/reranker.py).
     """
@@ -49,6 +51,7 @@ class RepositorySettings:
     cpu_precision: str = "bf16"
     rerank_threads: int = 2
     rerank_max_call: int = 64
+    rerank_precision: str = ""
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -61,6 +64,14 @@ class RepositorySettings:
             )
         if self.cpu_precision not in ("bf16", "fp32"):
             raise RepositoryError(f"cpu_precision must be bf16 or fp32, got {self.cpu_precision!r}")
+        if self.rerank_precision not in ("", "bf16", "fp32", "int8"):
+            raise RepositoryError(
+                f"rerank_precision must be bf16, fp32 or int8, got {self.rerank_precision!r}"
+            )
+        if self.rerank_precision == "int8" and self.cpu_engine != "openvino":
+            raise RepositoryError("rerank_precision int8 needs cpu_engine openvino")
+        if self.cpu_engine == "onnxruntime" and self.rerank_precision == "bf16":
+            raise RepositoryError("cpu_engine onnxruntime runs fp32 only: rerank_precision bf16")
         if self.cpu_engine == "onnxruntime" and self.cpu_precision != "fp32":
             raise RepositoryError(
                 "cpu_engine onnxruntime runs fp32 only: use cpu_precision fp32, or cpu_engine "

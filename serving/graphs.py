@@ -4,17 +4,21 @@ Every graph is exported once as ONNX (``<graph>.onnx``, the portable form) and, 
 serving, as a ``torch.export`` program (``<graph>.pt2``) and optionally a TensorRT engine
 (``<graph>.plan``). :func:`open_graph` opens one of them for a :class:`Runtime`:
 
-* ``device="cpu"``: ONNX Runtime on the CPU (``serving.onnx_session``), fp32. The default,
-  and the only runtime the serving process needs no torch for.
+* ``device="cpu"``: ONNX Runtime on the CPU (``serving.onnx_session``), fp32: the default
+  of :class:`Runtime`. The served repository's default on the CPU is ``engine="openvino"``
+  (``serving.openvino_engine``: the same ONNX graph compiled by OpenVINO in ``bf16``,
+  ``fp32``, or for the reranker ``int8`` from its quantized IR), measured fastest here
+  (README, "Fast path"). Neither needs torch in the serving process.
 * ``device="cuda"``: the TensorRT engine when ``<graph>.plan`` exists and the ``tensorrt``
   package imports (``serving.tensorrt_engine``), else the ``torch.export`` program on the GPU
   in ``precision`` (fp16 by default, bf16 or fp32; ``serving.torch_engine``).
 * ``device="auto"``: ``cuda`` when torch sees a CUDA device and ``<graph>.pt2`` exists, else
   ``cpu``.
 
-``engine`` overrides the choice of runtime on a device: ``onnxruntime`` (CPU only), ``torch``
-(the ``.pt2`` program on either device: on the CPU in bf16 it uses AMX where the CPU has it) or
-``tensorrt`` (GPU only); ``auto`` (the default) picks as above.
+``engine`` overrides the choice of runtime on a device: ``onnxruntime`` (CPU only),
+``openvino`` (CPU only), ``torch`` (the ``.pt2`` program on either device: on the CPU in bf16
+it uses AMX where the CPU has it) or ``tensorrt`` (GPU only); ``auto`` (the default) picks as
+above.
 
 A runtime that cannot be had (no GPU, no ``.pt2`` file, an unknown precision) is refused with
 an error that says what is missing and how to get it; nothing falls back silently except
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from towers.bundle_contract import onnx_file, tensorrt_file, torch_program_file
+from towers.bundle_contract import int8_files, onnx_file, tensorrt_file, torch_program_file
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ __all__ = [
 
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 #: ``graph(**feeds) -> float32 array``: what every runtime's graph object is.
 Graph = Callable[..., np.ndarray]
@@ -63,8 +67,9 @@ class GraphRuntimeError(RuntimeError):
 class Runtime:
     """Where and how a stage runs its graph.
 
-    ``device``: ``cpu``, ``cuda`` or ``auto`` (module docstring); ``precision``: the GPU
-    compute precision (``fp16``, ``bf16`` or ``fp32``; the CPU runtime is always fp32);
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (module docstring); ``precision``: the compute
+    precision (GPU: ``fp16``, ``bf16`` or ``fp32``; OpenVINO on the CPU: ``bf16``, ``fp32`` or
+    ``int8``; ONNX Runtime is always fp32);
     ``intra_op_threads``: CPU threads per ONNX Runtime session (>= 1); ``cuda_graphs``:
     replay captured CUDA graphs for repeated input shapes (torch runtime on cuda only; on by
     default: on an H200 it took the reranker's 100 candidates from 2.6 to 1.1 ms, README);
@@ -157,16 +162,26 @@ def open_graph(
             )
         if runtime.precision not in OPENVINO_PRECISIONS:
             raise GraphRuntimeError(
-                f"{name}: engine openvino runs {' or '.join(OPENVINO_PRECISIONS)} on the CPU, "
+                f"{name}: engine openvino runs {', '.join(OPENVINO_PRECISIONS)} on the CPU, "
                 f"not {runtime.precision}"
             )
+        path = folder / onnx_file(name)
+        if runtime.precision == "int8":
+            path = folder / int8_files(name)[0]
+            if not path.is_file():
+                raise GraphRuntimeError(
+                    f"{name}: precision int8 needs {path}: export with `towerserve export "
+                    "--rerank-precision int8` (the reranker only)"
+                )
         return OpenVinoGraph(
-            folder / onnx_file(name),
+            path,
             precision=runtime.precision,
             intra_op_threads=runtime.intra_op_threads,
             expected_inputs=expected_inputs,
         )
     if engine == "onnxruntime":
+        if runtime.precision == "int8":
+            raise GraphRuntimeError(f"{name}: precision int8 runs on engine openvino only")
         if device != "cpu":
             raise GraphRuntimeError(
                 f"{name}: engine onnxruntime runs on the CPU only here; on cuda use torch or "
@@ -179,6 +194,8 @@ def open_graph(
             intra_op_threads=runtime.intra_op_threads,
             expected_inputs=expected_inputs,
         )
+    if runtime.precision == "int8":
+        raise GraphRuntimeError(f"{name}: precision int8 runs on engine openvino (CPU) only")
     if device == "cuda" and not cuda_available():
         raise GraphRuntimeError(
             f"{name}: device 'cuda' needs torch with a CUDA device, and none is visible here "

@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OPENVINO_PRECISIONS", "OpenVinoGraph", "cpu_has_bf16", "openvino_available"]
 
-#: Precision names (serving.graphs) -> OpenVINO's ``INFERENCE_PRECISION_HINT``.
-OPENVINO_PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
+#: Precision names (serving.graphs) -> OpenVINO's ``INFERENCE_PRECISION_HINT``. ``int8`` is
+#: a quantized graph (``<graph>.int8.xml``, client/int8_export.py) whose matrix
+#: multiplications run in int8 and the rest in bf16.
+OPENVINO_PRECISIONS = {"bf16": "bf16", "fp32": "f32", "int8": "bf16"}
 
 
 def openvino_available() -> bool:
@@ -53,7 +55,8 @@ def cpu_has_bf16() -> bool:
 class OpenVinoGraph:
     """One compiled graph with a single output; call it with its inputs by name.
 
-    ``path``: the ``.onnx`` file; ``precision``: ``bf16`` or ``fp32``; ``intra_op_threads``:
+    ``path``: the ``.onnx`` file (or, for ``int8``, the quantized ``.int8.xml`` IR);
+    ``precision``: ``bf16``, ``fp32`` or ``int8``; ``intra_op_threads``:
     inference threads (>= 1); ``expected_inputs``: the input names the caller will feed (a
     graph with other inputs is refused at load, naming both lists). Not thread-safe: one
     infer request is reused, as one Triton model instance runs one request at a time.
@@ -71,10 +74,10 @@ class OpenVinoGraph:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX graph {path} is missing")
+            raise FileNotFoundError(f"graph {path} is missing")
         if precision not in OPENVINO_PRECISIONS:
             raise ValueError(
-                f"OpenVINO on the CPU runs {' or '.join(OPENVINO_PRECISIONS)}, got {precision!r}"
+                f"OpenVINO on the CPU runs {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}"
             )
         if intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")

@@ -47,6 +47,7 @@ def stack(tmp_path_factory, tiny_model):
                 "data": load_dataset(tiny_model["data"]),
                 "manifest": manifest,
                 "bundle": bundle,
+                "repository": work / "repository",
                 "url": f"127.0.0.1:{grpc_port}",
             }
     finally:
@@ -90,6 +91,41 @@ def test_budget_zero_degrades_to_retrieval_order(stack) -> None:
     assert rec.n_scored == 0 and rec.degraded
     full = stack["client"].recommend("blue jeans", k=10, budget_ms=5000)
     assert full.n_scored > 0 and not full.degraded
+
+
+def test_server_answers_as_the_in_process_served_path(stack) -> None:
+    """The real server's top 10 at budget 0 equals InProcessRecommend.from_repository's (the
+    served path `towerserve eval --repository` measures) for 50 requests: held-out queries,
+    then users' histories with an empty query."""
+    from serving.pipeline import InProcessRecommend
+
+    served = InProcessRecommend.from_repository(stack["repository"])
+    data = stack["data"]
+    test = data.queries[data.queries["split"] == "test"]
+    queries = test["query_text"].drop_duplicates().head(25).tolist()
+    events = data.events.sort_values("ts")
+    users = events["user_id"].drop_duplicates().head(25).tolist()
+    requests: list[dict] = [{"query": q} for q in queries]
+    for user in users:
+        recent = events[events["user_id"] == user].tail(5)
+        requests.append(
+            {
+                "query": "",
+                "history": recent["item_id"].tolist(),
+                "history_ts": recent["ts"].tolist(),
+            }
+        )
+    assert len(requests) == 50
+    for req in requests:
+        remote = stack["client"].recommend(k=10, budget_ms=0, **req)
+        local = served(
+            req["query"],
+            history_ids=np.asarray(req.get("history", []), np.int64),
+            history_ts=np.asarray(req.get("history_ts", []), np.int64),
+            k=10,
+            budget_ms=0,
+        )
+        assert list(remote.item_ids) == [int(i) for i in local.item_ids], req
 
 
 @pytest.mark.parametrize(

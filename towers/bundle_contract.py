@@ -52,6 +52,7 @@ __all__ = [
     "LEXICAL_FILES",
     "MANIFEST_FILE",
     "ONNX_GRAPHS",
+    "int8_files",
     "tensorrt_file",
     "torch_program_file",
     "POPULARITY_FILE",
@@ -166,6 +167,14 @@ def tensorrt_file(graph: str) -> str:
     if graph not in ONNX_GRAPHS:
         raise ValueError(f"unknown graph {graph!r}: allowed {ONNX_GRAPHS}")
     return f"{graph}.plan"
+
+
+def int8_files(graph: str) -> tuple[str, str]:
+    """File names (``.xml`` graph, ``.bin`` weights) of the int8 OpenVINO form of ``graph``
+    (CPU serving; optional; client/int8_export.py)."""
+    if graph not in ONNX_GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}: allowed {ONNX_GRAPHS}")
+    return f"{graph}.int8.xml", f"{graph}.int8.bin"
 
 
 def onnx_data_file(onnx_name: str) -> str:

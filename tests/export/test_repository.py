@@ -200,6 +200,39 @@ def test_empty_target_folder_is_fine(tmp_path: Path) -> None:
     assert is_repository(tmp_path / "repo")
 
 
+def test_cpu_runtime_settings_reach_the_graph_models(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    repo = write_repository(bundle, tmp_path / "repo", rerank_threads=2, rerank_max_call=48)
+    for model in ("user_tower", "reranker", "item_tower"):
+        params = {
+            k: v["string_value"] for k, v in _params(parse(repo / model / "config.pbtxt")).items()
+        }
+        assert (params["engine"], params["precision"]) == ("openvino", "bf16"), model
+        assert params["intra_op_threads"] == ("2" if model == "reranker" else "1")
+    assert _params(parse(repo / "reranker" / "config.pbtxt"))["max_call"]["string_value"] == "48"
+    assert "engine" not in _params(parse(repo / "retriever" / "config.pbtxt"))
+    repo = write_repository(
+        bundle, tmp_path / "repo", cpu_engine="onnxruntime", cpu_precision="fp32"
+    )
+    params = _params(parse(repo / "reranker" / "config.pbtxt"))
+    assert params["engine"]["string_value"] == "onnxruntime"
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"cpu_engine": "tvm"}, "cpu_engine must be openvino or onnxruntime"),
+        ({"cpu_precision": "fp16"}, "cpu_precision must be bf16 or fp32"),
+        ({"cpu_engine": "onnxruntime", "cpu_precision": "bf16"}, "runs fp32 only"),
+        ({"rerank_threads": 0}, "rerank_threads must be >= 1"),
+        ({"rerank_max_call": 0}, "rerank_max_call must be >= 1"),
+    ],
+)
+def test_bad_cpu_runtime_settings(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(RepositoryError, match=message):
+        write_repository(make_bundle(tmp_path / "bundle"), tmp_path / "repo", **kwargs)
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"chunk_size": 0}, {"item_batch": 0}, {"max_k": 0}, {"n_candidates": 0}]
 )

@@ -3,6 +3,8 @@ and the torch program against ONNX Runtime on a real (untrained) bundle."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from serving.reranker import RERANKER_INPUTS
 from serving.stage_metrics import graph_backend
 from serving.torch_engine import TorchGraph, bucket_shape
 from serving.user_tower import USER_TOWER_INPUTS
+from towers.bundle_contract import load_manifest
 
 TEXTS = ["red cotton shirt", "waterproof hiking jacket with a hood", "kettle", "a b c d e f g"]
 
@@ -130,7 +133,7 @@ def test_openvino_matches_onnx_runtime(untrained_bundle, name):
 
 
 def test_openvino_refuses_what_it_cannot_run(untrained_bundle):
-    with pytest.raises(GraphRuntimeError, match="runs bf16 or fp32 on the CPU, not fp16"):
+    with pytest.raises(GraphRuntimeError, match="runs bf16, fp32, int8 on the CPU, not fp16"):
         open_graph(
             untrained_bundle,
             "reranker",
@@ -146,6 +149,36 @@ def test_openvino_refuses_what_it_cannot_run(untrained_bundle):
         )
     with pytest.raises(ValueError, match="expected"):
         OpenVinoGraph(untrained_bundle / "item_tower.onnx", expected_inputs=("x",))
+
+
+def test_int8_reranker_ranks_like_fp32(untrained_bundle, tmp_path):
+    from client.int8_export import add_int8_reranker, calibration_pairs
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(untrained_bundle, bundle)
+    with pytest.raises(GraphRuntimeError, match="--rerank-precision int8"):
+        open_graph(
+            bundle,
+            "reranker",
+            Runtime(engine="openvino", precision="int8"),
+            expected_inputs=RERANKER_INPUTS,
+        )
+    diff = add_int8_reranker(bundle)
+    int8 = open_graph(
+        bundle,
+        "reranker",
+        Runtime(engine="openvino", precision="int8"),
+        expected_inputs=RERANKER_INPUTS,
+    )
+    assert graph_backend(int8) == "openvino-cpu-int8"
+    fp32 = open_graph(bundle, "reranker", Runtime(), expected_inputs=RERANKER_INPUTS)
+    feeds = calibration_pairs(bundle, n_batches=2, seed=5)
+    a = np.concatenate([int8(**f) for f in feeds])
+    b = np.concatenate([fp32(**f) for f in feeds])
+    assert np.abs(a - b).max() <= max(diff * 3, 0.05 * float(np.abs(b).max()))
+    assert load_manifest(bundle).checksums["reranker.int8.xml"]  # checksummed in the manifest
+    with pytest.raises(GraphRuntimeError, match="engine openvino"):
+        open_graph(bundle, "reranker", Runtime(precision="int8"), expected_inputs=RERANKER_INPUTS)
 
 
 def test_item_encoder_bf16_stays_close_to_fp32(untrained_bundle):

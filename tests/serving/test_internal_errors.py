@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 #: What runs each stage of a CPU repository, as its ``towerserve_stage_backend`` metric says.
 STAGE_BACKENDS = {
-    "user_tower": "onnxruntime-cpu",
+    "user_tower": "openvino-cpu-bf16",
     "retriever": "faiss-cpu",
-    "reranker": "onnxruntime-cpu",
-    "item_tower": "onnxruntime-cpu",
+    "reranker": "openvino-cpu-bf16",
+    "item_tower": "openvino-cpu-bf16",
 }
 
 
