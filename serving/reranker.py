@@ -64,6 +64,8 @@ __all__ = [
 
 #: Largest budget a request may ask for, in milliseconds.
 MAX_BUDGET_MS = 10_000.0
+#: Pairs are right-padded (masked) to a multiple of this many tokens.
+PAD_TOKENS_TO = 8
 #: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
 RERANKER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -221,6 +223,9 @@ class Reranker:
 
     def _score_rows(self, context: np.ndarray, rows: np.ndarray) -> np.ndarray:
         ids, mask, types = build_pairs(context, [self.items.item_tokens(r) for r in rows])
+        pad = -ids.shape[1] % PAD_TOKENS_TO
+        if pad:  # fewer distinct shapes: a runtime compiles kernels per shape it first sees
+            ids, mask, types = (np.pad(a, ((0, 0), (0, pad))) for a in (ids, mask, types))
         logits = np.asarray(self.score_fn(ids, mask, types), dtype=np.float32).reshape(-1)
         if len(logits) != len(rows):
             raise RuntimeError(f"reranker returned {len(logits)} scores for {len(rows)} pairs")
@@ -369,9 +374,9 @@ class Reranker:
         the largest budget, so every candidate is cross-scored: a query over one chunk of
         catalog items, then an empty query whose context is the titles of two history items.
         The cost estimate and its floor are restored afterwards: warm-up timings are not
-        request timings. ``2 * chunk_size`` pairs: well under a second. Raises what
-        :meth:`infer` raises; does nothing for an empty catalog."""
-        n = min(self.chunk_size, len(self.items.rows))
+        request timings. ``2 * max_call`` pairs (the largest call's shape): well under a
+        second. Raises what :meth:`infer` raises; does nothing for an empty catalog."""
+        n = min(self.max_call, len(self.items.rows))
         if n == 0:
             return
         cand = self.items.rows.item_ids[:n]
