@@ -11,7 +11,7 @@ candidates, with the levers added one after the other:
 1. today's setting before this work: ONNX Runtime fp32, 1 thread, chunks of 16 per call;
 2. + OpenVINO bf16 (AMX);
 3. + 2 threads;
-4. + calls sized by the budget (up to 64 candidates a call);
+4. + calls sized by the budget (whole chunks of 8, up to 64 candidates a call);
 5. + int8 matrix multiplications (NNCF-quantized OpenVINO graph), where the bundle has it.
 
 For each: pairs per second scoring all 100 candidates (median over queries), the median
@@ -69,16 +69,18 @@ def main(argv: list[str] | None = None) -> dict:
         )
         lengths += mask.sum(1).tolist()
     steps = [
-        ("ONNX Runtime fp32, 1 thread, chunks of 16", Runtime(), 16),
-        ("+ OpenVINO bf16", Runtime(engine="openvino", precision="bf16"), 16),
+        ("ONNX Runtime fp32, 1 thread, chunks of 16", Runtime(), 16, 16),
+        ("+ OpenVINO bf16", Runtime(engine="openvino", precision="bf16"), 16, 16),
         (
             "+ 2 threads",
             Runtime(engine="openvino", precision="bf16", intra_op_threads=2),
+            16,
             16,
         ),
         (
             "+ calls sized by the budget (up to 64)",
             Runtime(engine="openvino", precision="bf16", intra_op_threads=2),
+            8,
             64,
         ),
     ]
@@ -87,12 +89,13 @@ def main(argv: list[str] | None = None) -> dict:
             (
                 "+ int8 (NNCF, OpenVINO)",
                 Runtime(engine="openvino", precision="int8", intra_op_threads=2),
+                8,
                 64,
             )
         )
     rows_out = []
-    for label, runtime, max_call in steps:
-        rr = Reranker.from_dir(bundle, runtime=runtime, chunk_size=16, max_call=max_call)
+    for label, runtime, chunk, max_call in steps:
+        rr = Reranker.from_dir(bundle, runtime=runtime, chunk_size=chunk, max_call=max_call)
         rr.warm_up()
         per_s, ms, ranked = [], [], []
         for q, ctx, (ids, scores) in zip(texts, contexts, cands, strict=True):

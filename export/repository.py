@@ -302,7 +302,7 @@ def write_repository(
     *,
     max_k: int | None = None,
     n_candidates: int | None = None,
-    chunk_size: int = 16,
+    chunk_size: int = 8,
     item_batch: int = 64,
     intra_op_threads: int = 1,
     reserve_ms: float = 1.0,

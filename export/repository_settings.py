@@ -39,7 +39,7 @@ class RepositorySettings:
 
     max_k: int
     n_candidates: int
-    chunk_size: int = 16
+    chunk_size: int = 8
     item_batch: int = 64
     intra_op_threads: int = 1
     reserve_ms: float = 1.0

@@ -16,8 +16,8 @@ The sample's inputs are files in ``<model>/warmup/`` (raw little-endian tensor b
 as a 4-byte little-endian length then the UTF-8 bytes, per element), built from the bundle so
 they are valid requests: the query "red shirt" (tokenized by the bundle's tokenizer for the
 user tower), real item ids from ``item_ids.npy``, a unit user vector of the manifest's ``dim``,
-``K = min(5, max_k)``, one chunk of candidates with a budget that easily scores it,
-``START_NS`` 0. They must be valid: Triton refuses to load a model whose warm-up sample gets an
+``K = min(5, max_k)``, the largest call (``rerank_max_call``) of candidates with a budget
+that easily scores it, ``START_NS`` 0. They must be valid: Triton refuses to load a model whose warm-up sample gets an
 error response. Inputs are checked against the config's (names, types, shapes; every required
 input present) when the repository is written.
 """
@@ -59,7 +59,7 @@ WARMUP_MODELS = ("tokenizer", "user_tower", "retriever", "reranker", "item_tower
 WARMUP_QUERY = "red shirt"
 WARMUP_K = 5
 #: Reranking budget of the warm-up sample, ms from arrival (``START_NS`` 0 means now): far
-#: more than one chunk of candidates takes, so the sample runs the cross-encoder.
+#: more than the largest call of candidates takes, so the sample runs the cross-encoder.
 WARMUP_BUDGET_MS = 1000.0
 #: Token ids of WARMUP_QUERY in the teacher's (BERT uncased) vocabulary, used only when the
 #: bundle's tokenizer cannot be loaded (then the tokenizer model cannot load either).
@@ -175,8 +175,8 @@ def warmup_sample(
             "K": k,
             "HAS_QUERY": np.ones((1, 1), dtype=np.float32),
         }
-    # reranker: one chunk of catalog items, in retrieval order
-    candidates = item_ids[: settings.chunk_size]
+    # reranker: the largest call's worth of catalog items, in retrieval order
+    candidates = item_ids[: settings.rerank_max_call]
     return {
         "QUERY": query,
         "HISTORY_IDS": history,

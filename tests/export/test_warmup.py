@@ -136,7 +136,8 @@ def test_sample_values_are_valid(repo: Path, bundle: Path) -> None:
     assert rr["QUERY"].tolist() == [b"red shirt"]
     assert set(rr["HISTORY_IDS"].tolist()) <= item_ids
     cand = rr["CANDIDATE_IDS"]
-    assert len(cand) == 16 and set(cand.tolist()) <= item_ids  # one chunk (chunk_size 16)
+    # the largest call (rerank_max_call 64), or the whole catalog when it is smaller
+    assert len(cand) == min(64, len(item_ids)) and set(cand.tolist()) <= item_ids
     assert len(rr["CANDIDATE_SCORES"]) == len(cand) and np.isfinite(rr["CANDIDATE_SCORES"]).all()
     assert rr["K"].tolist() == [5] and rr["START_NS"].tolist() == [0]
     assert 100 <= float(rr["BUDGET_MS"][0]) <= MAX_BUDGET_MS
@@ -156,12 +157,12 @@ def test_samples_run_through_the_models_without_errors(repo: Path) -> None:
     rr = outputs["reranker"]
     assert len(rr["ITEM_IDS"]) == 5
     # the budget let the cross-encoder score the whole chunk: the sample warms it up
-    assert rr["N_SCORED"].tolist() == [16] and rr["DEGRADED"].tolist() == [False]
+    assert rr["N_SCORED"].tolist() == [60] and rr["DEGRADED"].tolist() == [False]
 
 
 @pytest.mark.usefixtures("fake_pb_utils")
 def test_settings_shape_the_sample(bundle: Path, tmp_path: Path) -> None:
-    repo = write_repository(bundle, tmp_path / "repo", max_k=3, chunk_size=4)
+    repo = write_repository(bundle, tmp_path / "repo", max_k=3, rerank_max_call=4)
     rr = sample_of(repo, "reranker")
     assert rr["K"].tolist() == [3] and len(rr["CANDIDATE_IDS"]) == 4
     assert sample_of(repo, "retriever")["K"].tolist() == [3]
