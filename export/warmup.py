@@ -17,9 +17,9 @@ as a 4-byte little-endian length then the UTF-8 bytes, per element), built from 
 they are valid requests: the query "red shirt" (tokenized by the bundle's tokenizer for the
 user tower), real item ids from ``item_ids.npy``, a unit user vector of the manifest's ``dim``,
 ``K = min(5, max_k)``, the largest call (``rerank_max_call``) of candidates with a budget
-that easily scores it, ``START_NS`` 0. They must be valid: Triton refuses to load a model whose warm-up sample gets an
-error response. Inputs are checked against the config's (names, types, shapes; every required
-input present) when the repository is written.
+that easily scores it, ``START_NS`` 0. They must be valid: Triton refuses to load a model
+whose warm-up sample gets an error response. Inputs are checked against the config's (names,
+types, shapes; every required input present) when the repository is written.
 """
 
 from __future__ import annotations
