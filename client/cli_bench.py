@@ -158,4 +158,17 @@ def bench_cmd(
                 "-" if med is None else f"{med:g}",
             )
         console.print(table)
+    soak = doc.get("sections", {}).get("soak")
+    if soak:
+        errors = sum(int(v) for v in soak["errors"].values())
+        console.print(
+            f"soak {soak['duration_s'] / 60:.1f} min: {soak['requests']} requests, {errors} "
+            f"errors, p99 drift {soak['drift']['p99_change_pct']:+.1f}%, memory growth "
+            f"{soak['memory']['growth_pct']:+.1f}%"
+        )
+    for t in doc.get("targets", []):
+        mark = "[green]pass[/green]" if t["passed"] else "[red]FAIL[/red]"
+        console.print(
+            f"{mark} {escape(t['name'])}: {t['value']:.1f} ({t['op']} {t['threshold']:g})"
+        )
     console.print(f"[green]report written to {escape(str(out / 'report.md'))}[/green]")

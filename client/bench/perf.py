@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,8 +334,6 @@ def run_perf(
         PerfAnalyzerFailed: it exited with an error other than failing to stabilise (or still
             failed with the relaxed check), or wrote no CSV.
     """
-    import time
-
     work_dir.mkdir(parents=True, exist_ok=True)
     stem = f"c{concurrency}_b{budget_ms:g}"
     csv_path, profile = work_dir / f"{stem}.csv", work_dir / f"{stem}.profile.json"

@@ -442,6 +442,11 @@ def header_markdown(doc: dict[str, Any]) -> list[str]:
         f"{host.get('loadavg_start')} at start, {host.get('loadavg_end')} at the end; "
         f"tritonserver {run.get('tritonserver')}, perf_analyzer from tritonclient "
         f"{run.get('tritonclient')}",
+        f"- server memory (tritonserver and its stubs, RSS / PSS MB): "
+        f"{fmt(_get(doc, 'memory', 'ready', 'rss_mb'), 0)} / "
+        f"{fmt(_get(doc, 'memory', 'ready', 'pss_mb'), 0)} when ready, "
+        f"{fmt(_get(doc, 'memory', 'end', 'rss_mb'), 0)} / "
+        f"{fmt(_get(doc, 'memory', 'end', 'pss_mb'), 0)} at the end",
         f"- command: `{run.get('command', '')}`; {fmt(run.get('seconds', 0.0), 0)} s in all",
         "",
     ]
