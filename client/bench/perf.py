@@ -328,7 +328,8 @@ def run_perf(
 ) -> PerfPoint:
     """Run perf_analyzer once over gRPC and return its measurement.
 
-    ``work_dir`` receives ``c{concurrency}_b{budget}.csv`` and ``...profile.json``.
+    ``work_dir`` receives ``c{concurrency}_b{budget}.csv``, ``.profile.json`` and ``.log``
+    (perf_analyzer's printed report).
 
     Raises:
         PerfAnalyzerFailed: it exited with an error other than failing to stabilise (or still
@@ -374,6 +375,7 @@ def run_perf(
                 f"{timeout_s:.0f} s"
             ) from exc
         output = proc.stdout + proc.stderr
+        (work_dir / f"{stem}.log").write_text(output)  # perf_analyzer's own report
         if proc.returncode == 0 and csv_path.is_file():
             break
         if _UNSTABLE in output and attempt == 0 and retry_unstable:

@@ -447,8 +447,21 @@ def header_markdown(doc: dict[str, Any]) -> list[str]:
         f"{fmt(_get(doc, 'memory', 'ready', 'pss_mb'), 0)} when ready, "
         f"{fmt(_get(doc, 'memory', 'end', 'rss_mb'), 0)} / "
         f"{fmt(_get(doc, 'memory', 'end', 'pss_mb'), 0)} at the end",
+        *_calibration_line(doc),
         f"- command: `{run.get('command', '')}`; {fmt(run.get('seconds', 0.0), 0)} s in all",
         "",
+    ]
+
+
+def _calibration_line(doc: dict[str, Any]) -> list[str]:
+    cal = _get(doc, "server", "reranker_calibration")
+    if not cal:
+        return []
+    ms, chunk = cal["ms_per_candidate"], cal["chunk_size"]
+    return [
+        f"- reranker cost measured by the server at load: {ms:.3f} ms per candidate, chunks "
+        f"of {chunk:.0f}, so a chunk is started only with about {ms * chunk:.0f} ms of budget "
+        "left (the estimate never falls below this calibration)"
     ]
 
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -210,6 +211,7 @@ def run_bench(
             except (TritonServerError, TimeoutError) as exc:
                 raise BenchError(f"tritonserver did not become ready: {exc}") from exc
             ctx.url, ctx.server_pid = server.url_grpc, server.pid
+            doc["server"] = {"reranker_calibration": reranker_calibration(server.log_tail(200_000))}
             doc["memory"] = {"ready": sample_memory(server.pid).to_dict()}
             _warm_up(ctx)
             doc["memory"]["warm"] = sample_memory(server.pid).to_dict()
@@ -240,6 +242,20 @@ def run_bench(
     if not cfg.keep_raw:
         _drop_raw(out_dir / "raw")
     return doc
+
+
+_CALIBRATION = re.compile(r"reranker: ([0-9.]+) ms per candidate \(chunks of (\d+)\)")
+
+
+def reranker_calibration(server_log: str) -> dict[str, float] | None:
+    """The reranker's cost estimate measured at load, from the server log: ``ms_per_candidate``
+    and ``chunk_size``. Every chunk is predicted from it, and the estimate never drops below
+    it, so a budget under ``ms_per_candidate * chunk_size`` scores nothing."""
+    found = _CALIBRATION.findall(server_log)
+    if not found:
+        return None
+    ms, chunk = found[-1]
+    return {"ms_per_candidate": float(ms), "chunk_size": float(chunk)}
 
 
 def _warm_up(ctx: BenchContext) -> None:

@@ -24,7 +24,7 @@ from client.bench.perf import (
 )
 from client.bench.report import serving_markdown, soak_markdown, targets, write_outputs
 from client.bench.requests import build_requests, perf_input_data
-from client.bench.runner import BenchError, resolve_sections
+from client.bench.runner import BenchError, reranker_calibration, resolve_sections
 
 CSV = (
     "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
@@ -217,6 +217,15 @@ def test_report_renders_from_results(tmp_path: Path) -> None:
     assert "## Serving" in paths["report"].read_text()
 
 
+def test_reranker_calibration_from_the_server_log() -> None:
+    log = (
+        'I1128 11:27:59.341539 22047 backend.py:99] "serving.reranker: reranker: 3.554 ms per '
+        'candidate (chunks of 16)"\n'
+    )
+    assert reranker_calibration(log) == {"ms_per_candidate": 3.554, "chunk_size": 16.0}
+    assert reranker_calibration("nothing here") is None
+
+
 def test_targets_of_the_issue() -> None:
     point = {"budget_ms": 25.0, "concurrency": 1, "p99_ms": 30.0, "n_scored": {"median": 64.0}}
     soak = {
@@ -282,6 +291,7 @@ def test_bench_end_to_end_tiny(
         "soak",
     ]
     assert doc["catalog"]["n_items"] == 300 and doc["requests"]["homepage"] == 10
+    assert doc["server"]["reranker_calibration"]["ms_per_candidate"] > 0
     serving = doc["sections"]["serving"]
     assert [(p["budget_ms"], p["concurrency"]) for p in serving["points"]] == [(0.0, 1), (25.0, 1)]
     for p in serving["points"]:
