@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.cli_bench import bench_cmd
 from client.cli_data import data_app
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(data_app, name="data")
+app.command("bench")(bench_cmd)
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 
