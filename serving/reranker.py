@@ -26,7 +26,10 @@ the EMA and the cost just measured on this request's previous chunk, so a sudden
 (another stage busy on the same cores) stops the loop at once instead of after several chunks.
 A cost estimate inflated by a slow spell would stop every later request from scoring anything,
 and so from measuring again: each request that could not start its first chunk although some
-budget was left lowers the estimate by the EMA factor, never below the calibrated cost.
+budget was left lowers the estimate by the EMA factor, never below ``FLOOR_SHARE`` of the
+calibrated cost (not the calibrated cost itself: in a server, calibration runs while the other
+models load and warm up, and was measured at several times the steady cost; a floor at that
+figure kept every budget under about 60 ms from scoring anything).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ __all__ = [
 
 #: Largest budget a request may ask for, in milliseconds.
 MAX_BUDGET_MS = 10_000.0
+#: The cost estimate never decays below this share of the calibrated (or initial) cost.
+FLOOR_SHARE = 0.25
 #: Pairs are right-padded (masked) to a multiple of this many tokens.
 PAD_TOKENS_TO = 8
 #: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
@@ -146,8 +151,8 @@ class Reranker:
             )
         #: Estimated cost of cross-scoring one candidate, ns (EMA of measurements).
         self.cost_ns = float(initial_cost_ms) * 1e6
-        #: The estimate never decays below this without a measurement (calibrated cost).
-        self.floor_ns = self.cost_ns
+        #: The estimate never decays below this without a measurement.
+        self.floor_ns = self.cost_ns * FLOOR_SHARE
 
     @classmethod
     def from_dir(
@@ -197,7 +202,8 @@ class Reranker:
 
     def calibrate(self, rounds: int = 3) -> float:
         """Measure one full call (``max_call`` real items) ``rounds`` times (the first also
-        warms the session up) and start the estimate, and its floor, from the fastest; returns
+        warms the session up) and start the estimate from the fastest (its floor at
+        ``FLOOR_SHARE`` of it); returns
         ms per candidate."""
         n = min(self.max_call, len(self.items.rows))
         if n == 0:
@@ -208,7 +214,8 @@ class Reranker:
             start = self.clock_ns()
             self._score_rows(query, np.arange(n))
             best = min(best, (self.clock_ns() - start) / n)
-        self.cost_ns = self.floor_ns = max(best, 1.0)
+        self.cost_ns = max(best, 1.0)
+        self.floor_ns = self.cost_ns * FLOOR_SHARE
         log.info("reranker: %.3f ms per candidate (chunks of %d)", self.cost_ns / 1e6, n)
         return self.cost_ns / 1e6
 

@@ -188,11 +188,23 @@ def test_an_inflated_estimate_decays_back_to_the_floor() -> None:
     assert n_scored[0] == 0 and n_scored[-1] == 8
 
 
+def test_a_calibration_taken_under_load_does_not_lock_scoring_out() -> None:
+    # calibrated at 4 ms per candidate while the server was loading; the truth is 1 ms
+    reranker, clock, _ = make(cost_ms=1.0, chunk_size=4, initial_cost_ms=4.0)
+    cand, ret = candidates(20)
+    n_scored = [
+        reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=10, start_ns=clock()).n_scored
+        for _ in range(30)
+    ]
+    assert n_scored[0] == 0 and n_scored[-1] == 8
+
+
 def test_calibrate_sets_estimate_and_floor() -> None:
     reranker, _, scorer = make(cost_ms=0.25, chunk_size=8, initial_cost_ms=5.0)
     assert reranker.calibrate(rounds=3) == pytest.approx(0.25)
     assert scorer.calls == [8, 8, 8]
-    assert reranker.floor_ns == reranker.cost_ns == pytest.approx(0.25 * MS)
+    assert reranker.cost_ns == pytest.approx(0.25 * MS)
+    assert reranker.floor_ns == pytest.approx(0.25 * reranker.cost_ns)  # FLOOR_SHARE
 
 
 def test_reserve_is_kept_for_answering() -> None:
@@ -354,7 +366,8 @@ def test_warm_up_scores_two_chunks_and_keeps_the_cost_estimate(
     )
     reranker.warm_up()
     assert scorer.calls == [4, 4]  # a query, then an empty query: one whole chunk each
-    assert reranker.cost_ns == reranker.floor_ns == pytest.approx(0.5 * MS)
+    assert reranker.cost_ns == pytest.approx(0.5 * MS)
+    assert reranker.floor_ns == pytest.approx(0.25 * 0.5 * MS)
     fresh, fresh_clock, _ = make(cost_ms=3.0, chunk_size=4, initial_cost_ms=0.5)
     cand, ret = candidates(20)
     res = reranker.rerank(np.array([7]), cand, ret, k=10, budget_ms=10, start_ns=clock())
