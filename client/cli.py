@@ -246,7 +246,10 @@ def export_cmd(
             "catalog size (towers/index.py, from benchmarks/faiss_sweep.py)."
         ),
     ] = "auto",
-    nprobe: Annotated[int, typer.Option(help="IVF lists searched per query (ivf, ivfpq).")] = 16,
+    nprobe: Annotated[
+        int | None,
+        typer.Option(help="IVF lists searched per query (ivf, ivfpq); default: per kind."),
+    ] = None,
     warmup: Annotated[
         bool,
         typer.Option(

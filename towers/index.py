@@ -12,7 +12,7 @@ Kinds (all FAISS's own classes; every search returns item ids):
   kept per query (at least the depth asked for);
 * ``ivfpq``: ``IndexIDMap2(IndexRefineFlat(IVF-PQ))``: IVF lists of 4-bit fast-scan PQ codes
   (``pq_m`` sub-quantizers), whose best ``k_factor x k`` are re-scored exactly from the
-  stored float vectors;
+  stored float vectors (so it holds the float vectors too: no memory saved, only scan time);
 * ``auto``: chosen by catalog size (:func:`auto_kind`).
 
 The manifest's ``index`` dict records the kind and every parameter (``type`` is the FAISS
@@ -36,11 +36,14 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FLAT_BELOW",
     "KINDS",
+    "SEARCH_DEFAULTS",
     "apply_search_params",
     "auto_kind",
     "build_index",
+    "ivf_centroids",
     "ivf_lists",
     "search_parameters",
+    "train_centroids",
 ]
 
 #: Below this many items an exact flat index is both faster and simpler than IVF.
@@ -57,9 +60,25 @@ def ivf_lists(n_items: int) -> int:
     return max(1, min(int(4 * math.sqrt(n_items)), n_items // 39))
 
 
+#: Search-time defaults per kind, chosen by ``benchmarks/faiss_sweep.py`` (Recall@100 >= 0.95
+#: against exact search, single-query p99 <= 1 ms on one thread; generated hard vectors, D 128;
+#: benchmarks/results/faiss_sweep_1m_2026-11-28.md). IVF-Flat with ``ivf_lists(n)`` lists:
+#: nprobe 16 reached only Recall@100 0.92 at 20k and 100k items and 0.91 at 1M; nprobe 32
+#: reached 0.98, 0.97 and 0.96 (the 1M sweep's pick: IVF4096 nprobe 32, p50 0.29 / p99
+#: 0.40 ms; exact flat p50 23 ms). IVF-PQ: 2-dimension sub-quantizers never reached 0.95 (0.93
+#: at k_factor 16); 1-dimension ones did at nprobe 32-48, k_factor 8 (0.957-0.970), slower
+#: than IVF-Flat at equal recall there. HNSW (M 32, efConstruction 40) stayed at 0.85-0.87.
+SEARCH_DEFAULTS: dict[str, dict[str, float]] = {
+    "ivf": {"nprobe": 32},
+    "ivfpq": {"nprobe": 48, "k_factor": 8.0},
+    "hnsw": {"efSearch": 128},
+}
+
+
 def auto_kind(n_items: int) -> str:
-    """The index kind ``auto`` builds for ``n_items``: ``flat`` below :data:`FLAT_BELOW`,
-    else ``ivf`` (IVF-Flat, ``nprobe`` 16)."""
+    """The index kind ``auto`` builds for ``n_items``: ``flat`` (exact) below
+    :data:`FLAT_BELOW`, else ``ivf`` (IVF-Flat, ``ivf_lists(n)`` lists, nprobe 32), the sweep's
+    pick at 1M items (:data:`SEARCH_DEFAULTS`)."""
     return "flat" if n_items < FLAT_BELOW else "ivf"
 
 
@@ -68,21 +87,25 @@ def build_index(
     ids: np.ndarray,
     *,
     kind: str = "auto",
-    nprobe: int = 16,
+    nprobe: int | None = None,
     seed: int = 7,
     nlist: int | None = None,
     hnsw_m: int = 32,
     ef_construction: int = 40,
-    ef_search: int = 128,
+    ef_search: int | None = None,
     pq_m: int | None = None,
-    k_factor: float = 4.0,
+    k_factor: float | None = None,
+    centroids: np.ndarray | None = None,
 ) -> tuple[faiss.Index, dict[str, Any]]:
     """An index whose search returns item ids; and its parameters for the manifest.
 
     ``vectors`` float32 ``[N, D]``, ``ids`` int64 ``[N]``. ``kind``: one of :data:`KINDS`
-    (module docstring). ``nlist`` defaults to :func:`ivf_lists`; ``pq_m`` (``ivfpq``) to
-    ``D / 2`` sub-quantizers of 4 bits (one byte per 4 dimensions). Search-time parameters
-    are set on the returned index too.
+    (module docstring). ``nlist`` defaults to :func:`ivf_lists`; ``pq_m`` (``ivfpq``) to ``D``
+    sub-quantizers of 4 bits (half a byte per dimension); ``nprobe``, ``ef_search`` and
+    ``k_factor`` to :data:`SEARCH_DEFAULTS`. ``centroids`` float32
+    ``[nlist, D]``: IVF list centres to reuse (:func:`train_centroids` over the same vectors)
+    instead of training k-means again. Search-time parameters are set on the
+    returned index too.
     """
     n, dim = vectors.shape
     if len(ids) != n:
@@ -91,8 +114,14 @@ def build_index(
         raise ValueError(f"unknown index kind {kind!r}: {', '.join(KINDS)}")
     if kind == "auto":
         kind = auto_kind(n)
+    defaults = SEARCH_DEFAULTS.get(kind, {})
+    nprobe = int(nprobe or defaults.get("nprobe", 0))
+    ef_search = int(ef_search or defaults.get("efSearch", 0))
+    k_factor = float(k_factor or defaults.get("k_factor", 0.0))
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     lists = min(nlist or ivf_lists(n), max(1, n // 39))
+    if centroids is not None:
+        lists = len(centroids)
     params: dict[str, Any]
     if kind == "flat":
         index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -114,7 +143,7 @@ def build_index(
             "nprobe": 0,
         }
     else:  # ivfpq
-        m = pq_m or max(1, dim // 2)
+        m = pq_m or dim
         if dim % m:
             raise ValueError(f"pq_m {m} must divide the dimension {dim}")
         factory = f"IVF{lists},PQ{m}x4fs,RFlat"
@@ -129,14 +158,42 @@ def build_index(
         }
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        ivf.cp.seed = seed
-        train = min(n, TRAIN_PER_LIST * lists)
-        sample = x if train == n else x[np.random.default_rng(seed).choice(n, train, False)]
-        index.train(sample)
+        if centroids is None:
+            centroids = train_centroids(x, lists, seed=seed)
+        ivf.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        index.train(_sample(x, lists, seed))  # a filled quantizer is not trained again
     index.add_with_ids(x, ids.astype(np.int64))
     params = {**params, **apply_search_params(index, params)}
     log.info("%s over %d items: %s", params["type"], n, params)
     return index, params
+
+
+def _sample(x: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """At most ``TRAIN_PER_LIST * nlist`` rows of ``x``, drawn without replacement."""
+    n = len(x)
+    train = min(n, TRAIN_PER_LIST * nlist)
+    return x if train == n else x[np.sort(np.random.default_rng(seed).choice(n, train, False))]
+
+
+def train_centroids(x: np.ndarray, nlist: int, *, seed: int = 7) -> np.ndarray:
+    """IVF list centres for the vectors ``x`` float32 ``[N, D]``: FAISS's k-means with
+    inner-product assignment (as ``IndexIVF.train`` runs it) on a subsample of at most
+    ``TRAIN_PER_LIST * nlist`` rows; float32 ``[nlist, D]``."""
+    dim = x.shape[1]
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    ivf.train(_sample(x, nlist, seed))
+    out = ivf_centroids(ivf)
+    assert out is not None
+    return out
+
+
+def ivf_centroids(index: faiss.Index) -> np.ndarray | None:
+    """The IVF list centres of ``index`` (float32 ``[nlist, D]``), or None if not IVF."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return None
+    return np.asarray(ivf.quantizer.reconstruct_n(0, ivf.nlist), dtype=np.float32)
 
 
 def _layers(index: faiss.Index) -> list[faiss.Index]:

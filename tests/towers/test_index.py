@@ -56,3 +56,12 @@ def test_auto_and_errors() -> None:
         build_index(x, ids, kind="lsh")
     with pytest.raises(ValueError, match="divide"):
         build_index(x, ids, kind="ivfpq", pq_m=5)
+
+
+def test_defaults_follow_the_sweep() -> None:
+    x, ids = _catalog()
+    _, ivf = build_index(x, ids)  # auto above FLAT_BELOW: IVF-Flat, nprobe 32
+    assert ivf["kind"] == "ivf" and ivf["nprobe"] == 32 and ivf["nlist"] == min(219, N // 39)
+    _, pq = build_index(x, ids, kind="ivfpq")
+    assert (pq["pq_m"], pq["nprobe"], pq["k_factor"]) == (DIM, 48, 8.0)
+    assert build_index(x, ids, kind="hnsw")[1]["efSearch"] == 128
