@@ -77,10 +77,16 @@ def test_the_script_runs_quick(tmp_path: Path, capsys) -> None:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     vectors = clustered_vectors(2500, 1, 16, seed=2)[0]
-    np.save(tmp_path / "v.npy", vectors)
-    argv = ["--vectors", str(tmp_path / "v.npy"), "--queries", "40", "--quick"]
-    doc = script.main([*argv, "--p99-max-ms", "10000", "--floor", "0.5", "--out", str(tmp_path)])
+    np.save(tmp_path / "item_embeddings.npy", vectors)  # what an exported bundle holds
+    argv = ["--bundle", str(tmp_path), "--queries", "40", "--quick"]
+    out = tmp_path / "out"
+    doc = script.main([*argv, "--p99-max-ms", "10000", "--floor", "0.5", "--out", str(out)])
     assert doc["vectors"]["source"] == "file" and doc["n_items"] == 2460
     assert doc["chosen"] and doc["chosen"]["recall"] >= 0.5
-    assert {p.name for p in tmp_path.iterdir()} >= {"faiss_sweep.md", "faiss_sweep.png"}
+    assert doc["vectors"]["path"].endswith("item_embeddings.npy")
+    assert {p.name for p in out.iterdir()} == {
+        "faiss_sweep.json",
+        "faiss_sweep.md",
+        "faiss_sweep.png",
+    }
     assert "FAISS sweep" in capsys.readouterr().out
