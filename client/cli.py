@@ -265,8 +265,17 @@ def export_cmd(
         "runs/repository"
     ),
     data: Annotated[Path | None, typer.Option(help="Catalog (default: the training data).")] = None,
-    index: Annotated[str, typer.Option(help="auto, flat or ivf.")] = "auto",
-    nprobe: Annotated[int, typer.Option(help="IVF lists searched per query.")] = 16,
+    index: Annotated[
+        str,
+        typer.Option(
+            help="auto, flat, ivf, hnsw or ivfpq (IVF-PQ refined exactly); auto picks by "
+            "catalog size (towers/index.py, from benchmarks/faiss_sweep.py)."
+        ),
+    ] = "auto",
+    nprobe: Annotated[
+        int | None,
+        typer.Option(help="IVF lists searched per query (ivf, ivfpq); default: per kind."),
+    ] = None,
     warmup: Annotated[
         bool,
         typer.Option(

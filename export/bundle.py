@@ -66,7 +66,7 @@ def build_bundle(
     bundle: Path,
     *,
     index_kind: str = "auto",
-    nprobe: int = 16,
+    nprobe: int | None = None,
     max_k: int = 100,
     n_candidates: int = 100,
     bf16: bool = True,

@@ -4,9 +4,10 @@
 signature (``search(x [nq, D] float32, k) -> (scores float32 [nq, k], ids int64 [nq, k])``,
 ``-1`` ids where fewer than ``k`` exist) that searches on a CUDA device:
 
-* ``faiss-gpu``: FAISS built with GPU support (``faiss.StandardGpuResources`` exists): a flat
-  index becomes ``GpuIndexFlatIP`` (positions mapped back to item ids on the host), an IVF index
-  is cloned with ``index_cpu_to_gpu`` and keeps its ``nprobe``.
+* ``faiss-gpu``: FAISS built with GPU support (``faiss.StandardGpuResources`` exists): an
+  IVF-Flat index is cloned with ``index_cpu_to_gpu`` and keeps its ``nprobe``; any other kind
+  (flat, HNSW, refined IVF-PQ: their exact vectors) becomes ``GpuIndexFlatIP`` (positions
+  mapped back to item ids on the host).
 * ``torch-exact``: otherwise (faiss-cpu installed, torch with CUDA): every item vector on the
   device, one matmul and ``torch.topk`` per batch of queries; exact, so Recall@k is 1 against
   fp32 exact search up to ties at ``dtype`` precision (fp32 by default; fp16 halves memory and
@@ -30,10 +31,11 @@ __all__ = ["DeviceIndex", "TorchExactIndex", "index_vectors", "to_device"]
 
 
 def index_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
-    """``(vectors float32 [N, D], ids int64 [N])`` stored in a flat ``IndexIDMap(2)`` or an
+    """``(vectors float32 [N, D], ids int64 [N])`` stored in an ``IndexIDMap(2)`` over an index
+    that reconstructs them exactly (flat, HNSW-Flat, IVF-PQ refined by flat vectors) or an
     IVF-Flat index (read from its inverted lists); raises ``TypeError`` for other kinds."""
     ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
+    if ivf is not None and not isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):
         if ivf.code_size != ivf.d * 4:  # IVF-Flat stores each vector as d float32 codes
             raise TypeError(f"cannot read vectors out of {type(index).__name__}: IVF-Flat only")
         invlists = ivf.invlists
@@ -150,18 +152,17 @@ def to_device(
 ) -> DeviceIndex:
     """A device copy of ``index`` without ``removed_ids`` (module docstring for the choice)."""
     removed = np.unique(np.asarray(removed_ids if removed_ids is not None else [], np.int64))
-    ivf = faiss.try_extract_index_ivf(index)
     if prefer_faiss and faiss_has_gpu() and device.startswith("cuda"):
         res = faiss.StandardGpuResources()
         gpu_no = int(device.split(":")[1]) if ":" in device else 0
-        if ivf is not None:
+        if isinstance(index, faiss.IndexIVFFlat):
             cpu = faiss.clone_index(index)
             if len(removed):
                 cpu.remove_ids(faiss.IDSelectorBatch(removed))
             opts = faiss.GpuClonerOptions()
             opts.useFloat16 = dtype == "fp16"
             gpu = faiss.index_cpu_to_gpu(res, gpu_no, cpu, opts)
-            faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", int(ivf.nprobe))
+            faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", int(index.nprobe))
             out: DeviceIndex = FaissGpuIndex(gpu, None, res)
         else:
             vectors, ids = _without(index_vectors(index), removed)

@@ -8,8 +8,10 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
   configured with (an index of another item tower lives in another vector space);
 * items listed in an optional ``removed_ids.npy`` (int64 ``[R]``) are never returned; they are
   excluded inside the search (a FAISS ID selector), so they do not eat into the depth;
-* an IVF index searches ``nprobe`` lists (from the manifest) and may return fewer candidates
-  than asked when those lists hold fewer items;
+* the manifest's search-time parameters are applied at load (towers/index.py,
+  ``apply_search_params``): ``nprobe`` (IVF, IVF-PQ), ``efSearch`` (HNSW), ``k_factor``
+  (IVF-PQ's exact refinement); an IVF index may return fewer candidates than asked when the
+  lists searched hold fewer items;
 * requests without a query (``HAS_QUERY`` 0: recommendation) are ranked by ``cosine + weight
   * prior``, the model's trending-popularity prior (``item_prior.npz`` and the manifest's
   ``prior``; see towers/prior.py): the ``PRIOR_OVERFETCH`` x depth best by cosine are
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -33,6 +36,7 @@ from serving.graphs import cuda_available
 from serving.tensors import float_scalar, int_scalar, require
 from towers.bundle_contract import INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
+from towers.index import apply_search_params, search_parameters
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,9 @@ class Retriever:
     """Top-``max(n_candidates, K)`` search over ``index`` for one user vector.
 
     ``dim`` is the vector dimension D; ``max_k`` the largest ``K`` a request may ask for;
-    ``removed_ids`` item ids never returned; ``nprobe`` (IVF indexes only) the lists searched;
+    ``removed_ids`` item ids never returned; ``nprobe`` (IVF indexes only) the lists searched,
+    ``ef_search`` (HNSW) the candidates kept, ``k_factor`` (refinement) the multiple of the
+    depth re-scored exactly; each ``None`` keeps the index's own;
     ``prior`` the popularity prior by item id and ``prior_weight`` its weight for requests
     without a query (0 or no prior: cosine only).
     """
@@ -60,6 +66,8 @@ class Retriever:
         n_candidates: int = 100,
         removed_ids: np.ndarray | None = None,
         nprobe: int | None = None,
+        ef_search: int | None = None,
+        k_factor: float | None = None,
         prior: PriorLookup | None = None,
         prior_weight: float = 0.0,
     ) -> None:
@@ -81,25 +89,26 @@ class Retriever:
         self.ivf = None if isinstance(index, DeviceIndex) else faiss.try_extract_index_ivf(index)
         if on_device and removed_ids is not None and len(removed_ids):
             raise ValueError("a device index drops removed items at load (gpu_index.to_device)")
-        self.nprobe = None
-        if self.ivf is not None:
-            self.nprobe = int(nprobe) if nprobe else int(self.ivf.nprobe)
-            self.nprobe = max(1, min(self.nprobe, int(self.ivf.nlist)))
-            self.ivf.nprobe = self.nprobe
+        applied: dict[str, Any] = {}
+        if not isinstance(index, DeviceIndex):
+            wanted = {"nprobe": nprobe, "efSearch": ef_search, "k_factor": k_factor}
+            applied = apply_search_params(index, {k: v for k, v in wanted.items() if v})
+        #: Search-time parameters in effect (None where the index has no such parameter).
+        self.nprobe: int | None = applied.get("nprobe")
+        self.ef_search: int | None = applied.get("efSearch")
+        self.k_factor: float | None = applied.get("k_factor")
         removed = np.unique(np.asarray(removed_ids if removed_ids is not None else [], np.int64))
         self.removed_ids = removed
         self._params = None if on_device else self._search_params(removed)
 
     def _search_params(self, removed: np.ndarray) -> faiss.SearchParameters | None:
         if len(removed) == 0:
-            return None
+            return None  # the index's own search-time parameters (set above) apply
         # Keep the selectors referenced: the SWIG wrappers hold raw pointers to them.
         self._batch = faiss.IDSelectorBatch(removed)
         self._not_removed = faiss.IDSelectorNot(self._batch)
-        # faiss's SWIG signatures do not declare the keyword arguments its wrappers accept
-        if self.ivf is not None:
-            return faiss.SearchParametersIVF(sel=self._not_removed, nprobe=self.nprobe)  # type: ignore[call-arg]
-        return faiss.SearchParameters(sel=self._not_removed)  # type: ignore[call-arg]
+        assert not isinstance(self.index, DeviceIndex)
+        return search_parameters(self.index, self._not_removed)
 
     @classmethod
     def from_dir(
@@ -162,17 +171,22 @@ class Retriever:
             n_candidates=n_candidates or manifest.n_candidates,
             removed_ids=removed,
             nprobe=int(manifest.index.get("nprobe") or 0) or None,
+            ef_search=int(manifest.index.get("efSearch") or 0) or None,
+            k_factor=float(manifest.index.get("k_factor") or 0) or None,
             prior=prior,
             prior_weight=weight,
         )
         log.info(
-            "retriever %s: %s, %d items, dim %d, nprobe %s, %d removed, prior weight %.3f, "
-            "version %s",
+            "retriever %s: %s %s, %d items, dim %d, nprobe %s, efSearch %s, k_factor %s, "
+            "%d removed, prior weight %.3f, version %s",
             path,
             retriever.backend,
+            manifest.index.get("type"),
             index.ntotal,
             index.d,
             retriever.nprobe,
+            retriever.ef_search,
+            retriever.k_factor,
             len(retriever.removed_ids),
             retriever.prior_weight,
             manifest.model_version,

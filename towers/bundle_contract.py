@@ -195,7 +195,8 @@ class Manifest:
     serving stage and by evaluation).
 
     ``dim`` is the embedding dimension D, ``n_items`` the catalog size N, ``created_at`` an ISO
-    8601 UTC time, ``index`` the FAISS index kind and parameters (``nprobe`` for IVF),
+    8601 UTC time, ``index`` the FAISS index kind and parameters (``nprobe``, ``efSearch``,
+    ``k_factor``: towers/index.py),
     ``recency_tau_s`` the decay constant of history weights in seconds, ``max_k`` the largest
     number of items one request may ask for, ``n_candidates`` how many candidates the retriever
     hands to the reranker (it searches ``max(n_candidates, K)``), ``checksums`` the sha256 hex

@@ -20,7 +20,7 @@ def _catalog(n: int = 3000, dim: int = 32, seed: int = 0):
     return x, ids
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_index_vectors_reads_every_vector_under_its_id(kind):
     x, ids = _catalog()
     index, _ = build_index(x, ids, kind=kind)
@@ -61,7 +61,7 @@ def test_fp16_vectors_keep_recall():
     assert recall >= 0.95
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_device_copy_never_returns_removed_items(kind):
     x, ids = _catalog()
     index, _ = build_index(x, ids, kind=kind)

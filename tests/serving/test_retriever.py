@@ -262,3 +262,48 @@ def test_warm_up_on_the_written_repository(repository: Path, bundle: Path) -> No
     retriever.warm_up()
     ids, _ = retriever.search(np.load(bundle / "item_embeddings.npy")[3:4], k=5)
     assert ids[0] == np.load(bundle / "item_ids.npy")[3]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
+def test_every_index_kind_serves_with_its_search_parameters(tmp_path: Path, kind: str) -> None:
+    # Saved with poor search-time settings; the manifest's are applied at load, and with them
+    # (every list, a deep refinement, a wide beam) the top 10 are the exact ones.
+    from towers.index import build_index
+
+    n, dim = 3000, 32
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(n, dim)).astype(np.float32)
+    faiss.normalize_L2(items)
+    ids = (5 + 2 * np.arange(n)).astype(np.int64)
+    index, params = build_index(items, ids, kind=kind, nlist=16, nprobe=1, ef_search=10, k_factor=1)
+    wanted = {"nprobe": 16, "efSearch": 300, "k_factor": 16.0}
+    folder = tmp_path / "retriever" / "1"
+    folder.mkdir(parents=True)
+    faiss.write_index(index, str(folder / "index.faiss"))
+    manifest = {
+        "model_version": "v1",
+        "dim": dim,
+        "n_items": n,
+        "index": {**params, **{k: v for k, v in wanted.items() if k in params}},
+        "recency_tau_s": 3600.0,
+        "max_k": 50,
+        "n_candidates": 20,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    np.save(folder / "removed_ids.npy", ids[:2])
+    retriever = Retriever.from_dir(folder, model_version="v1")
+    applied = {
+        "nprobe": retriever.nprobe,
+        "efSearch": retriever.ef_search,
+        "k_factor": retriever.k_factor,
+    }
+    assert {k: v for k, v in applied.items() if v is not None} == {
+        k: v for k, v in wanted.items() if k in params and params[k]
+    }
+    queries = items[:8] + 0.02 * rng.normal(size=(8, dim)).astype(np.float32)
+    for q in queries:
+        got, scores = retriever.search(q, 10)
+        exact = [int(i) for i in ids[np.argsort(-(items @ q))] if i not in ids[:2]][:20]
+        assert len(got) == 20 and not set(got.tolist()) & set(ids[:2].tolist())
+        assert got[:10].tolist() == exact[:10], kind
+        assert np.all(np.diff(scores) <= 1e-6)

@@ -54,7 +54,7 @@ from towers.features import (
     rank_with_prior,
 )
 from towers.finetune import embed_histories, embed_items, embed_queries
-from towers.index import build_index
+from towers.index import apply_search_params, build_index
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, UserTower, load_module
 from towers.prior import ItemPrior, load_prior
@@ -178,8 +178,7 @@ def _index(
         manifest = load_manifest(bundle)
         if manifest.model_version == report.get("model_version"):
             index = faiss.read_index(str(bundle / INDEX_FILE))
-            if manifest.index.get("nprobe"):
-                faiss.extract_index_ivf(index).nprobe = int(manifest.index["nprobe"])
+            apply_search_params(index, manifest.index)
             return index, manifest.index, manifest.n_candidates
     index, params = build_index(table, item_ids)
     return index, params, 100
