@@ -16,22 +16,23 @@ console = Console()
 __all__ = ["bench_cmd"]
 
 
-def _floats(text: str, option: str) -> tuple[float, ...]:
+def _numbers(text: str, option: str, kind: type) -> tuple:
+    """Comma-separated numbers of ``kind`` (int or float) from ``text``, or a usage error."""
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        return tuple(kind(x) for x in text.split(",") if x.strip())
     except ValueError as exc:
+        what = "integers" if kind is int else "numbers"
         raise typer.BadParameter(
-            f"comma-separated numbers, got {text!r}", param_hint=option
+            f"comma-separated {what}, got {text!r}", param_hint=option
         ) from exc
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    return _numbers(text, option, float)
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"comma-separated integers, got {text!r}", param_hint=option
-        ) from exc
+    return _numbers(text, option, int)
 
 
 def bench_cmd(
