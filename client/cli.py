@@ -249,9 +249,13 @@ def eval_cmd(
     table = Table(title=f"checks ({out / 'report.md'})")
     for col in ("check", "value", "threshold", ""):
         table.add_column(col)
+    marks = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]"}
     for c in cast(list[dict[str, Any]], results["checks"]):
-        mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
-        table.add_row(c["name"], f"{c['value']:.3f}", f"{c['threshold']:g}", mark)
+        mark = marks.get(c["status"], "[yellow]inconclusive[/yellow]")
+        ci = c.get("ci95")
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        n = f" (n={c['n']})" if c.get("n") is not None else ""
+        table.add_row(c["name"], f"{c['value']:.3f}{interval}{n}", f"{c['threshold']:g}", mark)
     console.print(table)
     console.print(f"[green]report written to {out / 'report.md'}[/green]")
 

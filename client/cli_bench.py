@@ -59,7 +59,20 @@ def bench_cmd(
     users: Annotated[int, typer.Option(help="Users of the generated catalog.")] = 2000,
     queries: Annotated[int, typer.Option(help="Queries of the generated catalog.")] = 1500,
     index: Annotated[str, typer.Option(help="Index of the export: auto, flat or ivf.")] = "auto",
-    nprobe: Annotated[int, typer.Option(help="IVF lists searched per query.")] = 16,
+    nprobe: Annotated[int, typer.Option(help="IVF lists searched per query.")] = 32,
+    cpu_engine: Annotated[
+        str, typer.Option(help="Runtime of the served graphs on the CPU: openvino or onnxruntime.")
+    ] = "openvino",
+    cpu_precision: Annotated[
+        str, typer.Option(help="Precision of the towers (and reranker) on the CPU: bf16 or fp32.")
+    ] = "bf16",
+    rerank_precision: Annotated[
+        str,
+        typer.Option(
+            help="Precision of the cross-encoder: auto (int8 with openvino, quantized once into "
+            "the cached bundle), int8, bf16 or fp32."
+        ),
+    ] = "auto",
     sections: Annotated[
         str,
         typer.Option(
@@ -117,6 +130,9 @@ def bench_cmd(
             n_queries=queries,
             index=index,
             nprobe=nprobe,
+            cpu_engine=cpu_engine,
+            cpu_precision=cpu_precision,
+            rerank_precision=rerank_precision,
             sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
             n_requests=requests,
             k=k,

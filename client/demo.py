@@ -174,7 +174,9 @@ def print_metrics(results: dict[str, object], console: Console) -> None:
             table.add_row(name, *(f"{row[k]:.3f}" if k in row else "-" for k in keys))
         console.print(table)
     for check in cast(list[dict[str, Any]], results.get("checks", [])):
-        mark = "[green]pass[/green]" if check["passed"] else "[red]miss[/red]"
+        mark = {"passed": "[green]pass[/green]", "failed": "[red]miss[/red]"}.get(
+            check.get("status", ""), "[yellow]inconclusive[/yellow]"
+        )
         console.print(
             f"{mark} {check['name']}: {check['value']:.3f} (target {check['threshold']:g}, "
             f"{check['detail']})"

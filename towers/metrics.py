@@ -11,16 +11,26 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
+def recall_per_query(
+    ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int
+) -> np.ndarray:
+    """|top-k ∩ relevant| / |relevant| of each query with >= 1 relevant item (others left out)."""
+    return np.asarray(
+        [len(set(list(r)[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant) if rel],
+        dtype=np.float64,
+    )
+
+
 def recall_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:
     """Mean over queries with >= 1 relevant item of |top-k ∩ relevant| / |relevant|."""
-    vals = [len(set(list(r)[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant) if rel]
-    return float(np.mean(vals)) if vals else 0.0
+    vals = recall_per_query(ranked, relevant, k)
+    return float(vals.mean()) if len(vals) else 0.0
 
 
-def ndcg_at_k(
+def ndcg_per_query(
     ranked: Sequence[Sequence[int]], labels: Sequence[Mapping[int, int]], k: int
-) -> float:
-    """Mean NDCG@k with gain ``2**grade - 1``; queries with no positive grade are skipped."""
+) -> np.ndarray:
+    """NDCG@k (gain ``2**grade - 1``) of each query with a positive grade (others left out)."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     vals = []
     for r, lab in zip(ranked, labels):
@@ -31,7 +41,15 @@ def ndcg_at_k(
         dcg = float((gains * discounts[: len(gains)]).sum())
         idcg = float(((2.0 ** np.array(ideal) - 1) * discounts[: len(ideal)]).sum())
         vals.append(dcg / idcg)
-    return float(np.mean(vals)) if vals else 0.0
+    return np.asarray(vals, dtype=np.float64)
+
+
+def ndcg_at_k(
+    ranked: Sequence[Sequence[int]], labels: Sequence[Mapping[int, int]], k: int
+) -> float:
+    """Mean NDCG@k with gain ``2**grade - 1``; queries with no positive grade are skipped."""
+    vals = ndcg_per_query(ranked, labels, k)
+    return float(vals.mean()) if len(vals) else 0.0
 
 
 def mrr_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class Prepared:
     catalog_reused: bool
     bundle_reused: bool
     prior: str  # "artifacts", "recounted" or "none"
+    serving: dict[str, str] = field(default_factory=dict)  # engine and precisions served
 
 
 def _done(folder: Path, key: dict[str, object]) -> bool:

@@ -14,7 +14,10 @@ class BenchConfig:
     ``n_queries`` queries with ``seed``; cached under ``cache_dir`` by those values) or an
     existing data set (``data_dir``). The trained model in ``artifacts`` is exported over it
     (cached by model and catalog). ``sections`` names the parts to run (see
-    :mod:`client.bench.sections`); ``soak_minutes > 0`` adds the soak.
+    :mod:`client.bench.sections`); ``soak_minutes > 0`` adds the soak. ``cpu_engine``,
+    ``cpu_precision`` and ``rerank_precision`` are the repository's serving settings
+    (``rerank_precision="auto"``: the int8 reranker with OpenVINO, quantized once into the
+    cached bundle).
     """
 
     artifacts: Path = Path("runs/artifacts")
@@ -26,7 +29,11 @@ class BenchConfig:
     n_users: int = 2000
     n_queries: int = 1500
     index: str = "auto"
-    nprobe: int = 16
+    nprobe: int = 32
+    # -- how the CPU server runs its graphs (see export.repository_settings)
+    cpu_engine: str = "openvino"
+    cpu_precision: str = "bf16"
+    rerank_precision: str = "auto"  # auto: int8 with openvino (quantized into the cached bundle)
     sections: tuple[str, ...] = ("serving",)
     # -- the request mix
     n_requests: int = 200  # distinct requests in perf_analyzer's input data (half search)
@@ -73,5 +80,9 @@ class BenchConfig:
             )
         if self.soak_minutes < 0 or self.soak_window_s < 3:
             raise ValueError("soak_minutes must be >= 0 and soak_window_s at least 3 s")
+        if self.rerank_precision not in ("auto", "", "bf16", "fp32", "int8"):
+            raise ValueError(
+                f"rerank_precision must be auto, bf16, fp32 or int8, got {self.rerank_precision!r}"
+            )
         if self.soak_concurrency < 1:
             raise ValueError(f"soak_concurrency must be >= 1, got {self.soak_concurrency}")

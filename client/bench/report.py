@@ -432,6 +432,8 @@ def header_markdown(doc: dict[str, Any]) -> list[str]:
         f"- model `{cat.get('model_version')}` over {fmt(cat.get('n_items'))} items "
         f"(index {cat.get('index', {}).get('type')}, nprobe {cat.get('index', {}).get('nprobe')}; "
         f"retriever prior: {cat.get('prior')}; catalog {cat.get('data_dir')})",
+        "- served on the CPU with "
+        + ", ".join(f"{k} {v}" for k, v in cat.get("serving", {}).items()),
         f"- requests: {fmt(mix.get('requests'))} distinct in turn, {fmt(mix.get('search'))} search "
         f"(held-out test queries, {fmt(mix.get('distinct_queries'))} distinct, anonymous) and "
         f"{fmt(mix.get('homepage'))} homepage (empty query, "

@@ -31,6 +31,7 @@ from client.bench.perf import perf_environment
 from client.bench.report import targets, write_outputs
 from client.bench.requests import build_requests, mix_summary
 from client.bench.sections import BenchContext, Section, available_sections
+from export.repository_settings import RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _version(dist: str) -> str:
 def prepare(cfg: BenchConfig) -> Prepared:
     """The catalog, the bundle over it and its Triton repository (cached where possible)."""
     from export.repository import write_repository
-    from towers.bundle_contract import load_manifest
+    from towers.bundle_contract import int8_files, load_manifest
 
     if not cfg.artifacts.is_dir():
         raise BenchError(
@@ -113,7 +114,22 @@ def prepare(cfg: BenchConfig) -> Prepared:
     bundle, bundle_reused, prior = prepare_bundle(
         cfg.artifacts, data_dir, cache, catalog_key=catalog_key, index=cfg.index, nprobe=cfg.nprobe
     )
-    repository = write_repository(bundle, bundle.parent / "repository")
+    rerank_precision = cfg.rerank_precision
+    if rerank_precision == "auto":
+        rerank_precision = "int8" if cfg.cpu_engine == "openvino" else ""
+    quantized = all((bundle / n).is_file() for n in int8_files("reranker"))
+    if rerank_precision == "int8" and not quantized:
+        from client.int8_export import add_int8_reranker, training_contexts
+
+        diff = add_int8_reranker(bundle, training_contexts(cfg.artifacts, data_dir))
+        log.info("reranker quantized to int8 for the bench (max abs logit diff %.3f)", diff)
+    repository = write_repository(
+        bundle,
+        bundle.parent / "repository",
+        cpu_engine=cfg.cpu_engine,
+        cpu_precision=cfg.cpu_precision,
+        rerank_precision=rerank_precision,
+    )
     manifest = load_manifest(bundle)
     return Prepared(
         data_dir=data_dir,
@@ -125,6 +141,11 @@ def prepare(cfg: BenchConfig) -> Prepared:
         catalog_reused=catalog_reused,
         bundle_reused=bundle_reused,
         prior=prior,
+        serving={
+            "cpu_engine": cfg.cpu_engine,
+            "cpu_precision": cfg.cpu_precision,
+            "rerank_precision": rerank_precision or cfg.cpu_precision,
+        },
     )
 
 
@@ -180,7 +201,7 @@ def run_bench(
                 console.rule("catalog, export, repository")
             try:
                 prep = prepare(cfg)
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, RepositoryError) as exc:
                 raise BenchError(str(exc)) from exc
             ctx.prepared = prep
             doc["catalog"] = {
@@ -190,6 +211,7 @@ def run_bench(
                 "n_items": prep.n_items,
                 "index": prep.index,
                 "prior": prep.prior,
+                "serving": prep.serving,
                 "catalog_reused": prep.catalog_reused,
                 "bundle_reused": prep.bundle_reused,
             }

@@ -16,15 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
+from towers.evaluation.confidence import paired_ci, verdict
 from towers.evaluation.distillation import distillation_section
 from towers.evaluation.drift import drift_section
 from towers.evaluation.recommend import RecSystem, next_item_task, run_systems
 from towers.evaluation.report import write_report
-from towers.evaluation.search import SearchSystem, SearchTask, run_search
+from towers.evaluation.search import SearchSystem, SearchTask, per_query_metrics, run_search
 from towers.evaluation.systems import (
     RECOMMENDATION_SYSTEMS,
     SEARCH_SYSTEMS,
@@ -77,6 +79,7 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
     data_dir = cfg.data_dir or Path(m.report["data_dir"])
     results: dict[str, object] = {"meta": _meta(cfg, m, data_dir)}
     skipped: dict[str, str] = {}
+    per_query: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     task = _search_task(m)
     if "search" in cfg.sections:
         if task is None:
@@ -85,14 +88,17 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
             names = _pick(cfg.systems, SEARCH_SYSTEMS)
             if m.reranker is None:
                 names = tuple(n for n in names if n != "student_faiss_rerank")
-            res, _ = run_search(task, {**search_systems(m, names), **extra.search})
+            res, ranked_by = run_search(task, {**search_systems(m, names), **extra.search})
             results["search"] = {"n_queries": len(task.texts), "systems": res}
+            per_query["search"] = {n: per_query_metrics(r, task) for n, r in ranked_by.items()}
     if "recommendation" in cfg.sections:
         why = _no_holdout(m)
         if why:
             skipped["recommendation"] = why
         else:
-            results["recommendation"] = _recommendation(m, cfg, extra.recommendation)
+            per_user: dict[str, dict[str, np.ndarray]] = {}
+            results["recommendation"] = _recommendation(m, cfg, extra.recommendation, per_user)
+            per_query["recommendation"] = per_user
     if "distillation" in cfg.sections:
         if task is None:
             skipped["distillation"] = "no judged test-split queries to measure quality on"
@@ -119,7 +125,7 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
             )
     for section, why in skipped.items():
         log.warning("section %s skipped: %s", section, why)
-    results["checks"] = checks(results)
+    results["checks"] = checks(results, per_query)
     meta = results["meta"]
     assert isinstance(meta, dict)
     meta["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none"
@@ -151,7 +157,10 @@ def _no_holdout(m: Loaded) -> str:
 
 
 def _recommendation(
-    m: Loaded, cfg: EvalConfig, extra: Mapping[str, RecSystem] | None = None
+    m: Loaded,
+    cfg: EvalConfig,
+    extra: Mapping[str, RecSystem] | None = None,
+    per_user: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, object]:
     """Next items in the whole held-out range ``[cut, end)`` for each system."""
     assert m.cut_ts is not None
@@ -159,7 +168,7 @@ def _recommendation(
     task = next_item_task(m.ds.events, m.cut_ts, end, max_users=cfg.max_users, seed=cfg.seed)
     names = _pick(cfg.systems, RECOMMENDATION_SYSTEMS)
     systems = {**recommendation_systems(m, names), **(extra or {})}
-    res = run_systems(task, systems, len(m.item_ids))
+    res = run_systems(task, systems, len(m.item_ids), per_user=per_user)
     return {"n_users": len(task), "cut_ts": m.cut_ts, "window_s": end - m.cut_ts, "systems": res}
 
 
@@ -181,63 +190,126 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def checks(results: dict[str, object]) -> list[dict[str, object]]:
-    """The project's quality targets, each with its measured value and threshold."""
-    out: list[dict[str, object]] = []
+#: Recommendation baselines the served path must beat (issue 9), the strongest one counts.
+REC_BASELINES = ("popularity", "popularity_all", "item_knn", "ease", "als")
 
-    def add(name: str, value: float, threshold: float, passed: bool, detail: str) -> None:
+#: Per-query (search) and per-user (recommendation) metric arrays by section and system,
+#: aligned across systems: what the paired intervals of the checks resample.
+PerQuery = Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
+
+
+def checks(
+    results: dict[str, object], per_query: PerQuery | None = None
+) -> list[dict[str, object]]:
+    """The project's quality targets, each with its measured value, threshold, the number of
+    users or queries it was decided on (``n``), a paired 95% bootstrap interval (``ci95``,
+    when ``per_query`` holds the systems' per-query metrics) and a ``status``: ``passed``,
+    ``failed`` or ``inconclusive`` (fewer than ``MIN_COUNT`` users or queries, or an
+    interval containing the threshold; see :mod:`towers.evaluation.confidence`).
+    ``passed`` is ``True``/``False``, or ``None`` when inconclusive."""
+    out: list[dict[str, object]] = []
+    per_query = per_query or {}
+
+    def add(
+        name: str,
+        value: float,
+        threshold: float,
+        detail: str,
+        *,
+        higher: bool = True,
+        n: int | None = None,
+        ci: tuple[float, float] | None = None,
+    ) -> None:
+        status = verdict(value, threshold, higher_is_better=higher, n=n, ci=ci)
         out.append(
             {
                 "name": name,
                 "value": value,
                 "threshold": threshold,
-                "passed": bool(passed),
+                "passed": None if status == "inconclusive" else status == "passed",
+                "status": status,
+                "n": n,
+                "ci95": list(ci) if ci is not None else None,
                 "detail": detail,
             }
         )
 
+    def compare(
+        section: str, systems: Mapping[str, Any], a: str, b: str, metric: str, stat: str
+    ) -> tuple[float, tuple[float, float] | None, int | None]:
+        """``a`` against ``b`` on ``metric``: value, paired interval and count."""
+        arrays = per_query.get(section, {})
+        if a in arrays and b in arrays:
+            value, lo, hi = paired_ci(arrays[a][metric], arrays[b][metric], stat)  # type: ignore[arg-type]
+            return value, (lo, hi), len(arrays[a][metric])
+        va, vb = float(systems[a][metric]), float(systems[b][metric])
+        value = va - vb if stat == "diff" else va / max(vb, 1e-9)
+        n = systems[a].get("n_queries", systems[a].get("n_users"))
+        return value, None, int(n) if isinstance(n, int | np.integer) else None
+
     search = results.get("search", {}).get("systems", {})  # type: ignore[union-attr]
     if "teacher_exact" in search and "student_exact" in search:
-        ratio = search["student_exact"]["recall@100"] / max(
-            search["teacher_exact"]["recall@100"], 1e-9
+        v, ci, n = compare(
+            "search", search, "student_exact", "teacher_exact", "recall@100", "ratio"
         )
-        add("student keeps teacher Recall@100", ratio, 0.95, ratio >= 0.95, "student / teacher")
+        add("student keeps teacher Recall@100", v, 0.95, "student / teacher", n=n, ci=ci)
     if "student_faiss" in search and "student_faiss_rerank" in search:
-        gain = search["student_faiss_rerank"]["ndcg@10"] - search["student_faiss"]["ndcg@10"]
-        add("rerank NDCG@10 gain", gain, 0.05, gain >= 0.05, "retrieve+rerank - retrieval only")
+        v, ci, n = compare(
+            "search", search, "student_faiss_rerank", "student_faiss", "ndcg@10", "diff"
+        )
+        add("rerank NDCG@10 gain", v, 0.05, "retrieve+rerank - retrieval only", n=n, ci=ci)
         for base in ("bm25", "popularity"):
             if base in search:
-                diff = search["student_faiss_rerank"]["ndcg@10"] - search[base]["ndcg@10"]
-                add(f"rerank beats {base} NDCG@10", diff, 0.0, diff > 0, f"rerank - {base}")
+                v, ci, n = compare(
+                    "search", search, "student_faiss_rerank", base, "ndcg@10", "diff"
+                )
+                add(f"rerank beats {base} NDCG@10", v, 0.0, f"rerank - {base}", n=n, ci=ci)
     if "served" in search and "served_rerank" in search:
-        gain = search["served_rerank"]["ndcg@10"] - search["served"]["ndcg@10"]
+        v, ci, n = compare("search", search, "served_rerank", "served", "ndcg@10", "diff")
         add(
             "served rerank NDCG@10 gain",
-            gain,
+            v,
             0.04,
-            gain >= 0.04,
             "served path in its budget - served retrieval only (same repository)",
+            n=n,
+            ci=ci,
         )
     distil = results.get("distillation", {})
     for row in distil.get("rows", []) if isinstance(distil, dict) else []:
         if row["name"] == distil.get("chosen"):
             s = row["speedup_vs_teacher"]
-            add("chosen student encodes faster", s, 1.0, s > 1.0, "texts/s over the teacher's")
+            add("chosen student encodes faster", s, 1.0, "texts/s over the teacher's")
     rec = results.get("recommendation", {}).get("systems", {})  # type: ignore[union-attr]
     if "popularity" in rec and "student_faiss" in rec:
-        ratio = rec["student_faiss"]["recall@50"] / max(rec["popularity"]["recall@50"], 1e-9)
+        v, ci, n = compare(
+            "recommendation", rec, "student_faiss", "popularity", "recall@50", "ratio"
+        )
         add(
             "two-tower Recall@50 vs popularity",
-            ratio,
+            v,
             2.0,
-            ratio >= 2.0,
             "served retrieval (FAISS + prior) / popularity",
+            n=n,
+            ci=ci,
+        )
+    ours = next((s for s in ("served", "student_faiss") if s in rec), None)
+    bases = [b for b in REC_BASELINES if b in rec]
+    if ours and bases:
+        best = max(bases, key=lambda b: float(rec[b]["recall@50"]))
+        v, ci, n = compare("recommendation", rec, ours, best, "recall@50", "ratio")
+        add(
+            "recommendation beats the best baseline Recall@50",
+            v,
+            1.0,
+            f"{ours} / {best} (the strongest of {', '.join(bases)})",
+            n=n,
+            ci=ci,
         )
     drift = results.get("drift", {})
     upd = drift.get("update") if isinstance(drift, dict) else None
     if upd:
         frac = upd["recovered_fraction"]
-        add("update recovers lost quality", frac, 0.5, frac >= 0.5, "recovered / lost")
+        add("update recovers lost quality", frac, 0.5, "recovered / lost")
         tf = upd["time_fraction"]
-        add("update time vs full training", tf, 0.1, tf <= 0.1, "update s / full train s")
+        add("update time vs full training", tf, 0.1, "update s / full train s", higher=False)
     return out

@@ -21,7 +21,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from towers.metrics import ndcg_at_k, recall_at_k
+import numpy as np
+
+from towers.evaluation.confidence import bootstrap_ci
+from towers.metrics import ndcg_per_query, recall_per_query
 from towers.next_item import (  # the task is defined below training; re-exported here
     NextItemTask,
     exclude_history,
@@ -47,29 +50,58 @@ __all__ = [
 RecSystem = Callable[["NextItemTask", int], list[list[int]]]
 
 
-def score_recommendations(
-    ranked: list[list[int]], task: NextItemTask, n_items: int, seconds: float
-) -> dict[str, float]:
-    """Recall@10/50, NDCG@10, coverage@10 and users per second of one system's lists."""
+#: Metrics that carry a 95% bootstrap interval over users (``ci95`` of each system's row).
+CI_METRICS = ("recall@50", "ndcg@10")
+
+
+def per_user_metrics(ranked: list[list[int]], task: NextItemTask) -> dict[str, np.ndarray]:
+    """Recall@10, Recall@50 and NDCG@10 (binary gains) of each user of ``task``, in order."""
     labels = [dict.fromkeys(t, 1) for t in task.targets]
-    top10 = {i for r in ranked for i in r[:10]}
     return {
-        "recall@10": recall_at_k(ranked, task.targets, 10),
-        "recall@50": recall_at_k(ranked, task.targets, 50),
-        "ndcg@10": ndcg_at_k(ranked, labels, 10),
-        "coverage@10": len(top10) / max(n_items, 1),
-        "users_per_s": len(task) / max(seconds, 1e-9),
+        "recall@10": recall_per_query(ranked, task.targets, 10),
+        "recall@50": recall_per_query(ranked, task.targets, 50),
+        "ndcg@10": ndcg_per_query(ranked, labels, 10),
     }
 
 
+def score_recommendations(
+    ranked: list[list[int]],
+    task: NextItemTask,
+    n_items: int,
+    seconds: float,
+    per_user: dict[str, np.ndarray] | None = None,
+) -> dict[str, object]:
+    """Recall@10/50, NDCG@10, coverage@10, users per second, the user count and the 95%
+    bootstrap interval of each of :data:`CI_METRICS` (``ci95``) of one system's lists."""
+    per_user = per_user if per_user is not None else per_user_metrics(ranked, task)
+    top10 = {i for r in ranked for i in r[:10]}
+    out: dict[str, object] = {
+        name: float(vals.mean()) if len(vals) else 0.0 for name, vals in per_user.items()
+    }
+    out["coverage@10"] = len(top10) / max(n_items, 1)
+    out["users_per_s"] = len(task) / max(seconds, 1e-9)
+    out["n_users"] = len(task)
+    out["ci95"] = {m: list(bootstrap_ci(per_user[m])) for m in CI_METRICS}
+    return out
+
+
 def run_systems(
-    task: NextItemTask, systems: dict[str, RecSystem], n_items: int, k: int = 50
-) -> dict[str, dict[str, float]]:
-    """Each system's metrics on ``task``, timed over the whole task."""
+    task: NextItemTask,
+    systems: dict[str, RecSystem],
+    n_items: int,
+    k: int = 50,
+    per_user: dict[str, dict[str, np.ndarray]] | None = None,
+) -> dict[str, dict[str, object]]:
+    """Each system's metrics on ``task``, timed over the whole task; ``per_user`` (when
+    given) receives each system's per-user metrics (for paired comparisons)."""
     results = {}
     for name, system in systems.items():
         start = time.perf_counter()
         ranked = system(task, k)
-        results[name] = score_recommendations(ranked, task, n_items, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        values = per_user_metrics(ranked, task)
+        if per_user is not None:
+            per_user[name] = values
+        results[name] = score_recommendations(ranked, task, n_items, seconds, values)
         log.info("recommendation %s: %s", name, results[name])
     return results

@@ -37,6 +37,15 @@ from towers.bundle_contract import (
 from towers.data import Dataset, item_texts, load_dataset
 from towers.encoder import mean_pool
 from towers.evaluation.baselines import BM25Ranker, PopularityRanker
+from towers.evaluation.collaborative import (
+    ALS,
+    EASE,
+    EASE_MAX_ITEMS,
+    Interactions,
+    ItemKNN,
+    interactions,
+    top_k_excluding,
+)
 from towers.evaluation.recommend import (
     NextItemTask,
     RecSystem,
@@ -72,8 +81,20 @@ SEARCH_SYSTEMS = (
     "student_faiss",
     "student_faiss_rerank",
 )
-RECOMMENDATION_SYSTEMS = ("popularity", "teacher_exact", "student_exact", "student_faiss")
-#: Days of behaviour before a window that the popularity baseline counts.
+RECOMMENDATION_SYSTEMS = (
+    "popularity",
+    "popularity_all",
+    "item_knn",
+    "ease",
+    "als",
+    "teacher_exact",
+    "student_exact",
+    "student_faiss",
+)
+#: The collaborative baselines (:mod:`towers.evaluation.collaborative`): item identity only.
+COLLABORATIVE_SYSTEMS = ("item_knn", "ease", "als")
+#: Days of behaviour before a window that the (recent) popularity baseline counts;
+#: ``popularity_all`` counts every event before the window.
 POPULARITY_DAYS = 7
 
 
@@ -338,6 +359,19 @@ def recommendation_systems(
             return [pop.top(k, exclude=h) for h in task.hist_ids]
 
         systems["popularity"] = popularity
+    if "popularity_all" in names:
+
+        def popularity_all(task: NextItemTask, k: int) -> list[list[int]]:
+            pop = PopularityRanker(m.ds.events, m.item_ids, until_ts=task.start_ts)
+            return [pop.top(k, exclude=h) for h in task.hist_ids]
+
+        systems["popularity_all"] = popularity_all
+    for name in COLLABORATIVE_SYSTEMS:
+        if name == "ease" and m.ds.events["item_id"].nunique() > EASE_MAX_ITEMS:
+            log.warning("ease skipped: more than %d items with interactions", EASE_MAX_ITEMS)
+            continue
+        if name in names:
+            systems[name] = _collaborative(m, name)
     if "teacher_exact" in names:
         t_index = exact_index(m.teacher_items)
 
@@ -382,6 +416,31 @@ def recommendation_systems(
 
         systems["student_faiss"] = student_faiss
     return systems
+
+
+def _collaborative(m: Loaded, name: str) -> RecSystem:
+    """A collaborative baseline fitted on the events before each task's start (fits are
+    cached per start time: the recommendation section asks once, drift once per window)."""
+    fitted: dict[int, tuple[Interactions, ItemKNN | EASE | ALS]] = {}
+    kinds = {"item_knn": ItemKNN, "ease": EASE, "als": ALS}
+
+    def system(task: NextItemTask, k: int) -> list[list[int]]:
+        if task.start_ts not in fitted:
+            data = interactions(m.ds.events, m.item_ids, until_ts=task.start_ts)
+            fitted[task.start_ts] = (data, kinds[name](data))
+        data, model = fitted[task.start_ts]
+        out: list[list[int]] = []
+        for lo in range(0, len(task), COLLABORATIVE_BATCH):
+            hi = min(lo + COLLABORATIVE_BATCH, len(task))
+            rows = data.user_rows(task.user_ids[lo:hi], task.hist_ids[lo:hi])
+            out += top_k_excluding(model.scores(rows), m.item_ids, task.hist_ids[lo:hi], k)
+        return out
+
+    return system
+
+
+#: Users scored at once by a collaborative baseline (``[batch, n_items]`` float32 scores).
+COLLABORATIVE_BATCH = 256
 
 
 def events_range(events: pd.DataFrame) -> tuple[int, int]:

@@ -170,8 +170,8 @@ def test_full_report_has_every_section_plot_and_json(tmp_path: Path) -> None:
     assert report.stat().st_mode & 0o044 == 0o044, "report not readable by others"
 
     # table contents: formats, column order, chosen row, checks, update sentence
-    assert "| ✅ | student_faiss recall@100 vs teacher | 0.930 | 0.900 |" in text
-    assert "too slow \\| check batching" in text and "1 of 2 checks passed." in text
+    assert "| ✅ | student_faiss recall@100 vs teacher | 0.930 | – | – | 0.900 |" in text
+    assert "too slow \\| check batching" in text and "1 of 2 checks passed, 0 inconclusive" in text
     header = next(line for line in text.splitlines() if line.startswith("| system | recall@10"))
     assert header.split(" | ")[1:5] == ["recall@10", "recall@50", "recall@100", "recall@200"]
     assert header.rstrip(" |").endswith("queries/s | latency p50 (ms)")

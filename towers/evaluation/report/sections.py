@@ -74,27 +74,43 @@ def _checks_section(results: Mapping[str, Any]) -> list[str]:
     if not checks:
         return []
     rows = []
+    marks = {"passed": "✅", "failed": "❌", "inconclusive": "❔ inconclusive"}
     for c in checks:
         passed = c.get("passed")
-        mark = MISSING if not isinstance(passed, bool | np.bool_) else ("✅" if passed else "❌")
+        status = c.get("status")
+        if status not in marks and isinstance(passed, bool | np.bool_):
+            status = "passed" if passed else "failed"
         name = str(c.get("name", ""))
+        ci = c.get("ci95")
+        interval = MISSING
+        if isinstance(ci, Sequence) and len(ci) == 2 and all(_number(b) is not None for b in ci):
+            interval = f"[{format_value(name, ci[0])}, {format_value(name, ci[1])}]"
         rows.append(
             [
-                mark,
+                marks.get(str(status), MISSING),
                 name,
                 format_value(name, c.get("value")),
+                interval,
+                format_value("n", c.get("n")),
                 format_value(name, c.get("threshold")),
                 str(c.get("detail", "")),
             ]
         )
     n_passed = sum(r[0] == "✅" for r in rows)
+    n_open = sum(r[0] == marks["inconclusive"] for r in rows)
     return [
         "",
         "## Checks",
         "",
-        f"{n_passed} of {len(rows)} checks passed.",
+        f"{n_passed} of {len(rows)} checks passed, {n_open} inconclusive (decided on fewer "
+        "than 200 users or queries, or a 95% interval that contains the threshold). "
+        "Intervals: paired bootstrap over the same users or queries.",
         "",
-        *_table(["", "check", "value", "threshold", "detail"], rows, align="llrrl"),
+        *_table(
+            ["", "check", "value", "95% interval", "n", "threshold", "detail"],
+            rows,
+            align="llrrrrl",
+        ),
     ]
 
 

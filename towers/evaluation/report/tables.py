@@ -163,10 +163,21 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "
 def _system_table(systems: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One row per system, one column per metric present in at least one system."""
     columns = metric_columns(systems.values())
-    rows = [
-        [name] + [format_value(c, vals.get(c)) for c in columns] for name, vals in systems.items()
-    ]
+    rows = [[name] + [with_interval(c, vals) for c in columns] for name, vals in systems.items()]
     return _table(["system"] + [_header(c) for c in columns], rows)
+
+
+def with_interval(name: str, row: Mapping[str, Any]) -> str:
+    """``row[name]`` formatted, followed by its 95% interval ``[lo, hi]`` when ``row["ci95"]``
+    holds one for ``name``."""
+    text = format_value(name, row.get(name))
+    ci = row.get("ci95")
+    bounds = ci.get(name) if isinstance(ci, Mapping) else None
+    if isinstance(bounds, Sequence) and len(bounds) == 2:
+        lo, hi = (_number(b) for b in bounds)
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            text += f" [{format_value(name, lo)}, {format_value(name, hi)}]"
+    return text
 
 
 def _image(title: str, rel_path: str | None) -> list[str]:

@@ -1,0 +1,73 @@
+"""Collaborative baselines on a matrix whose structure is known: two groups of users, each
+buying within one group of items; a user who bought from one group must be recommended the
+rest of that group first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from towers.evaluation.collaborative import (
+    ALS,
+    EASE,
+    ItemKNN,
+    interactions,
+    top_k_excluding,
+)
+
+GROUP_A = [10, 11, 12, 13, 14]
+GROUP_B = [20, 21, 22, 23, 24]
+ITEMS = np.array(GROUP_A + GROUP_B + [30], dtype=np.int64)  # 30: never interacted with
+
+
+def _events() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(40):
+        group = GROUP_A if user < 20 else GROUP_B
+        for item in rng.choice(group, size=3, replace=False):
+            rows.append((user, int(item), 100 + len(rows)))
+    rows.append((99, 999, 5))  # an item outside the catalog: ignored
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "ts"])
+
+
+def test_interactions_are_binary_and_cut_by_time() -> None:
+    ev = _events()
+    dup = pd.concat([ev, ev.iloc[:1]])
+    data = interactions(dup, ITEMS)
+    assert data.matrix.max() == 1.0
+    assert data.matrix.shape == (40, len(ITEMS))  # user 99 has no catalog item: no row
+    assert data.matrix.sum() == 120
+    early = interactions(ev, ITEMS, until_ts=110)
+    assert early.matrix.sum() == 10  # ts 100..109 (the ts-5 event's item is unknown)
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs"), [(ItemKNN, {}), (EASE, {}), (ALS, {"factors": 2, "iterations": 30})]
+)
+def test_a_user_gets_the_rest_of_their_group_first(kind: type, kwargs: dict) -> None:
+    data = interactions(_events(), ITEMS)
+    model = kind(data, **kwargs)
+    hist = [np.array([10, 11]), np.array([23])]
+    rows = data.user_rows([1000, 1001], hist)  # new users, known only by their history
+    assert rows.sum() == 3
+    top = top_k_excluding(model.scores(rows), ITEMS, hist, 3)
+    assert set(top[0]) <= set(GROUP_A) - {10, 11}
+    assert set(top[1]) <= set(GROUP_B) - {23}
+    assert len(top[0]) == 3
+
+
+def test_top_k_excluding_drops_history_and_breaks_ties_by_catalog_order() -> None:
+    scores = np.array([[1.0, 3.0, 3.0, 0.5]], dtype=np.float32)
+    ids = np.array([5, 6, 7, 8])
+    assert top_k_excluding(scores, ids, [np.array([6])], 2) == [[7, 5]]
+    assert top_k_excluding(scores, ids, [np.array([], dtype=np.int64)], 10) == [[6, 7, 5, 8]]
+
+
+def test_ease_refuses_too_many_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    import towers.evaluation.collaborative as collab
+
+    monkeypatch.setattr(collab, "EASE_MAX_ITEMS", 3)
+    with pytest.raises(ValueError, match="at most 3 items"):
+        EASE(interactions(_events(), ITEMS))

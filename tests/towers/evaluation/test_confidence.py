@@ -1,0 +1,83 @@
+"""Bootstrap intervals, verdicts, and the checks that use them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from towers.evaluation.confidence import MIN_COUNT, bootstrap_ci, paired_ci, verdict
+from towers.evaluation.harness import checks
+from towers.evaluation.report import write_report
+
+
+def test_interval_holds_the_mean_and_narrows_with_more_users() -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.random(50), rng.random(5000)
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_l, hi_l = bootstrap_ci(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+    assert all(np.isnan(bootstrap_ci([])))
+
+
+def test_paired_interval_is_tighter_than_the_users_spread() -> None:
+    rng = np.random.default_rng(2)
+    hardness = rng.random(400)  # the same users are hard or easy for both systems
+    a, b = hardness + 0.02, hardness
+    value, lo, hi = paired_ci(a, b, "diff")
+    assert value == pytest.approx(0.02) and lo == pytest.approx(0.02) and hi == pytest.approx(0.02)
+    ratio, lo, hi = paired_ci(2 * hardness, hardness, "ratio")
+    assert ratio == pytest.approx(2.0) and lo == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_ci([1.0], [1.0, 2.0], "diff")
+    with pytest.raises(ValueError, match="diff or ratio"):
+        paired_ci([1.0], [1.0], "sum")  # type: ignore[arg-type]
+
+
+def test_verdicts() -> None:
+    assert verdict(0.9, 0.5) == "passed"
+    assert verdict(0.1, 0.5) == "failed"
+    assert verdict(0.9, 0.5, n=MIN_COUNT - 1) == "inconclusive"
+    assert verdict(0.9, 0.5, n=MIN_COUNT, ci=(0.4, 1.2)) == "inconclusive"
+    assert verdict(0.9, 0.5, n=MIN_COUNT, ci=(0.6, 1.2)) == "passed"
+    assert verdict(0.05, 0.1, higher_is_better=False) == "passed"
+
+
+def _rec(per_user: dict[str, np.ndarray]) -> dict[str, object]:
+    systems = {
+        name: {"recall@50": float(v.mean()), "n_users": len(v)} for name, v in per_user.items()
+    }
+    return {"recommendation": {"systems": systems}}
+
+
+def test_a_check_on_too_few_users_is_inconclusive_and_says_so(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    few = {"popularity": rng.random(19) * 0.1, "student_faiss": rng.random(19) * 0.5}
+    per_query = {"recommendation": {n: {"recall@50": v} for n, v in few.items()}}
+    results = _rec(few)
+    results["checks"] = checks(results, per_query)
+    by = {c["name"]: c for c in results["checks"]}
+    c = by["two-tower Recall@50 vs popularity"]
+    assert c["status"] == "inconclusive" and c["passed"] is None and c["n"] == 19
+    assert c["ci95"][0] < c["value"] < c["ci95"][1]
+    text = write_report(results, tmp_path).read_text()
+    assert "❔ inconclusive | two-tower Recall@50 vs popularity" in text
+    assert "0 of 2 checks passed, 2 inconclusive" in text
+
+
+def test_the_served_path_is_held_to_the_strongest_baseline() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.random(500)
+    users = {
+        "popularity": base * 0.2,
+        "ease": base * 0.9,
+        "item_knn": base * 0.5,
+        "student_faiss": base * 0.6,
+    }
+    per_query = {"recommendation": {n: {"recall@50": v} for n, v in users.items()}}
+    results = _rec(users)
+    by = {c["name"]: c for c in checks(results, per_query)}
+    c = by["recommendation beats the best baseline Recall@50"]
+    assert c["status"] == "failed" and "student_faiss / ease" in c["detail"]
+    assert c["value"] == pytest.approx(0.6 / 0.9) and c["n"] == 500
