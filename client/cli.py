@@ -194,13 +194,23 @@ def eval_cmd(
     budget_ms: Annotated[
         float, typer.Option(help="Budget of served_rerank per request, ms.", min=0)
     ] = 25.0,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Recommendation protocol: time (each user's new items after the training "
+            "cut) or random (the held-out random 20% of a data set written by `towerserve "
+            "data split`; train on it with --all-events). Figures of the two never compare."
+        ),
+    ] = "time",
 ) -> None:
     """Evaluate a trained model against baselines; write OUT/report.md, plots and results.json.
 
     Measures, side by side in one run: search quality on held-out queries (popularity, BM25,
     teacher, student exact and through FAISS, retrieve+rerank), next-item recommendation after
-    the training cut, the distillation trade-off (1-4 layer students vs the teacher: quality
-    and encoding speed), and quality by time window before and after an incremental update.
+    the training cut (or on a random split, --protocol random) beside popularity, item-kNN,
+    EASE and ALS, with 95% intervals, the distillation trade-off (1-4 layer students vs the
+    teacher: quality and encoding speed), and quality by time window before and after an
+    incremental update.
     """
     from pydantic import ValidationError
 
@@ -228,6 +238,7 @@ def eval_cmd(
             windows=windows,
             max_users=max_users,
             retrain=retrain,
+            protocol=protocol,
         )
         extra = None
         if repository is not None:

@@ -88,3 +88,34 @@ def data_convert(
         if n:
             console.print(f"[yellow]dropped {n} {escape(reason)}[/yellow]")
     console.print(f"[green]data set written to {escape(str(out))}[/green]")
+
+
+@data_app.command("split")
+def data_split(
+    data: Annotated[Path, typer.Option(help="The data set to split (a folder of tables).")],
+    out: Annotated[Path, typer.Option(help="Folder for the split copy (must differ).")],
+    test_frac: Annotated[
+        float, typer.Option(help="Share of events held out, strictly between 0 and 1.")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Random seed of the shuffle.")] = 7,
+) -> None:
+    """Split a data set's events at random for `towerserve eval --protocol random`.
+
+    Writes a copy of the data set whose events are the training share, and
+    OUT/heldout_events.parquet with the held-out share (the TensorFlow Recommenders
+    tutorial's 80/20 protocol). Then: `towerserve train --data OUT --all-events` and
+    `towerserve eval --data OUT --protocol random`.
+    """
+    from rich.markup import escape
+
+    from towers.data.split import write_random_split
+
+    try:
+        record = write_random_split(data, out, test_frac=test_frac, seed=seed)
+    except ValueError as exc:  # DataError included
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]{record['n_train_events']:,} training and {record['n_heldout_events']:,} "
+        f"held-out events written to {out}[/green]"
+    )

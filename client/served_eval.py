@@ -65,8 +65,8 @@ def served_recommendation_systems(
 
         def rec(task: NextItemTask, k: int, budget: float = budget) -> list[list[int]]:
             ranked = []
-            for hist, ts in zip(task.hist_ids, task.hist_ts, strict=True):
-                seen = set(map(int, hist))
+            for hist, ts, skip in zip(task.hist_ids, task.hist_ts, task.excluded, strict=True):
+                seen = set(map(int, skip))
                 out = recommend(
                     "",
                     history_ids=np.asarray(hist, np.int64),

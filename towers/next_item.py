@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NextItemTask",
+    "random_split_task",
     "exclude_history",
     "history_matrix",
     "next_item_task",
@@ -38,6 +39,8 @@ class NextItemTask:
     """Users, their histories before ``start_ts`` and their new positive items in the window.
 
     ``hist_ids``/``hist_ts`` are oldest first, at most ``MAX_HISTORY`` long, ts in unix s.
+    ``exclude`` (random protocol) holds each user's items to leave out of their list when that
+    is more than the history (all their training items); ``None``: the history.
     """
 
     start_ts: int
@@ -46,9 +49,15 @@ class NextItemTask:
     hist_ids: list[np.ndarray]
     hist_ts: list[np.ndarray]
     targets: list[set[int]]
+    exclude: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.user_ids)
+
+    @property
+    def excluded(self) -> list[np.ndarray]:
+        """Per user, the item ids no system may return (``exclude``, else the history)."""
+        return self.exclude if self.exclude is not None else self.hist_ids
 
 
 def next_item_task(
@@ -100,13 +109,63 @@ def next_item_task(
     )
 
 
+def random_split_task(
+    train: pd.DataFrame,
+    heldout: pd.DataFrame,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> NextItemTask:
+    """The task of the random protocol (:mod:`towers.data.split`): the users with a positive
+    held-out event and at least one training event; each user's history is their newest
+    ``MAX_HISTORY`` training events, their targets the distinct items of their positive
+    held-out events that they have no training event with, and every item of their training
+    events is excluded from their list. ``start_ts`` is one second after the last training
+    event (so popularity counts every training event).
+
+    Raises:
+        ValueError: no training events.
+    """
+    if len(train) == 0:
+        raise ValueError("no training events: the random protocol needs the training share")
+    start = int(train["ts"].max()) + 1
+    ordered = train.sort_values(["user_id", "ts"], kind="stable")
+    groups = {int(u): g for u, g in ordered.groupby("user_id", sort=True)}
+    positive = heldout[heldout["event_type"].isin(POSITIVE_EVENTS).to_numpy()]
+    users, hist_ids, hist_ts, targets, exclude = [], [], [], [], []
+    for user, items in positive.groupby("user_id", sort=True)["item_id"]:
+        hist = groups.get(int(user))
+        if hist is None:
+            continue  # every held-out event of a user unseen in training: cold start
+        seen = hist["item_id"].to_numpy(np.int64)
+        new = set(map(int, items.to_numpy())) - set(map(int, seen))
+        if not new:
+            continue
+        recent = hist.tail(MAX_HISTORY)
+        users.append(int(user))
+        hist_ids.append(recent["item_id"].to_numpy(np.int64))
+        hist_ts.append(recent["ts"].to_numpy(np.int64))
+        targets.append(new)
+        exclude.append(np.unique(seen))
+    if max_users is not None and len(users) > max_users:
+        keep = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
+        users = [users[i] for i in keep]
+        hist_ids = [hist_ids[i] for i in keep]
+        hist_ts = [hist_ts[i] for i in keep]
+        targets = [targets[i] for i in keep]
+        exclude = [exclude[i] for i in keep]
+    return NextItemTask(
+        start, start + 1, np.asarray(users, np.int64), hist_ids, hist_ts, targets, exclude
+    )
+
+
 def exclude_history(
     ranked_rows: np.ndarray, item_ids: np.ndarray, task: NextItemTask, k: int
 ) -> list[list[int]]:
     """Item ids of ``ranked_rows`` (row positions, ``-1`` = none) per user, dropping each
     user's history items, cut to ``k``."""
     out = []
-    for row, hist in zip(ranked_rows, task.hist_ids):
+    for row, hist in zip(ranked_rows, task.excluded):
         seen = set(map(int, hist))
         ids = [int(item_ids[p]) for p in row if p >= 0 and int(item_ids[p]) not in seen]
         out.append(ids[:k])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.errors import RequestError
-from serving.user_tower import StoredHistory, UserEncoder
+from serving.user_tower import PAD_TO, StoredHistory, UserEncoder
 from towers.features import MAX_HISTORY, recency_weights
 
 DIM = 4
@@ -103,10 +103,11 @@ def test_feeds_with_history() -> None:
     assert vec.shape == (1, DIM) and vec.dtype == np.float32
     feeds = fn.feeds[-1]
     assert feeds["has_query"].tolist() == [[0.0]] and feeds["has_query"].dtype == np.float32
-    assert feeds["history_vectors"].shape == (1, 2, DIM)
-    np.testing.assert_array_equal(feeds["history_vectors"][0], VECTORS[[3, 1]])
-    np.testing.assert_allclose(feeds["history_weights"][0], recency_weights([100, 4000], TAU_S))
-    assert feeds["input_ids"].dtype == np.int64
+    assert feeds["history_vectors"].shape == (1, PAD_TO, DIM)  # padded to a few shapes
+    np.testing.assert_array_equal(feeds["history_vectors"][0, :2], VECTORS[[3, 1]])
+    assert not feeds["history_vectors"][0, 2:].any() and not feeds["history_weights"][0, 2:].any()
+    np.testing.assert_allclose(feeds["history_weights"][0, :2], recency_weights([100, 4000], TAU_S))
+    assert feeds["input_ids"].dtype == np.int64 and feeds["input_ids"].shape[1] % PAD_TO == 0
 
 
 def test_query_without_history_gets_one_zero_padded_slot() -> None:
@@ -115,8 +116,8 @@ def test_query_without_history_gets_one_zero_padded_slot() -> None:
     enc.encode(*QUERY, 1.0, enc.resolve_history(-1, empty, empty))
     feeds = fn.feeds[-1]
     assert feeds["has_query"].tolist() == [[1.0]]
-    assert feeds["history_vectors"].shape == (1, 1, DIM) and not feeds["history_vectors"].any()
-    assert feeds["history_weights"].tolist() == [[0.0]]
+    assert feeds["history_vectors"].shape == (1, PAD_TO, DIM)
+    assert not feeds["history_vectors"].any() and not feeds["history_weights"].any()
 
 
 def test_infer_tensors() -> None:
@@ -171,8 +172,8 @@ def test_warm_up_runs_a_query_and_an_empty_query_with_history() -> None:
     assert [f["has_query"].tolist() for f in fn.feeds] == [[[1.0]], [[0.0]]]
     assert fn.feeds[0]["input_ids"].shape == (1, 8)  # [CLS] + 6 tokens + [SEP]
     for feeds in fn.feeds:
-        np.testing.assert_array_equal(feeds["history_vectors"][0], VECTORS[:5])
-        assert np.all(np.diff(feeds["history_weights"][0]) > 0)  # oldest first
+        np.testing.assert_array_equal(feeds["history_vectors"][0, :5], VECTORS[:5])
+        assert np.all(np.diff(feeds["history_weights"][0, :5]) > 0)  # oldest first
     out = enc.infer({**_tensors(), "USER_ID": np.array([7], np.int64)})
     assert out["HISTORY_USED"].tolist() == [110, 111, 112]  # stored history untouched
 
@@ -196,3 +197,21 @@ def test_warm_up_with_the_real_onnx_graph_leaves_answers_unchanged(repository: P
         np.testing.assert_array_equal(
             warm.infer(tensors)["USER_VECTOR"], cold.infer(tensors)["USER_VECTOR"]
         )
+
+
+def test_padding_leaves_the_real_graphs_vector_unchanged(repository: Path) -> None:
+    folder = repository / "user_tower" / "1"
+    enc = UserEncoder.from_dir(folder, model_version="test-v1")
+    raw = enc.encode_fn  # the ONNX session, called here without padding
+    ids = np.array([[101, 2054, 2003, 1037, 102]], np.int64)
+    history = enc.resolve_history(-1, enc.items.item_ids[:3], np.array([100, 200, 300]))
+    for has_query in (1.0, 0.0):
+        padded = enc.encode(ids, np.ones_like(ids), has_query, history)
+        plain = raw(
+            input_ids=ids,
+            attention_mask=np.ones_like(ids),
+            has_query=np.array([[has_query]], np.float32),
+            history_vectors=enc.item_vectors[history.rows][None],
+            history_weights=recency_weights(history.ts, enc.recency_tau_s)[None].astype(np.float32),
+        )
+        np.testing.assert_allclose(padded, plain, atol=1e-6)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from towers.data.split import heldout_events, split_info
 from towers.evaluation.confidence import paired_ci, verdict
 from towers.evaluation.distillation import distillation_section
 from towers.evaluation.drift import drift_section
@@ -37,6 +38,7 @@ from towers.evaluation.systems import (
     search_systems,
 )
 from towers.examples import graded_labels
+from towers.next_item import random_split_task
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,11 @@ class EvalConfig(BaseModel):
     update_epochs: float = Field(2.0, gt=0, description="passes over the update window")
     retrain: bool = Field(True, description="full retrain at the update point as reference")
     seed: int = 7
+    protocol: Literal["time", "random"] = Field(
+        "time",
+        description="recommendation protocol: time (held-out time range after the training "
+        "cut) or random (held-out random 20% of events, from `towerserve data split`)",
+    )
 
 
 @dataclass
@@ -91,8 +98,12 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
             res, ranked_by = run_search(task, {**search_systems(m, names), **extra.search})
             results["search"] = {"n_queries": len(task.texts), "systems": res}
             per_query["search"] = {n: per_query_metrics(r, task) for n, r in ranked_by.items()}
+    if cfg.protocol == "random":
+        why = _random_protocol_problem(m, data_dir)
+        if why:
+            raise ValueError(why)
     if "recommendation" in cfg.sections:
-        why = _no_holdout(m)
+        why = _no_holdout(m) if cfg.protocol == "time" else ""
         if why:
             skipped["recommendation"] = why
         else:
@@ -108,7 +119,7 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
                 m, cfg.artifacts, task, cfg.layers, teacher_quality=teacher
             )
     if "drift" in cfg.sections:
-        why = _no_holdout(m)
+        why = _no_holdout(m) if cfg.protocol == "time" else "drift needs the time protocol"
         if why:
             skipped["drift"] = why
         else:
@@ -163,13 +174,47 @@ def _recommendation(
     per_user: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, object]:
     """Next items in the whole held-out range ``[cut, end)`` for each system."""
+    names = _pick(cfg.systems, RECOMMENDATION_SYSTEMS)
+    systems = {**recommendation_systems(m, names), **(extra or {})}
+    if cfg.protocol == "random":
+        assert m.ds.root is not None
+        task = random_split_task(
+            m.ds.events, heldout_events(m.ds.root), max_users=cfg.max_users, seed=cfg.seed
+        )
+        res = run_systems(task, systems, len(m.item_ids), per_user=per_user)
+        return {
+            "protocol": "random",
+            "split": split_info(m.ds),
+            "n_users": len(task),
+            "systems": res,
+        }
     assert m.cut_ts is not None
     _, end = events_range(m.ds.events)
     task = next_item_task(m.ds.events, m.cut_ts, end, max_users=cfg.max_users, seed=cfg.seed)
-    names = _pick(cfg.systems, RECOMMENDATION_SYSTEMS)
-    systems = {**recommendation_systems(m, names), **(extra or {})}
     res = run_systems(task, systems, len(m.item_ids), per_user=per_user)
-    return {"n_users": len(task), "cut_ts": m.cut_ts, "window_s": end - m.cut_ts, "systems": res}
+    return {
+        "protocol": "time",
+        "n_users": len(task),
+        "cut_ts": m.cut_ts,
+        "window_s": end - m.cut_ts,
+        "systems": res,
+    }
+
+
+def _random_protocol_problem(m: Loaded, data_dir: Path) -> str:
+    """Why the random protocol cannot run on ``m`` ("" when it can)."""
+    if split_info(m.ds) is None:
+        return (
+            f"--protocol random needs a data set written by `towerserve data split` ({data_dir} "
+            "has no random split in its meta.json), and a model trained on it with --all-events"
+        )
+    if m.cut_ts is not None:
+        return (
+            "--protocol random needs a model trained on every event of the split's training "
+            f"share (`towerserve train --data {data_dir} --all-events`); this one held events "
+            "out after a time cut"
+        )
+    return ""
 
 
 def _meta(cfg: EvalConfig, m: Loaded, data_dir: Path) -> dict[str, object]:
@@ -181,6 +226,12 @@ def _meta(cfg: EvalConfig, m: Loaded, data_dir: Path) -> dict[str, object]:
         "n_items": len(m.item_ids),
         "n_events": len(m.ds.events),
         "cut_ts": m.cut_ts if m.cut_ts is not None else "none (all events trained on)",
+        "protocol": cfg.protocol
+        + (
+            ": held-out time range after the training cut"
+            if cfg.protocol == "time"
+            else ": random 80/20 split of events (towerserve data split)"
+        ),
         "index": str(m.index_params.get("type", "")),
         "machine": f"{platform.machine()}, {_cores()} cores, {platform.python_version()}",
     }

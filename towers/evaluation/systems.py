@@ -345,7 +345,11 @@ def recommendation_systems(
     tower = user_tower or m.user_tower
     tau_s = float(m.report["config"].get("recency_tau_s", 2 * 86400.0))
     row_of = m.row_of
-    depth = MAX_HISTORY  # extra depth so that excluding the history still leaves k items
+
+    def depth(task: NextItemTask) -> int:
+        """Extra depth so that excluding the history (or the excluded items) leaves k items."""
+        return max([MAX_HISTORY, *(len(e) for e in task.excluded)])
+
     systems: dict[str, RecSystem] = {}
     if "popularity" in names:
 
@@ -356,14 +360,14 @@ def recommendation_systems(
                 until_ts=task.start_ts,
                 since_ts=task.start_ts - POPULARITY_DAYS * 86_400,
             )
-            return [pop.top(k, exclude=h) for h in task.hist_ids]
+            return [pop.top(k, exclude=h) for h in task.excluded]
 
         systems["popularity"] = popularity
     if "popularity_all" in names:
 
         def popularity_all(task: NextItemTask, k: int) -> list[list[int]]:
             pop = PopularityRanker(m.ds.events, m.item_ids, until_ts=task.start_ts)
-            return [pop.top(k, exclude=h) for h in task.hist_ids]
+            return [pop.top(k, exclude=h) for h in task.excluded]
 
         systems["popularity_all"] = popularity_all
     for name in COLLABORATIVE_SYSTEMS:
@@ -377,7 +381,8 @@ def recommendation_systems(
 
         def teacher(task: NextItemTask, k: int) -> list[list[int]]:
             rows, weights = history_matrix(task, row_of, tau_s)
-            _, top = t_index.search(pooled_history(m.teacher_items, rows, weights), k + depth)
+            vecs = pooled_history(m.teacher_items, rows, weights)
+            _, top = t_index.search(vecs, k + depth(task))
             return exclude_history(top, m.item_ids, task, k)
 
         systems["teacher_exact"] = teacher
@@ -390,7 +395,7 @@ def recommendation_systems(
     if "student_exact" in names:
 
         def student(task: NextItemTask, k: int) -> list[list[int]]:
-            _, top = s_index.search(user_vecs(task), k + depth)
+            _, top = s_index.search(user_vecs(task), k + depth(task))
             return exclude_history(top, m.item_ids, task, k)
 
         systems["student_exact"] = student
@@ -400,7 +405,7 @@ def recommendation_systems(
         lookup = PriorLookup(m.item_ids, prior_.values, prior_.default) if prior_ else None
 
         def student_faiss(task: NextItemTask, k: int) -> list[list[int]]:
-            want = max(m.n_candidates, k + depth)
+            want = max(m.n_candidates, k + depth(task))
             if weight:
                 cos, ids = m.index.search(user_vecs(task), PRIOR_OVERFETCH * want)
                 assert lookup is not None
@@ -409,7 +414,7 @@ def recommendation_systems(
             else:
                 _, ids = m.index.search(user_vecs(task), want)
             out = []
-            for row, hist in zip(ids, task.hist_ids):
+            for row, hist in zip(ids, task.excluded):
                 seen = set(map(int, hist))
                 out.append([int(i) for i in row if i >= 0 and int(i) not in seen][:k])
             return out
@@ -433,7 +438,7 @@ def _collaborative(m: Loaded, name: str) -> RecSystem:
         for lo in range(0, len(task), COLLABORATIVE_BATCH):
             hi = min(lo + COLLABORATIVE_BATCH, len(task))
             rows = data.user_rows(task.user_ids[lo:hi], task.hist_ids[lo:hi])
-            out += top_k_excluding(model.scores(rows), m.item_ids, task.hist_ids[lo:hi], k)
+            out += top_k_excluding(model.scores(rows), m.item_ids, task.excluded[lo:hi], k)
         return out
 
     return system

@@ -38,7 +38,21 @@ def test_eval_writes_every_section(tiny_model, tmp_path) -> None:
     assert search["student_exact"]["recall@100"] > 3 * search["popularity"]["recall@100"]
     rec = results["recommendation"]
     assert rec["n_users"] > 0
-    assert set(rec["systems"]) == {"popularity", "teacher_exact", "student_exact", "student_faiss"}
+    assert set(rec["systems"]) == {
+        "popularity",
+        "popularity_all",
+        "item_knn",
+        "ease",
+        "als",
+        "teacher_exact",
+        "student_exact",
+        "student_faiss",
+    }
+    assert rec["protocol"] == "time"
+    for row in rec["systems"].values():
+        lo, hi = row["ci95"]["recall@50"]
+        assert lo <= row["recall@50"] <= hi and row["n_users"] == rec["n_users"]
+        assert 0.0 <= row["recall@50"] <= row["recall@100"] <= 1.0
     rows = {r["name"]: r for r in results["distillation"]["rows"]}
     assert set(rows) == {"student-1L", "student-2L", "teacher"}
     assert (
@@ -56,8 +70,11 @@ def test_eval_writes_every_section(tiny_model, tmp_path) -> None:
         "student keeps teacher Recall@100",
         "rerank NDCG@10 gain",
         "two-tower Recall@50 vs popularity",
+        "recommendation beats the best baseline Recall@50",
         "update recovers lost quality",
     }
+    for check in results["checks"]:
+        assert check["status"] in ("passed", "failed", "inconclusive")
     report = (out / "report.md").read_text()
     for heading in ("Search", "Recommendation", "Distillation", "drift"):
         assert heading in report
@@ -143,3 +160,45 @@ def test_update_refuses_an_empty_window(tiny_model, tmp_path) -> None:
         ],
     )
     assert res.exit_code == 1 and "nothing to update on" in res.output
+
+
+def test_random_protocol_trains_on_the_split_and_scores_the_held_out_share(
+    tiny_model, tmp_path
+) -> None:
+    from towers.config import preset_config
+    from towers.data.split import write_random_split
+    from towers.evaluation.harness import EvalConfig, run_eval
+    from towers.train import train
+
+    split = tmp_path / "split"
+    write_random_split(tiny_model["data"], split, test_frac=0.2, seed=1)
+    cfg = preset_config("tiny", seed=3).model_copy(update={"until_ts": None, "until_frac": None})
+    train(split, tmp_path / "artifacts", cfg)
+    out = tmp_path / "report"
+    results = run_eval(
+        EvalConfig(
+            artifacts=tmp_path / "artifacts",
+            out_dir=out,
+            sections=("recommendation",),
+            systems=("popularity_all", "ease", "student_faiss"),
+            protocol="random",
+        )
+    )
+    rec = results["recommendation"]
+    assert rec["protocol"] == "random" and rec["split"]["test_frac"] == 0.2
+    assert set(rec["systems"]) == {"popularity_all", "ease", "student_faiss"}
+    for row in rec["systems"].values():
+        lo, hi = row["ci95"]["accuracy@100"]
+        assert 0.0 <= lo <= row["accuracy@100"] <= hi <= 1.0
+    assert "Protocol: **random split**" in (out / "report.md").read_text()
+    # the time-split model is refused: it never saw the events after its cut
+    with pytest.raises(ValueError, match="--all-events"):
+        run_eval(
+            EvalConfig(
+                artifacts=tiny_model["artifacts"],
+                data_dir=split,
+                out_dir=tmp_path / "r2",
+                sections=("recommendation",),
+                protocol="random",
+            )
+        )

@@ -138,6 +138,19 @@ def _recommendation_section(results: Mapping[str, Any], plots: _Plots) -> list[s
     if not systems:
         return []
     lines = ["", "## Recommendation", ""]
+    if section and section.get("protocol") == "random":
+        lines += [
+            "Protocol: **random split** (a random share of events held out; every held-out "
+            "positive is a target; all of a user's training items are excluded from their "
+            "list). Not comparable with time-split figures.",
+            "",
+        ]
+    elif section and section.get("protocol") == "time":
+        lines += [
+            "Protocol: **time split** (each user's new items in the held-out time range after "
+            "the training cut, from their history before it).",
+            "",
+        ]
     parts = []
     if section and _number(section.get("n_users")) is not None:
         parts.append(f"{format_value('n_users', section['n_users'])} users")
