@@ -191,7 +191,9 @@ def _recommendation(
     assert m.cut_ts is not None
     _, end = events_range(m.ds.events)
     task = next_item_task(m.ds.events, m.cut_ts, end, max_users=cfg.max_users, seed=cfg.seed)
-    res = run_systems(task, systems, len(m.item_ids), per_user=per_user)
+    seen = set(map(int, m.ds.events.loc[m.ds.events["ts"].to_numpy() < m.cut_ts, "item_id"]))
+    cold = set(map(int, m.item_ids)) - seen
+    res = run_systems(task, systems, len(m.item_ids), per_user=per_user, cold_items=cold)
     return {
         "protocol": "time",
         "n_users": len(task),

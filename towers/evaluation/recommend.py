@@ -75,17 +75,29 @@ def top_k_hits(ranked: list[list[int]], task: NextItemTask, k: int = 100) -> np.
     return np.asarray([len(set(r[:k]) & t) for r, t in zip(ranked, task.targets)], dtype=np.float64)
 
 
+def cold_recall(
+    ranked: list[list[int]], task: NextItemTask, cold_items: set[int], k: int = 50
+) -> tuple[float, int]:
+    """Recall@``k`` over the targets that are cold items (no interaction before the cut),
+    mean over the users who have one, and how many users that is."""
+    cold_targets = [t & cold_items for t in task.targets]
+    vals = recall_per_query(ranked, cold_targets, k)
+    return (float(vals.mean()) if len(vals) else 0.0), len(vals)
+
+
 def score_recommendations(
     ranked: list[list[int]],
     task: NextItemTask,
     n_items: int,
     seconds: float,
     per_user: dict[str, np.ndarray] | None = None,
+    cold_items: set[int] | None = None,
 ) -> dict[str, object]:
     """Recall@10/50/100, NDCG@10, top-100 accuracy (held-out positives whose item is in the
     user's top 100, over all of them: the metric of the TensorFlow Recommenders retrieval
     tutorial), coverage@10, users per second, the user count and the 95% bootstrap interval
-    of each of :data:`CI_METRICS` and of the accuracy (``ci95``) of one system's lists."""
+    of each of :data:`CI_METRICS` and of the accuracy (``ci95``) of one system's lists; with
+    ``cold_items``, also ``cold_recall@50`` (:func:`cold_recall`) and ``n_cold_users``."""
     per_user = per_user if per_user is not None else per_user_metrics(ranked, task)
     top10 = {i for r in ranked for i in r[:10]}
     out: dict[str, object] = {
@@ -95,6 +107,8 @@ def score_recommendations(
     n_targets = np.asarray([len(t) for t in task.targets], dtype=np.float64)
     accuracy, lo, hi = paired_ci(hits, n_targets, "ratio")
     out["accuracy@100"] = accuracy if len(hits) else 0.0
+    if cold_items is not None:
+        out["cold_recall@50"], out["n_cold_users"] = cold_recall(ranked, task, cold_items)
     out["coverage@10"] = len(top10) / max(n_items, 1)
     out["users_per_s"] = len(task) / max(seconds, 1e-9)
     out["n_users"] = len(task)
@@ -111,9 +125,11 @@ def run_systems(
     n_items: int,
     k: int = 100,
     per_user: dict[str, dict[str, np.ndarray]] | None = None,
+    cold_items: set[int] | None = None,
 ) -> dict[str, dict[str, object]]:
     """Each system's metrics on ``task``, timed over the whole task; ``per_user`` (when
-    given) receives each system's per-user metrics (for paired comparisons)."""
+    given) receives each system's per-user metrics (for paired comparisons); ``cold_items``
+    adds Recall@50 among targets no one had interacted with before the task."""
     results = {}
     for name, system in systems.items():
         start = time.perf_counter()
@@ -122,6 +138,8 @@ def run_systems(
         values = per_user_metrics(ranked, task)
         if per_user is not None:
             per_user[name] = values
-        results[name] = score_recommendations(ranked, task, n_items, seconds, values)
+        results[name] = score_recommendations(
+            ranked, task, n_items, seconds, values, cold_items=cold_items
+        )
         log.info("recommendation %s: %s", name, results[name])
     return results

@@ -103,3 +103,16 @@ def test_scores() -> None:
     assert perfect["coverage@10"] == 0.25
     miss = score_recommendations([[13]], task, n_items=4, seconds=1.0)
     assert miss["recall@50"] == 0.0
+    assert perfect["accuracy@100"] == 1.0 and perfect["n_users"] == 1
+    assert "cold_recall@50" not in perfect
+
+
+def test_cold_recall_counts_only_users_with_a_cold_target() -> None:
+    rows = [(1, 10, "view", 1), (1, 11, "click", 20), (1, 12, "click", 21)]
+    rows += [(2, 10, "view", 1), (2, 11, "click", 20)]
+    task = next_item_task(_events(rows), 10, 30)
+    assert task.targets == [{11, 12}, {11}]
+    scored = score_recommendations([[12], [11]], task, n_items=3, seconds=1.0, cold_items={12})
+    assert scored["cold_recall@50"] == 1.0 and scored["n_cold_users"] == 1
+    scored = score_recommendations([[11], [11]], task, n_items=3, seconds=1.0, cold_items={12})
+    assert scored["cold_recall@50"] == 0.0
