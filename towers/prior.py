@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PRIOR_FILE",
+    "NO_DECAY_S",
     "PRIOR_HALF_LIFE_S",
+    "PRIOR_HALF_LIVES_S",
     "PRIOR_META_FILE",
     "PRIOR_WEIGHTS",
     "ItemPrior",
@@ -46,8 +48,14 @@ __all__ = [
     "save_prior",
 ]
 
-#: Half-life of an interaction's contribution to the prior: 3 days, in seconds.
+#: Half-life of an interaction's contribution to the prior: 3 days, in seconds (the default
+#: of :func:`compute_prior`; training chooses among :data:`PRIOR_HALF_LIVES_S`).
 PRIOR_HALF_LIFE_S = 3 * 86_400.0
+#: "No decay": a half-life of 100 years (finite, so it stays plain JSON in the manifest).
+NO_DECAY_S = 100 * 365 * 86_400.0
+#: Half-lives :func:`fit_model_prior` chooses from on validation, seconds: a day, 3 days, a
+#: week, a month and no decay (data spanning years wants a long memory; launches a short one).
+PRIOR_HALF_LIVES_S = (86_400.0, 3 * 86_400.0, 7 * 86_400.0, 30 * 86_400.0, NO_DECAY_S)
 #: Candidate weights tried by :func:`fit_prior_weight` (the prior is standardised and cosine
 #: is in [-1, 1], so 0.05 moves an item by a twentieth of the cosine range per std).
 PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
@@ -147,47 +155,64 @@ def fit_model_prior(
     item_vectors: np.ndarray,
     *,
     validation_s: float = VALIDATION_S,
-    half_life_s: float = PRIOR_HALF_LIFE_S,
+    half_lives_s: tuple[float, ...] = PRIOR_HALF_LIVES_S,
     max_users: int = 1000,
     seed: int = 0,
 ) -> tuple[ItemPrior, dict[str, float]]:
-    """The prior as of ``at_ts`` with its weight fitted on the last ``validation_s`` seconds
-    before it.
+    """The prior as of ``at_ts`` with its half-life and weight fitted on the last
+    ``validation_s`` seconds before it.
 
     The validation task is the next-item task of ``[at_ts - validation_s, at_ts)`` (see
     :mod:`towers.evaluation.recommend`), ranked the way the served retriever ranks: the
     ``PRIOR_OVERFETCH`` x depth best items by cosine, re-ranked with a prior computed as of the
-    window start; the weight with the best Recall@50 wins. With no users to validate on the
-    weight is 0 (cosine only). ``user_vectors`` maps a task to its user vectors ``[U, dim]``.
-    Returns the prior and the validation Recall@50 per weight.
+    window start; the (half-life, weight) pair with the best Recall@50 wins (ties: the first
+    half-life of ``half_lives_s``, the smaller weight). With no users to validate on the weight
+    is 0 (cosine only) and the half-life the first one. ``user_vectors`` maps a task to its
+    user vectors ``[U, dim]``. Returns the prior and the validation Recall@50 of each pair,
+    keyed ``"<half-life days>d/<weight>"``.
+
+    Raises:
+        ValueError: ``half_lives_s`` is empty.
     """
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
     from towers.metrics import recall_at_k
     from towers.next_item import exclude_history, next_item_task
 
-    prior = compute_prior(events, item_ids, at_ts, half_life_s)
+    if not half_lives_s:
+        raise ValueError("half_lives_s must name at least one half-life")
     start = int(at_ts - validation_s)
     task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
     if len(task) == 0:
         log.warning("no users to fit the prior weight on: the retriever ranks by cosine only")
-        return prior, {}
-    val_prior = compute_prior(events, item_ids, start, half_life_s).values
+        return compute_prior(events, item_ids, at_ts, half_lives_s[0]), {}
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     depth = min(PRIOR_OVERFETCH * (VALIDATION_K + MAX_HISTORY), len(item_ids))
     index = faiss.IndexFlatIP(item_vectors.shape[1])
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
     cos, rows = index.search(users, depth)
 
-    def recall(weight: float) -> float:
-        _, ranked = rank_with_prior(cos, rows, val_prior[np.maximum(rows, 0)], weight)
-        lists = exclude_history(ranked, item_ids, task, VALIDATION_K)
-        return recall_at_k(lists, task.targets, VALIDATION_K)
+    scores: dict[str, float] = {}
+    best: tuple[float, float, float] | None = None  # (recall, half-life, weight)
+    for half_life in half_lives_s:
+        val_prior = compute_prior(events, item_ids, start, half_life).values
 
-    weight, scores = fit_prior_weight(recall)
+        def recall(weight: float, val_prior: np.ndarray = val_prior) -> float:
+            _, ranked = rank_with_prior(cos, rows, val_prior[np.maximum(rows, 0)], weight)
+            lists = exclude_history(ranked, item_ids, task, VALIDATION_K)
+            return recall_at_k(lists, task.targets, VALIDATION_K)
+
+        weight, by_weight = fit_prior_weight(recall)
+        for w, r in by_weight.items():
+            scores[f"{half_life / 86_400:g}d/{w}"] = r
+        if best is None or by_weight[str(weight)] > best[0]:
+            best = (by_weight[str(weight)], half_life, weight)
+    assert best is not None
+    _, half_life, weight = best
     log.info(
-        "prior weight %.3f fitted on %d users of the last %.1f days",
+        "prior: half-life %.1f days, weight %.3f, fitted on %d users of the last %.1f days",
+        half_life / 86_400,
         weight,
         len(task),
         validation_s / 86_400,
     )
-    return prior.with_weight(weight), scores
+    return compute_prior(events, item_ids, at_ts, half_life, weight), scores

@@ -91,3 +91,36 @@ def test_lookup_by_id_with_default() -> None:
     assert PriorLookup(np.zeros(0), np.zeros(0), 0.5)(np.array([1]))[0] == 0.5
     with pytest.raises(ValueError, match="equal"):
         PriorLookup(np.array([1, 2]), np.array([1.0]), 0.0)
+
+
+def test_half_life_is_chosen_on_validation_long_memory_wins_for_steady_sellers() -> None:
+    """Items 0-9 sell steadily for two months and keep selling in the validation window;
+    items 10-19 had a burst just before it and never sell again. A short half-life ranks the
+    burst first; validation must pick a long memory (30 days or no decay) and a weight > 0."""
+    from towers.prior import NO_DECAY_S, fit_model_prior
+
+    day = 86_400
+    at = 100 * day
+    start = at - 3 * day  # the validation window of fit_model_prior
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(40 * day, start, day // 4):  # steady sellers, users 1000+
+        rows.append((1000 + len(rows), int(rng.integers(0, 10)), "purchase", t))
+    for j in range(400):  # the burst, just before the window
+        rows.append((5000 + j, 10 + j % 10, "purchase", start - day + j * 100))
+    for u in range(300):  # validation users: a history item, then a steady seller
+        rows.append((9000 + u, 50 + u % 40, "view", start - 2 * day))
+        rows.append((9000 + u, u % 10, "purchase", start + day + u))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
+    item_ids = np.arange(100, dtype=np.int64)
+    vecs = rng.standard_normal((100, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def users(task) -> np.ndarray:
+        u = rng.standard_normal((len(task), 8)).astype(np.float32)
+        return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+    prior, scores = fit_model_prior(events, item_ids, at, users, vecs)
+    assert prior.half_life_s in (30 * day, NO_DECAY_S) and prior.weight > 0
+    assert scores[f"{prior.half_life_s / day:g}d/{prior.weight}"] > scores[f"1d/{prior.weight}"]
+    assert len(scores) == 5 * 10  # every half-life x every weight
