@@ -145,9 +145,7 @@ def _knn_lists(
         (np.ones(int(known.sum()), np.float32), (users, rows[known].astype(np.int64))),
         shape=(int(users.max(initial=-1)) + 1, n_items),
     )
-    x.data[:] = 1.0
-    x.sum_duplicates()
-    x.data[:] = 1.0
+    x.data[:] = 1.0  # duplicates were summed by the constructor: back to binary
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
     xc = x.tocsc()
     out: list[np.ndarray] = []
