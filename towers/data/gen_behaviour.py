@@ -22,6 +22,8 @@ Internal to :mod:`towers.data.generate`. Model, all vectorised with numpy:
   candidates after scoring brand and price-band affinity plus Gumbel noise, then funnels:
   click (25 % + 15 % if a preferred brand), add_to_cart (30 % of clicks), purchase (55 % of
   carts), each a few seconds to minutes after the previous step.
+* Optionally (``bundles``, off by default) a share of views is redrawn from hidden bundles of
+  items of unrelated product types (:mod:`towers.data.gen_structure`), before the funnel.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from towers.data.gen_items import Items, ItemSampler, TaxonomyArrays
+from towers.data.gen_structure import Bundles, apply_bundles
 from towers.data.schema import EVENT_TYPES
 from towers.data.taxonomy import PRICE_BANDS
 
@@ -227,10 +230,15 @@ def make_events(
     items: Items,
     sampler: ItemSampler,
     trends: Trends | None = None,
+    bundles: tuple[Bundles, float, np.random.Generator] | None = None,
 ) -> pa.Table:
     """Generate the behaviour log (about ``events_per_user`` events per user on average),
     sorted by user_id, ts and funnel step, with ``ts`` in ``[start_ts, start_ts + days
-    * 86400)`` unix seconds and session ids numbered 0.. in that order."""
+    * 86400)`` unix seconds and session ids numbered 0.. in that order.
+
+    ``bundles`` is ``(bundles, strength, rng)``: redraw that share of views from hidden
+    bundles with their own random stream (:func:`towers.data.gen_structure.apply_bundles`);
+    ``None`` leaves the views as drawn."""
     n_users = len(prefs.activity)
     span = days * SECONDS_PER_DAY
     per_session = MEAN_VIEWS * EVENTS_PER_VIEW
@@ -280,6 +288,9 @@ def make_events(
     best = np.argmax(score, axis=1)
     v_item = cand[np.arange(n_v), best]
     v_brand = brand_match[np.arange(n_v), best]
+    if bundles is not None:
+        v_item = apply_bundles(v_user, v_sess, v_item, bundles[1], bundles[0], bundles[2])
+        v_brand = (items.brand_idx[v_item][:, None] == prefs.brands[v_user]).any(-1)
 
     gaps = 1 + rng.exponential(40.0, n_v).astype(np.int64)
     cum = np.cumsum(gaps)

@@ -186,8 +186,13 @@ def _capitalize_first(arr: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(head, pc.utf8_slice_codeunits(arr, 1), "")
 
 
-def make_items(n_items: int, rng: np.random.Generator, tax: TaxonomyArrays) -> Items:
+def make_items(
+    n_items: int, rng: np.random.Generator, tax: TaxonomyArrays, item_zipf: float = ITEM_ZIPF
+) -> Items:
     """Generate ``n_items`` items with ids 0..n_items-1.
+
+    ``item_zipf`` is the exponent of the items' latent popularity (weight ~ rank^-a over a
+    random ranking; larger is steeper).
 
     Every product type gets at least one item when ``n_items`` >= the number of types. Price
     is ``base_price(type) * brand_tier * lognormal(0, 0.3)`` rounded to .99 (>= 0.99); the
@@ -219,7 +224,7 @@ def make_items(n_items: int, rng: np.random.Generator, tax: TaxonomyArrays) -> I
     has_size = tax.has_size[type_idx] & (s_count > 0)
     size_idx = tax.size_start[dept] + (rng.random(n) * np.maximum(s_count, 1)).astype(np.int64)
     ranks = rng.permutation(n)
-    popularity = (ranks + 1.0) ** -ITEM_ZIPF
+    popularity = (ranks + 1.0) ** -item_zipf
 
     a_type = take_strings(tax.type_names, type_idx)
     a_dept = take_strings(tax.dept_names, dept)

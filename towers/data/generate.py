@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from towers.data.gen_behaviour import SECONDS_PER_DAY, Trends, make_events, make_users
-from towers.data.gen_items import ItemSampler, TaxonomyArrays, make_items
+from towers.data.gen_items import ITEM_ZIPF, ItemSampler, TaxonomyArrays, make_items
 from towers.data.gen_queries import (
     MAX_PER_LABEL,
     N_NEGATIVES,
@@ -35,9 +35,17 @@ from towers.data.gen_queries import (
     make_qrels,
     make_queries,
 )
+from towers.data.gen_structure import make_bundles, make_vague
 from towers.data.schema import SCHEMA_VERSION
 
-__all__ = ["START_TS", "DatasetPaths", "GenerateConfig", "generate"]
+__all__ = [
+    "START_TS",
+    "STRUCTURE_PRESETS",
+    "STRUCTURE_SETTINGS",
+    "DatasetPaths",
+    "GenerateConfig",
+    "generate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +94,63 @@ class GenerateConfig(BaseModel):
     trend_days: float = Field(
         3.0, gt=0.0, le=365.0, description="e-folding time of a trend's decay, in days"
     )
+    # Structure that text cannot see (towers.data.gen_structure); the defaults are off and
+    # leave the generated files exactly as they were before these settings existed.
+    bundle_strength: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of views redrawn from hidden bundles of items of unrelated product "
+        "types (co-purchase taste that only item identity reveals; 0 = off)",
+    )
+    bundle_size: int = Field(
+        8, ge=2, le=10_000, description="items per hidden bundle (used when bundle_strength > 0)"
+    )
+    item_zipf: float = Field(
+        ITEM_ZIPF,
+        ge=0.0,
+        le=4.0,
+        description="exponent of the items' latent popularity, weight ~ rank^-a within a "
+        "product type (1.0 = the default curve; larger = steeper head)",
+    )
+    vague_item_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of items whose title and description say little (generic words, "
+        "empty type, brand, colour, material and size; 0 = off)",
+    )
+
+
+#: The settings that shape what structure the data has (text vs item identity).
+STRUCTURE_SETTINGS: tuple[str, ...] = (
+    "bundle_strength",
+    "bundle_size",
+    "item_zipf",
+    "vague_item_share",
+)
+
+#: ``towerserve data generate --structure NAME``: ``text`` is the default generator (a
+#: shopper's next item follows from item text); ``identity`` makes half the views follow a
+#: hidden cross-type bundle, steepens the popularity curve and blanks 40 % of item texts, so
+#: co-occurrence (item identity) predicts the next item better than text does.
+STRUCTURE_PRESETS: dict[str, dict[str, float | int]] = {
+    "text": {"bundle_strength": 0.0, "bundle_size": 8, "item_zipf": ITEM_ZIPF,
+             "vague_item_share": 0.0},
+    "identity": {"bundle_strength": 0.5, "bundle_size": 8, "item_zipf": 2.0,
+                 "vague_item_share": 0.4},
+}  # fmt: skip
+
+
+def _config_record(config: GenerateConfig) -> dict[str, object]:
+    """The config as written to ``meta.json``: structure settings only when one is on, so a
+    default generation's ``meta.json`` is unchanged by their introduction."""
+    record = config.model_dump()
+    defaults = GenerateConfig.model_fields
+    if all(record[k] == defaults[k].default for k in STRUCTURE_SETTINGS):
+        for k in STRUCTURE_SETTINGS:
+            del record[k]
+    return record
 
 
 @dataclass(frozen=True)
@@ -127,8 +192,10 @@ def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> D
     """
     paths = DatasetPaths.under(Path(out_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
-    seeds = np.random.SeedSequence(config.seed).spawn(5)
-    rng_items, rng_users, rng_events, rng_queries, rng_qrels = (
+    # A sixth child for the structure settings: spawn(6)'s first five children are
+    # spawn(5)'s, so the other stages draw the same numbers whether or not it is used.
+    seeds = np.random.SeedSequence(config.seed).spawn(6)
+    rng_items, rng_users, rng_events, rng_queries, rng_qrels, rng_structure = (
         np.random.default_rng(s) for s in seeds
     )
     tax = TaxonomyArrays.build()
@@ -148,9 +215,13 @@ def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> D
 
     try:
         stage("items")
-        items = make_items(config.n_items, rng_items, tax)
+        items = make_items(config.n_items, rng_items, tax, config.item_zipf)
         sampler = ItemSampler(items.type_idx, items.popularity, tax.n_types)
         tables["items"] = items.table
+        bundles = None
+        if config.bundle_strength > 0.0:
+            found = make_bundles(items.popularity, config.bundle_size, rng_structure)
+            bundles = (found, config.bundle_strength, rng_structure)
         done("items")
 
         stage("users")
@@ -177,6 +248,7 @@ def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> D
             items,
             sampler,
             Trends(config.trend_share, config.trend_boost, config.trend_days),
+            bundles,
         )
         done("events")
 
@@ -187,9 +259,13 @@ def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> D
         done("queries")
 
         stage("qrels")
+        if config.vague_item_share > 0.0:
+            # After the events and queries, which follow the hidden attributes; the labels
+            # below grade what the catalogue says.
+            tables["items"] = make_vague(tables["items"], config.vague_item_share, rng_structure)
         item_cols = ["item_id", "product_type", "brand", "color", "material", "price_band"]
         tables["qrels"] = make_qrels(
-            tables["queries"], items.table.select(item_cols).to_pandas(), rng_qrels
+            tables["queries"], tables["items"].select(item_cols).to_pandas(), rng_qrels
         )
         done("qrels")
 
@@ -200,7 +276,7 @@ def generate(config: GenerateConfig, out_dir: Path, progress: bool = False) -> D
         meta = {
             "schema_version": SCHEMA_VERSION,
             "generator": "towerserve synthetic e-commerce",
-            "config": config.model_dump(),
+            "config": _config_record(config),
             "counts": {name: tables[name].num_rows for name in TABLE_NAMES},
             "time_range": {
                 "start_ts": START_TS,
