@@ -14,6 +14,8 @@ from rich.table import Table
 
 from client.cli_bench import bench_cmd
 from client.cli_data import data_app
+from client.cli_embed import embed_cmd
+from client.cli_index import index_app
 
 if TYPE_CHECKING:
     from client.grpc_client import Recommendation
@@ -26,6 +28,8 @@ app = typer.Typer(
 console = Console()
 app.add_typer(data_app, name="data")
 app.command("bench")(bench_cmd)
+app.command("embed")(embed_cmd)
+app.add_typer(index_app, name="index")
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 

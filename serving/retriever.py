@@ -37,6 +37,7 @@ from serving.tensors import float_scalar, int_scalar, require
 from towers.bundle_contract import INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 from towers.index import apply_search_params, search_parameters
+from towers.index_version import IndexVersion, load_index_version
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ class Retriever:
         k_factor: float | None = None,
         prior: PriorLookup | None = None,
         prior_weight: float = 0.0,
+        model_version: str = "",
     ) -> None:
+        #: The item-tower version whose vectors the index holds ("" unknown: swap refuses).
+        self.model_version = model_version
         if max_k < 1 or n_candidates < 1:
             raise ValueError(f"max_k and n_candidates must be >= 1, got {max_k}, {n_candidates}")
         if not np.isfinite(prior_weight) or prior_weight < 0:
@@ -175,6 +179,7 @@ class Retriever:
             k_factor=float(manifest.index.get("k_factor") or 0) or None,
             prior=prior,
             prior_weight=weight,
+            model_version=manifest.model_version,
         )
         log.info(
             "retriever %s: %s %s, %d items, dim %d, nprobe %s, efSearch %s, k_factor %s, "
@@ -192,6 +197,45 @@ class Retriever:
             manifest.model_version,
         )
         return retriever
+
+    def swap(self, folder: Path) -> IndexVersion:
+        """Serve the index version in ``folder`` (``towerserve index build``) from now on.
+
+        It is checked first (towers/index_version.py: the model version and dimension this
+        retriever serves, the file's size and checksum, what FAISS reads); if any check fails,
+        :class:`~towers.index_version.IndexVersionError` says which and the old index keeps
+        serving. The removed ids and the manifest's search-time parameters (``nprobe``,
+        ``efSearch``, ``k_factor``) apply to the new index. CPU indexes only.
+        """
+        if isinstance(self.index, DeviceIndex):
+            raise ValueError("swap works on a CPU index; a device index is loaded with its model")
+        if not self.model_version:
+            raise BundleError("this retriever has no model_version: it cannot check an index")
+        index, version = load_index_version(folder, model_version=self.model_version, dim=self.dim)
+        applied = apply_search_params(
+            index,
+            {
+                k: v
+                for k, v in version.index.items()
+                if k in ("nprobe", "efSearch", "k_factor") and v
+            },
+        )
+        # The removed-ids selectors (made at construction) are id-based: they fit any index.
+        params = search_parameters(index, self._not_removed) if len(self.removed_ids) else None
+        old_index = self.index
+        self.index, self._params = index, params
+        self.ivf = faiss.try_extract_index_ivf(index)
+        self.nprobe = applied.get("nprobe")
+        self.ef_search = applied.get("efSearch")
+        self.k_factor = applied.get("k_factor")
+        log.info(
+            "retriever: swapped to %s (%d items, model %s; was %d items)",
+            folder,
+            version.n_items,
+            version.model_version,
+            old_index.ntotal,
+        )
+        return version
 
     def check_k(self, k: int) -> int:
         """``k`` if it is in ``1..max_k``, else a :class:`RequestError` naming the range."""

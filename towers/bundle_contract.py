@@ -75,6 +75,12 @@ __all__ = [
     "onnx_file",
     "sha256",
     "verify_files",
+    "BAD_ROWS_FILE",
+    "DELETED_IDS_FILE",
+    "EMBED_MANIFEST_FILE",
+    "EMBED_STATE_FILE",
+    "INDEX_MANIFEST_FILE",
+    "embed_shard_file",
 ]
 
 # -- bundle files (one flat folder; each Triton model's version folder holds a subset) ------
@@ -464,3 +470,27 @@ def blend_features(
             f"{[len(c) for c in cols]} for {list(BLEND_FEATURES)}"
         )
     return np.stack(cols, axis=1)
+
+
+# -- re-embedding jobs and index versions (client/embed, towers/index_version.py) ----------
+
+#: The manifest of a finished re-embedding job's output folder (``towerserve embed``): model
+#: version, dimension, engine, shards with their sha256, bad-row counts.
+EMBED_MANIFEST_FILE = "embed_manifest.json"
+#: A running re-embedding job's checkpoint state (what catalog, model and shard size it is).
+EMBED_STATE_FILE = "embed_job.json"
+#: Item ids a delta catalog deletes, int64 ``[R]`` (a job's output folder).
+DELETED_IDS_FILE = "deleted_ids.npy"
+#: Catalog rows a re-embedding job skipped: ``row``, ``item_id`` (null if missing), ``reason``.
+BAD_ROWS_FILE = "bad_rows.parquet"
+#: The manifest of an index version folder (``towerserve index build``): model version,
+#: dimension, item count, index parameters, the index file's size and sha256.
+INDEX_MANIFEST_FILE = "index_manifest.json"
+
+
+def embed_shard_file(shard: int) -> str:
+    """File name of vector shard number ``shard`` (>= 0) of a re-embedding job: Parquet with
+    ``item_id`` int64 and ``vector`` fixed-size list of float32 ``[D]`` per row."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"shard-{shard:05d}.parquet"

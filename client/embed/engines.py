@@ -1,0 +1,316 @@
+"""What runs the item tower for a re-embedding job: ``local`` (in-process) and ``triton``
+(a running server's ``item_tower`` over gRPC); ``ray`` is in client/embed/ray_engine.py.
+
+Every engine takes shards ``(shard, texts)`` and yields ``(shard, vectors float32 [n, D])``
+in the order given, so the job writes each shard as soon as it is done (its checkpoint).
+
+``local`` runs serving.item_tower.ItemEncoder (the served code) on the bundle's
+``item_tower.onnx`` in whichever runtime and precision measures fastest on this CPU among
+those within the parity gate: OpenVINO bf16 (where the CPU computes bf16), OpenVINO fp32 and
+ONNX Runtime fp32 are each timed on a sample of the catalog's own texts, and one whose vectors
+are not within :data:`PARITY_MIN_COSINE` of ONNX Runtime fp32's is never chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from serving.graphs import Runtime
+from serving.item_tower import ItemEncoder
+from towers.bundle_contract import load_manifest
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PARITY_MIN_COSINE",
+    "Engine",
+    "EngineError",
+    "LocalEngine",
+    "RuntimeChoice",
+    "TritonEngine",
+    "choose_runtime",
+]
+
+#: Lowest cosine of any sample vector to the fp32 one for a runtime to be chosen (the same
+#: gate as the served item tower's test against the bf16 table: tests/test_end_to_end.py).
+PARITY_MIN_COSINE = 0.99
+#: Runtimes ``local`` may choose from, ``(engine, precision)``, fastest first where measured.
+LOCAL_RUNTIMES = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
+
+Shards = Iterable[tuple[int, list[str]]]
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run (server unreachable, wrong model, a failed request)."""
+
+
+class Engine(Protocol):
+    """What the job needs from an engine."""
+
+    name: str
+    model_version: str
+
+    def prepare(self, sample: list[str]) -> None: ...
+
+    def embed_shards(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RuntimeChoice:
+    """The runtime ``local`` chose and what it measured: items/s and lowest cosine to
+    fp32 per ``engine/precision`` on the sample."""
+
+    engine: str
+    precision: str
+    items_per_s: dict[str, float] = field(default_factory=dict)
+    min_cosine: dict[str, float] = field(default_factory=dict)
+
+
+def _candidates(runtime: str, precision: str) -> list[tuple[str, str]]:
+    from serving.openvino_engine import cpu_has_bf16, openvino_available
+
+    found = []
+    for eng, prec in LOCAL_RUNTIMES:
+        if eng == "openvino" and not openvino_available():
+            continue
+        if prec == "bf16" and not cpu_has_bf16():
+            continue
+        if runtime in ("auto", eng) and precision in ("auto", prec):
+            found.append((eng, prec))
+    if not found:
+        raise EngineError(
+            f"no local runtime matches runtime {runtime!r} and precision {precision!r} here: "
+            f"allowed {', '.join(f'{e} {p}' for e, p in LOCAL_RUNTIMES)} (bf16 needs a CPU with "
+            "AVX512-BF16 or AMX)"
+        )
+    return found
+
+
+def _open(bundle: Path, engine: str, precision: str, threads: int, batch_size: int) -> ItemEncoder:
+    runtime = Runtime(device="cpu", engine=engine, precision=precision, intra_op_threads=threads)
+    return ItemEncoder.from_dir(bundle, runtime=runtime, batch_size=batch_size)
+
+
+def choose_runtime(
+    bundle: Path,
+    sample: list[str],
+    *,
+    runtime: str = "auto",
+    precision: str = "auto",
+    threads: int = 1,
+    batch_size: int = 64,
+) -> tuple[RuntimeChoice, ItemEncoder]:
+    """Time each candidate runtime on ``sample`` (one warm-up pass, then the best of two) and
+    return the fastest within the parity gate, opened. With one candidate, nothing is timed."""
+    found = _candidates(runtime, precision)
+    if len(found) == 1 or not sample:
+        eng, prec = found[0]
+        return RuntimeChoice(eng, prec), _open(bundle, eng, prec, threads, batch_size)
+    reference = _open(bundle, "onnxruntime", "fp32", threads, batch_size).embed(sample)
+    choice = RuntimeChoice("", "")
+    best: tuple[float, str, str, ItemEncoder] | None = None
+    for eng, prec in found:
+        encoder = _open(bundle, eng, prec, threads, batch_size)
+        vectors = encoder.embed(sample)  # warm-up: compiles kernels for these shapes
+        elapsed = []
+        for _ in range(2):
+            start = time.perf_counter()
+            encoder.embed(sample)
+            elapsed.append(time.perf_counter() - start)
+        key = f"{eng}/{prec}"
+        rate = len(sample) / min(elapsed)
+        cos = float(np.min(np.sum(vectors * reference, axis=1)))
+        choice.items_per_s[key] = round(rate, 1)
+        choice.min_cosine[key] = round(cos, 5)
+        log.info("local runtime %s: %.0f items/s, min cosine to fp32 %.5f", key, rate, cos)
+        if cos >= PARITY_MIN_COSINE and (best is None or rate > best[0]):
+            best = (rate, eng, prec, encoder)
+    if best is None:
+        raise EngineError(
+            f"no local runtime is within cosine {PARITY_MIN_COSINE} of fp32: {choice.min_cosine}"
+        )
+    choice.engine, choice.precision = best[1], best[2]
+    return choice, best[3]
+
+
+class LocalEngine:
+    """The item tower in this process (the default engine).
+
+    ``runtime`` ``auto`` | ``openvino`` | ``onnxruntime``, ``precision`` ``auto`` | ``bf16`` |
+    ``fp32`` (``auto``: measured, module docstring); ``threads`` the runtime's threads
+    (default: every core); ``batch_size`` texts per tower run.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        bundle: Path,
+        *,
+        runtime: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.bundle = Path(bundle)
+        self.model_version = load_manifest(self.bundle).model_version
+        self.runtime, self.precision = runtime, precision
+        self.threads = threads or os.cpu_count() or 1
+        self.batch_size = batch_size
+        self.choice: RuntimeChoice | None = None
+        self.encoder: ItemEncoder | None = None
+
+    def prepare(self, sample: list[str]) -> None:
+        self.choice, self.encoder = choose_runtime(
+            self.bundle,
+            sample,
+            runtime=self.runtime,
+            precision=self.precision,
+            threads=self.threads,
+            batch_size=self.batch_size,
+        )
+
+    def embed_shards(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]:
+        if self.encoder is None:
+            self.prepare([])
+        assert self.encoder is not None
+        for shard, texts in shards:
+            yield shard, self.encoder.embed(texts)
+
+    def describe(self) -> dict[str, Any]:
+        c = self.choice
+        return {
+            "name": self.name,
+            "runtime": c.engine if c else self.runtime,
+            "precision": c.precision if c else self.precision,
+            "threads": self.threads,
+            "measured_items_per_s": c.items_per_s if c else {},
+            "min_cosine_to_fp32": c.min_cosine if c else {},
+        }
+
+    def close(self) -> None:
+        self.encoder = None
+
+
+class TritonEngine:
+    """A client of a running server's ``item_tower``: texts go in requests of ``batch_size``
+    (at most the model's ``max_batch_size``), ``max_in_flight`` of them at once over gRPC,
+    so the server's dynamic batcher and every model instance stay busy.
+    ``timeout_s`` bounds each request."""
+
+    name = "triton"
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        *,
+        model: str = "item_tower",
+        batch_size: int = 64,
+        max_in_flight: int = 8,
+        timeout_s: float = 60.0,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        if max_in_flight < 1 or batch_size < 1:
+            raise ValueError("max_in_flight and batch_size must be >= 1")
+        self.url, self.model = url, model
+        self.batch_size, self.max_in_flight, self.timeout_s = batch_size, max_in_flight, timeout_s
+        self._grpc = grpcclient
+        self.client = grpcclient.InferenceServerClient(url)
+        try:
+            ready = self.client.is_model_ready(model)
+            config = self.client.get_model_config(model).config
+        except InferenceServerException as exc:
+            raise EngineError(f"no Triton server answers at {url}: {exc.message()}") from exc
+        if not ready:
+            raise EngineError(f"model {model!r} is not ready on the server at {url}")
+        limit = int(config.max_batch_size)
+        if limit and batch_size > limit:
+            raise EngineError(f"batch_size {batch_size} exceeds {model}'s max_batch_size {limit}")
+        param = config.parameters.get("model_version")
+        self.model_version = param.string_value if param is not None else ""
+        if not self.model_version:
+            raise EngineError(
+                f"{model} at {url} does not say its model_version: serve a repository written "
+                "by `towerserve export`"
+            )
+
+    def prepare(self, sample: list[str]) -> None:
+        return None
+
+    def embed_shards(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]:
+        slots = threading.BoundedSemaphore(self.max_in_flight)
+        done: queue.Queue[tuple[int, int, Any, Any]] = queue.Queue()
+        parts: dict[int, list[np.ndarray | None]] = {}
+        order: list[int] = []
+
+        def callback(shard: int, part: int, result: Any, error: Any) -> None:
+            slots.release()
+            done.put((shard, part, result, error))
+
+        def collect(block: bool) -> Iterator[tuple[int, np.ndarray]]:
+            while True:
+                try:
+                    shard, part, result, error = done.get(block=block, timeout=self.timeout_s)
+                except queue.Empty:
+                    if block:
+                        raise EngineError(
+                            f"no answer from {self.url} in {self.timeout_s} s"
+                        ) from None
+                    break
+                if error is not None:
+                    raise EngineError(f"{self.model} at {self.url}: {error}")
+                parts[shard][part] = result.as_numpy("ITEM_VECTOR")
+                block = False
+                while order and all(p is not None for p in parts[order[0]]):
+                    first = order.pop(0)
+                    got = parts.pop(first)
+                    yield first, np.concatenate(got).astype(np.float32)  # type: ignore[arg-type]
+
+        for shard, texts in shards:
+            chunks = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+            parts[shard] = [None] * len(chunks)
+            order.append(shard)
+            for part, chunk in enumerate(chunks):
+                data = np.array([t.encode("utf-8") for t in chunk], dtype=np.object_)
+                tensor = self._grpc.InferInput("ITEM_TEXT", [len(chunk), 1], "BYTES")
+                tensor.set_data_from_numpy(data.reshape(-1, 1))
+                while not slots.acquire(timeout=0.05):
+                    yield from collect(block=False)
+                self.client.async_infer(
+                    self.model,
+                    [tensor],
+                    callback=lambda result, error, s=shard, p=part: callback(s, p, result, error),
+                    outputs=[self._grpc.InferRequestedOutput("ITEM_VECTOR")],
+                    client_timeout=self.timeout_s,
+                )
+            yield from collect(block=False)
+        while order:
+            yield from collect(block=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "max_in_flight": self.max_in_flight,
+        }
+
+    def close(self) -> None:
+        self.client.close()

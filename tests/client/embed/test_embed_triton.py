@@ -1,0 +1,66 @@
+"""The ``triton`` engine against the real tritonserver serving the exported (untrained) item
+tower: the job's vectors match the in-process tower's, and it records the served version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from client.embed import EngineError, LocalEngine, TritonEngine, read_job_vectors, run_embed
+from client.embed.engines import PARITY_MIN_COSINE
+
+
+@pytest.fixture(autouse=True)
+def _loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC must reach 127.0.0.1 even if a proxy is set."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost,::1")
+
+
+@pytest.fixture(scope="module")
+def item_server(untrained_bundle, tmp_path_factory) -> Iterator[str]:
+    """The real tritonserver on the untrained bundle's repository; yields its gRPC url."""
+    from export.repository import write_repository
+    from serving.triton import TritonServer, free_ports
+
+    work = tmp_path_factory.mktemp("embed_triton")
+    repo = write_repository(untrained_bundle, work / "repository", warmup=False)
+    grpc_port, http_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        repo,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_file=work / "tritonserver.log",
+    )
+    with server:
+        yield f"127.0.0.1:{grpc_port}"
+
+
+@pytest.mark.slow
+def test_triton_engine_matches_the_local_tower(
+    item_server, untrained_bundle, tmp_path, make_catalog, texts_for
+) -> None:
+    n = 700
+    catalog = make_catalog(tmp_path / "c.parquet", list(range(n)), texts_for(n))
+    engine = TritonEngine(item_server, batch_size=32, max_in_flight=6)
+    result = run_embed(catalog, tmp_path / "emb", engine, shard_size=100)
+    engine.close()
+    manifest, ids, vecs, _ = read_job_vectors(tmp_path / "emb")
+    local = LocalEngine(untrained_bundle, runtime="onnxruntime", precision="fp32", threads=1)
+    assert manifest.model_version == local.model_version
+    assert manifest.engine["name"] == "triton" and result.items_embedded == n
+    assert ids.tolist() == list(range(n))
+    local.prepare([])
+    assert local.encoder is not None
+    cosine = (vecs * local.encoder.embed(texts_for(n))).sum(1)
+    assert cosine.min() >= PARITY_MIN_COSINE, cosine.min()  # served in OpenVINO bf16
+
+
+def test_no_server_is_a_clear_error() -> None:
+    from serving.triton import free_ports
+
+    (port,) = free_ports(1)
+    with pytest.raises(EngineError, match="no Triton server answers"):
+        TritonEngine(f"127.0.0.1:{port}")
