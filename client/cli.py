@@ -14,6 +14,7 @@ from rich.table import Table
 
 from client.cli_bench import bench_cmd
 from client.cli_data import data_app
+from client.cli_events import events_app
 
 if TYPE_CHECKING:
     from client.grpc_client import Recommendation
@@ -26,6 +27,7 @@ app = typer.Typer(
 console = Console()
 app.add_typer(data_app, name="data")
 app.command("bench")(bench_cmd)
+app.add_typer(events_app, name="events")
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 
