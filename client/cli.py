@@ -15,6 +15,7 @@ from rich.table import Table
 from client.cli_bench import bench_cmd
 from client.cli_data import data_app
 from client.cli_embed import embed_cmd
+from client.cli_events import events_app
 from client.cli_index import index_app
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data")
 app.command("bench")(bench_cmd)
 app.command("embed")(embed_cmd)
 app.add_typer(index_app, name="index")
+app.add_typer(events_app, name="events")
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 

@@ -1,7 +1,7 @@
 """``towerserve export`` step 2: lay a bundle out as a Triton model repository.
 
-For each model (``tokenizer``, ``user_tower``, ``retriever``, ``reranker``, ``item_tower`` and
-the ``recommend`` ensemble) the writer copies the committed template
+For each model (``tokenizer``, ``user_tower``, ``retriever``, ``reranker``, ``item_tower``,
+``events`` and the ``recommend`` ensemble) the writer copies the committed template
 (``model_repository/<model>/config.pbtxt`` and ``1/model.py``), fills in the configuration
 parameters (the bundle's ``model_version``, ``max_k``, chunk size, threads, ...) and places the
 bundle files that model reads into its version folder ``<model>/1/``, with a copy of
@@ -121,6 +121,7 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
     ),
     "item_tower": (onnx_file("item_tower"), TOKENIZER_FILE),
     "recommend": (),
+    "events": (ITEM_IDS_FILE,),  # live user events (serving/events): checks ids against it
 }
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {

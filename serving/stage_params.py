@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from serving.backend import float_parameter, int_parameter
+from serving.events.settings import live_history
 from serving.graphs import runtime_from_params
 from serving.item_tower import ItemEncoder
 from serving.reranker import Reranker
@@ -56,12 +57,16 @@ def _threads(params: Mapping[str, str]) -> int:
 
 
 def user_encoder(folder: Path, params: Mapping[str, str]) -> UserEncoder:
-    """The ``user_tower`` stage of version folder ``folder`` with its model ``params``."""
-    return UserEncoder.from_dir(
+    """The ``user_tower`` stage of version folder ``folder`` with its model ``params``, reading
+    the live event store they name (serving.events.settings; the repository is
+    ``folder``'s grandparent)."""
+    encoder = UserEncoder.from_dir(
         folder,
         model_version=params.get("model_version"),
         runtime=runtime_from_params(params, _threads(params)),
     )
+    encoder.live = live_history(params, Path(folder).resolve().parent.parent)
+    return encoder
 
 
 def retriever(folder: Path, params: Mapping[str, str]) -> Retriever:

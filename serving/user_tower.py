@@ -4,8 +4,9 @@ History resolution, in order:
 
 1. the request's ``HISTORY_IDS``/``HISTORY_TS`` (one unix time in seconds per item), when at
    least one of its ids is in the catalog;
-2. otherwise the history the server stores for ``USER_ID`` (``user_history.npz``); an unknown
-   user id, or -1 (anonymous), simply has none;
+2. otherwise the history the server stores for ``USER_ID``: ``user_history.npz`` from the
+   bundle merged with the user's live events (serving/events: recorded through the ``events``
+   model since, newest by time kept); an unknown user id, or -1 (anonymous), simply has none;
 3. otherwise no history.
 
 Ids not in the catalog are dropped (and counted); of the rest the ``MAX_HISTORY`` newest are
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +44,9 @@ from towers.features import (
     last_n,
     recency_weights,
 )
+
+if TYPE_CHECKING:
+    from serving.events.settings import LiveHistory
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +127,9 @@ class StoredHistory:
 @dataclass(frozen=True)
 class ResolvedHistory:
     """The history the user tower uses: catalog ``item_ids``, their ``ts`` (unix s) and table
-    ``rows``, at most ``MAX_HISTORY``, oldest first. ``source`` is ``"request"``, ``"stored"``
-    or ``"none"``; ``n_unknown`` counts the ids dropped because the catalog lacks them."""
+    ``rows``, at most ``MAX_HISTORY``, oldest first. ``source`` is ``"request"``, ``"stored"``,
+    ``"live"`` (stored history with live events in it) or ``"none"``; ``n_unknown`` counts
+    the ids dropped because the catalog lacks them."""
 
     item_ids: np.ndarray
     ts: np.ndarray
@@ -137,7 +143,8 @@ class UserEncoder:
 
     ``item_ids`` int64 ``[N]`` and ``item_vectors`` float32 ``[N, D]`` are the catalog's
     item-tower vectors (row ``i`` is ``item_ids[i]``); ``recency_tau_s`` the decay constant of
-    the history weights in seconds; ``stored`` the server's histories of known users;
+    the history weights in seconds; ``stored`` the server's histories of known users; ``live``
+    the live event store (read by ``USER_ID`` when the request has no usable history);
     ``encode_fn(**feeds)`` runs the tower on the feeds named in ``USER_TOWER_INPUTS`` and
     returns float32 ``[1, D]``.
     """
@@ -154,6 +161,7 @@ class UserEncoder:
         encode_fn: EncodeFn,
         stored: StoredHistory | None = None,
         max_history: int = MAX_HISTORY,
+        live: LiveHistory | None = None,
     ) -> None:
         self.items = ItemRows(item_ids)
         self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
@@ -171,6 +179,7 @@ class UserEncoder:
         self.encode_fn = encode_fn
         self.stored = stored if stored is not None else StoredHistory.empty()
         self.max_history = max_history
+        self.live = live
 
     @classmethod
     def from_dir(
@@ -227,14 +236,21 @@ class UserEncoder:
             n_unknown = resolved.n_unknown
             log.debug("user %d: none of %d request history ids known", user_id, n_unknown)
         stored_ids, stored_ts = self.stored.lookup(user_id)
+        source = "stored"
+        if self.live is not None and user_id >= 0:
+            live_ids, live_ts = self.live.lookup(user_id, self.max_history)
+            if len(live_ids):  # after the stored ones: on equal times the live event is newer
+                stored_ids = np.concatenate([stored_ids, live_ids])
+                stored_ts = np.concatenate([stored_ts, live_ts])
+                source = "live"
         if len(stored_ids):
-            resolved = self._known(stored_ids, stored_ts, "stored")
+            resolved = self._known(stored_ids, stored_ts, source)
             if len(resolved.item_ids):
                 return ResolvedHistory(
                     resolved.item_ids,
                     resolved.ts,
                     resolved.rows,
-                    "stored",
+                    source,
                     n_unknown + resolved.n_unknown,
                 )
         z = np.zeros(0, dtype=np.int64)

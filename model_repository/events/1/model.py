@@ -1,0 +1,31 @@
+"""Triton model ``events``: record live user events (logic: serving.events)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from serving.backend import (
+    log_to_triton,
+    model_config,
+    output_dtypes,
+    parameters,
+    respond,
+    version_dir,
+    warm_up,
+)
+from serving.events.stage import event_recorder
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        log_to_triton(pb_utils)
+        config = model_config(args)
+        self.dtypes = output_dtypes(config)
+        self.stage = event_recorder(version_dir(args), parameters(config))
+        warm_up(self.stage, model="events")
+
+    def execute(self, requests: list) -> list:
+        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="events")
+
+    def finalize(self) -> None:
+        self.stage.store.close()
