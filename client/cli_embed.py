@@ -62,7 +62,7 @@ def embed_cmd(
         str, typer.Option(help="local/ray: auto (fastest within parity of fp32), bf16 or fp32.")
     ] = "auto",
     threads: Annotated[
-        int | None, typer.Option(min=1, help="local/ray: runtime threads [default: all cores].")
+        int | None, typer.Option(min=1, help="local/ray: runtime threads (default: all cores).")
     ] = None,
     url: Annotated[
         str, typer.Option("-u", "--url", help="triton: the server's gRPC endpoint host:port.")
@@ -75,7 +75,7 @@ def embed_cmd(
     ] = 60.0,
     ray_address: Annotated[
         str | None,
-        typer.Option(help="ray: cluster address (auto, ray://host:10001) [default: local Ray]."),
+        typer.Option(help="ray: cluster address (auto, ray://host:10001); default: a local Ray."),
     ] = None,
     ray_actors: Annotated[int, typer.Option(min=1, help="ray: item-tower actors.")] = 1,
     id_column: Annotated[str, typer.Option(help="Column of item ids.")] = "item_id",
@@ -89,8 +89,8 @@ def embed_cmd(
 
     Checkpointed per shard: run the same command again after a crash or a kill and it
     resumes, with no item lost and none written twice. Rows with a missing id, missing or
-    empty text, non-UTF-8 text or a duplicate id are skipped, counted and listed in
-    bad_rows.parquet. Then: `towerserve index build --shards OUT`.
+    empty text, non-UTF-8 text or a duplicate id (the first row wins) are skipped, counted
+    and listed in bad_rows.parquet. Then: `towerserve index build --shards OUT`.
     """
     from client.embed import CatalogError, EmbedJobError, EngineError, read_catalog, run_embed
     from client.embed.engines import Engine, LocalEngine, TritonEngine

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ __all__ = [
     "RuntimeChoice",
     "TritonEngine",
     "choose_runtime",
+    "embed_by_length",
 ]
 
 #: Lowest cosine of any sample vector to the fp32 one for a runtime to be chosen (the same
@@ -48,6 +49,17 @@ PARITY_MIN_COSINE = 0.99
 LOCAL_RUNTIMES = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 
 Shards = Iterable[tuple[int, list[str]]]
+
+
+def embed_by_length(embed: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+    """``embed(texts)`` with the texts sorted by length first and the vectors put back in
+    order: a batch is padded to its longest text, so neighbours of like length waste less of
+    the tower's time on padding."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    vectors = embed([texts[i] for i in order])
+    out = np.empty_like(vectors)
+    out[order] = vectors
+    return out
 
 
 class EngineError(RuntimeError):
@@ -189,7 +201,7 @@ class LocalEngine:
             self.prepare([])
         assert self.encoder is not None
         for shard, texts in shards:
-            yield shard, self.encoder.embed(texts)
+            yield shard, embed_by_length(self.encoder.embed, texts)
 
     def describe(self) -> dict[str, Any]:
         c = self.choice
@@ -279,10 +291,16 @@ class TritonEngine:
                 block = False
                 while order and all(p is not None for p in parts[order[0]]):
                     first = order.pop(0)
-                    got = parts.pop(first)
-                    yield first, np.concatenate(got).astype(np.float32)  # type: ignore[arg-type]
+                    got = np.concatenate(parts.pop(first)).astype(np.float32)  # type: ignore[arg-type]
+                    out = np.empty_like(got)
+                    out[orders.pop(first)] = got
+                    yield first, out
 
+        orders: dict[int, np.ndarray] = {}
         for shard, texts in shards:
+            # sorted by length, as for local (embed_by_length); put back in order when done
+            orders[shard] = np.argsort([len(t) for t in texts], kind="stable")
+            texts = [texts[i] for i in orders[shard]]
             chunks = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
             parts[shard] = [None] * len(chunks)
             order.append(shard)

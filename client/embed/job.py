@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = ["EmbedJobError", "JobResult", "run_embed"]
 
 #: Catalog texts the ``local`` engine times its candidate runtimes on.
-SAMPLE_TEXTS = 512
+SAMPLE_TEXTS = 256
 
 
 class EmbedJobError(RuntimeError):

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from client.embed.engines import EngineError, RuntimeChoice, Shards, _open, choose_runtime
+from client.embed.engines import (
+    EngineError,
+    RuntimeChoice,
+    Shards,
+    _open,
+    choose_runtime,
+    embed_by_length,
+)
 from towers.bundle_contract import load_manifest
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ class _Encoder:
         self.encoder = _open(Path(bundle), engine, precision, threads, batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = self.encoder.embed([str(t) for t in batch["text"]])
+        vectors = embed_by_length(self.encoder.embed, [str(t) for t in batch["text"]])
         return {"shard": batch["shard"], "vector": vectors}
 
 
@@ -118,24 +125,24 @@ class RayEngine:
         if not rows:
             return
         frame = pd.DataFrame(rows, columns=["shard", "text"])
-        blocks = max(1, min(len(order), 4 * self.actors))
-        dataset = (
-            ray.data.from_pandas(frame)
-            .repartition(blocks)
-            .map_batches(
-                _Encoder,
-                fn_constructor_kwargs={
-                    "bundle": str(self.bundle),
-                    "engine": self.choice.engine,
-                    "precision": self.choice.precision,
-                    "threads": self.threads,
-                    "batch": min(self.batch_size, 64),
-                },
-                batch_size=self.batch_size,
-                batch_format="numpy",
-                concurrency=self.actors,
-                num_cpus=min(self.threads, os.cpu_count() or 1),
-            )
+        # Blocks made here, in the driver: no Ray task needs a CPU beside the actors (a
+        # repartition would, and wait forever for one when the actors hold every CPU).
+        n_blocks = max(1, min(len(order), 4 * self.actors))
+        step = -(-len(frame) // n_blocks)
+        blocks = [frame.iloc[i : i + step] for i in range(0, len(frame), step)]
+        dataset = ray.data.from_pandas(blocks).map_batches(
+            _Encoder,
+            fn_constructor_kwargs={
+                "bundle": str(self.bundle),
+                "engine": self.choice.engine,
+                "precision": self.choice.precision,
+                "threads": self.threads,
+                "batch": min(self.batch_size, 64),
+            },
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            num_cpus=min(self.threads, os.cpu_count() or 1),
         )
         pending: list[np.ndarray] = []
         have = 0
