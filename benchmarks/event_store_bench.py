@@ -66,6 +66,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--writes", type=int, default=500, help="Timed one-event writes per store.")
     p.add_argument("--trials", type=int, default=200, help="Event -> answer trials per store.")
     p.add_argument("--repository", type=Path, help="Exported repository (else trains tiny).")
+    p.add_argument(
+        "--artifacts", type=Path, help="Trained artifacts to export (instead of training)."
+    )
+    p.add_argument("--data", type=Path, help="Catalog of --artifacts (default: its training).")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="Serve untrained demo-size towers (export/untrained.py) instead of training the "
+        "tiny preset: seconds instead of minutes; the timings do not depend on the weights.",
+    )
     p.add_argument("--redis-url", help="Use this Redis instead of starting one.")
     p.add_argument("--skip-server", action="store_true", help="Store timings only.")
     p.add_argument("--seed", type=int, default=0)
@@ -142,8 +152,11 @@ def bench_store(store: EventStore, args: argparse.Namespace, n_items: int) -> di
     }
 
 
-def tiny_repository(work: Path) -> Path:
-    """Generate a small data set, train the tiny preset, export: ``work/repository``."""
+def tiny_repository(
+    work: Path, artifacts: Path | None, data: Path | None, untrained: bool = False
+) -> Path:
+    """Export ``artifacts`` (or generate a small data set and train the tiny preset on it, as
+    tests/conftest.py's ``tiny_model`` does) to ``work/repository``."""
     from export.bundle import build_bundle
     from export.repository import write_repository
     from towers.config import preset_config
@@ -152,9 +165,17 @@ def tiny_repository(work: Path) -> Path:
 
     if (work / "repository").is_dir():
         return work / "repository"
-    generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
-    train(work / "data", work / "artifacts", preset_config("tiny", seed=3))
-    build_bundle(work / "artifacts", work / "data", work / "bundle")
+    if artifacts is None:
+        data = work / "data"
+        generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), data)
+        artifacts = work / "artifacts"
+        if untrained:
+            from export.untrained import write_untrained_artifacts
+
+            write_untrained_artifacts(data, artifacts)
+        else:
+            train(data, artifacts, preset_config("tiny", seed=3))
+    build_bundle(artifacts, data, work / "bundle")
     return write_repository(work / "bundle", work / "repository")
 
 
@@ -282,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
             doc["stores"][name] = bench_store(store, args, n_items=1500)
             store.close()
         if not args.skip_server:
-            repository = args.repository or tiny_repository(args.out / "work")
+            repository = args.repository or tiny_repository(
+                args.out / "work", args.artifacts, args.data, args.untrained
+            )
             for name, settings in (
                 ("sqlite", EventSettings("sqlite", args.out / "server.events.sqlite")),
                 ("redis", EventSettings("redis", None, redis_url)),
