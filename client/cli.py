@@ -451,9 +451,25 @@ def serve(
     tritonserver: Annotated[
         Path | None, typer.Option(help="tritonserver binary (default: the pytriton wheel's).")
     ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            help="Live user event store: sqlite (a file beside the repository, or "
+            "--events-path), redis (--redis-url) or off [default: as the repository says; "
+            "sqlite after export]."
+        ),
+    ] = None,
+    events_path: Annotated[Path | None, typer.Option(help="SQLite event file.")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis of the event store, redis://host:port/db.")
+    ] = None,
 ) -> None:
     """Run the real tritonserver on the repository until Ctrl-C."""
+    from client.cli_events import configure_events
     from serving.triton import run_foreground
+
+    if events is not None or events_path is not None or redis_url is not None:
+        configure_events(repository, events, events_path, redis_url)
 
     run_foreground(
         repository,

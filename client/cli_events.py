@@ -59,6 +59,42 @@ def parse_ts(value: str) -> int:
     return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
 
 
+def configure_events(
+    repository: Path, store: str | None, path: Path | None, redis_url: str | None
+) -> None:
+    """``serve --events``: check the chosen store opens (Redis answers), then write it into
+    the repository's user_tower and events configs. Exits with a clear message otherwise."""
+    from serving.events.redis_store import RedisEventStore
+    from serving.events.settings import (
+        DEFAULT_REDIS_URL,
+        STORES,
+        EventSettings,
+        configure_repository,
+        open_store,
+    )
+    from serving.events.store import EventStoreError
+
+    if store is None:
+        store = "redis" if redis_url is not None else "sqlite"
+    if store not in STORES:
+        raise typer.BadParameter(
+            f"{store!r} is not an event store: use {', '.join(STORES)}", param_hint="--events"
+        )
+    try:
+        settings = EventSettings(store, path, redis_url or DEFAULT_REDIS_URL)
+        opened = open_store(settings)
+        if isinstance(opened, RedisEventStore):
+            opened.ping()
+        if opened is not None:
+            opened.close()
+        configure_repository(repository, settings)
+    except (EventStoreError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]--events {store}: {exc}[/red]")
+        raise typer.Exit(2) from None
+    where = {"sqlite": str(path or "beside the repository"), "redis": settings.redis_url}
+    console.print(f"live events: {store} {where.get(store, '')}".rstrip())
+
+
 @events_app.command("add")
 def add_cmd(
     user: Annotated[int, typer.Option(help="User id (>= 0).", min=0)],

@@ -18,6 +18,11 @@ from client.grpc_client import TowerServeError
 runner = CliRunner()
 
 
+def flat(output: str) -> str:
+    """The output with rich's panel borders and line wrapping taken out."""
+    return " ".join(output.replace("│", " ").split())
+
+
 def test_speed_and_time_parsing() -> None:
     assert parse_speed("60x") == 60 and parse_speed("0.5") == 0.5 and parse_speed("MAX") is None
     for bad in ("fast", "0x", "-2x", "inf"):
@@ -93,12 +98,38 @@ def test_replay_stops_when_the_server_is_unusable() -> None:
 
 def test_cli_refuses_bad_input_with_what_is_allowed(tmp_path) -> None:
     result = runner.invoke(app, ["events", "replay", "--from", str(tmp_path / "nope.parquet")])
-    assert result.exit_code == 2 and "neither an events file nor a folder" in result.output
+    assert result.exit_code == 2 and "neither an events file nor a folder" in flat(result.output)
     table(["x"]).drop(columns=["ts"]).to_parquet(tmp_path / "events.parquet")
     result = runner.invoke(app, ["events", "replay", "--from", str(tmp_path)])
-    assert result.exit_code == 2 and "lacks columns ['ts']" in result.output
+    assert result.exit_code == 2 and "lacks columns ['ts']" in flat(result.output)
     result = runner.invoke(app, ["events", "replay", "--from", str(tmp_path), "--speed", "fast"])
-    assert result.exit_code == 2 and "is not a speed" in result.output
+    assert result.exit_code == 2 and "is not a speed" in flat(result.output)
     result = runner.invoke(app, ["events", "add", "--user", "-3", "--item", "5"])
     assert result.exit_code == 2
     assert runner.invoke(app, ["events", "--help"]).exit_code == 0
+
+
+def test_serve_events_options_check_the_store_and_write_the_configs(tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+
+    from client.cli_events import configure_events
+    from serving.stage_params import repository_params
+    from serving.triton import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    repo = tmp_path / "repo"
+    for model in ("user_tower", "events"):
+        (repo / model).mkdir(parents=True)
+        shutil.copy(root / "model_repository" / model / "config.pbtxt", repo / model)
+    result = runner.invoke(app, ["serve", "--repository", str(repo), "--events", "mysql"])
+    assert result.exit_code == 2 and "use sqlite, redis, off" in flat(result.output)
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    result = runner.invoke(app, ["serve", "--repository", str(repo), "--redis-url", down])
+    assert result.exit_code == 2 and "is not reachable" in flat(result.output)
+    assert repository_params(repo, "events")[1]["events_store"] == "sqlite"  # untouched
+    configure_events(repo, None, tmp_path / "ev.sqlite", None)
+    params = repository_params(repo, "user_tower")[1]
+    assert params["events_store"] == "sqlite"
+    assert params["events_path"] == str((tmp_path / "ev.sqlite").resolve())
+    assert (tmp_path / "ev.sqlite").is_file()
