@@ -15,6 +15,7 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.item_changes import watcher_for
 from serving.stage_metrics import report_backend
 
 
@@ -27,6 +28,8 @@ class TritonPythonModel:
         # Raises (the model does not load) for an index of another model version.
         self.stage = stage_params.retriever(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "retriever", self.stage.backend)
+        # Item changes between rebuilds (serving.item_changes): polled, searched beside.
+        self.stage.delta = watcher_for(version_dir(args), params, dim=self.stage.dim)
         warm_up(self.stage, model="retriever")
 
     def execute(self, requests: list) -> list:
