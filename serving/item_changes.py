@@ -15,9 +15,9 @@ upsert supersedes, searches the delta and merges both by score.
 Limits: the delta is a flat (exact) index, meant for thousands of changes between rebuilds,
 not millions; a full rebuild (``towerserve index build`` + swap) folds it in. Upserts carry
 the item-tower ``model_version`` that embedded them; a retriever ignores those of another
-version (a model change needs a rebuild). The reranker only scores items in its bundle's
-tables: a new id is retrievable (the ``retriever`` model returns it) but the ``recommend``
-ensemble drops it until the next rebuild (README, "Changing items while serving").
+version (a model change needs a rebuild). The reranker reads the same log
+(:class:`RerankerDelta`): a changed item's tokens and title are appended to its tables (its
+popularity and lexical feature are 0 until the next rebuild).
 """
 
 from __future__ import annotations
@@ -32,14 +32,19 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from tokenizers import Tokenizer
 
 from serving.backend import float_parameter, int_parameter
 from serving.bundle import check_model_version, load_manifest
+from serving.catalog import ItemTexts
 from serving.errors import RequestError
 from serving.graphs import runtime_from_params
 from serving.item_tower import ItemEncoder, decode_texts
+from serving.reranker import Reranker
 from serving.tensors import int_vector, require
-from towers.bundle_contract import ITEM_IDS_FILE, REMOVED_IDS_FILE
+from towers.bundle_contract import ITEM_IDS_FILE, REMOVED_IDS_FILE, TOKENIZER_FILE
+from towers.lexical import LexicalIndex
+from towers.text import item_token_lists, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +57,12 @@ __all__ = [
     "ItemChangeError",
     "ItemChangeLog",
     "ItemDelta",
+    "PaddedLexical",
+    "RerankerDelta",
     "catalog_stage",
     "default_path",
     "log_path",
+    "texts_with_delta",
     "watcher_for",
 ]
 
@@ -64,6 +72,8 @@ OPS = ("add", "update", "delete")
 MAX_BATCH = 1000
 #: Characters of an item text kept in the log.
 MAX_TEXT_CHARS = 4096
+#: Characters of a changed item's text that serve as its title in responses.
+TITLE_CHARS = 120
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS changes ("
@@ -499,3 +509,78 @@ def catalog_stage(folder: Path, params: Mapping[str, str]) -> CatalogStage:
         encoder.embed,
         model_version=params.get("model_version", ""),
     )
+
+
+class PaddedLexical(LexicalIndex):
+    """The bundle's BM25 index over more rows than it was built on: rows past its own (items
+    added while serving) score 0 (their lexical feature waits for the next rebuild)."""
+
+    def __init__(self, base: LexicalIndex, n_total: int) -> None:
+        self.bm25 = base.bm25
+        self.base_items = base.n_items
+        self.n_items = max(n_total, base.n_items)
+
+    def all_scores(self, query: str) -> np.ndarray:
+        scores = super().all_scores(query)  # [base rows], or zeros [n_items] for no word
+        out = np.zeros(self.n_items, dtype=np.float32)
+        out[: len(scores)] = scores
+        return out
+
+
+def texts_with_delta(base: ItemTexts, delta: ItemDelta, tokenizer: Tokenizer) -> ItemTexts:
+    """``base`` plus the rows of ``delta``'s upserts, appended (tokens as the bundle's:
+    towers.text.item_token_lists; title: the text's first :data:`TITLE_CHARS` characters;
+    popularity 0). An updated item's old row stays where it is under an id no request uses
+    (``-1 - row``), so the rows of ``base`` keep their numbers (the lexical index is by row).
+    Deleted items keep their rows: the retriever never returns them."""
+    if len(delta.ids) == 0:
+        return base
+    ids = base.rows.item_ids.copy()
+    superseded = np.isin(ids, delta.ids)
+    ids[superseded] = -1 - np.flatnonzero(superseded)
+    tokens = item_token_lists(tokenizer, delta.texts)
+    lengths = np.array([len(t) for t in tokens], np.int64)
+    offsets = np.concatenate([base.offsets, base.offsets[-1] + np.cumsum(lengths)])
+    return ItemTexts(
+        np.concatenate([ids, delta.ids]),
+        offsets,
+        np.concatenate([base.tokens, *[t.astype(np.int64) for t in tokens]]),
+        [*base.titles, *(t[:TITLE_CHARS] for t in delta.texts)],
+        np.concatenate([base.popularity, np.zeros(len(delta.ids), np.float32)]),
+    )
+
+
+class RerankerDelta:
+    """Keeps a reranker's item tables (and lexical index) in step with the change log, so
+    the items the retriever finds in the delta are scored and answered with their titles.
+    :meth:`refresh` before each batch of requests: cheap unless the log moved."""
+
+    def __init__(self, reranker: Reranker, watcher: DeltaWatcher, tokenizer: Tokenizer) -> None:
+        self.reranker = reranker
+        self.watcher = watcher
+        self.tokenizer = tokenizer
+        self.base = reranker.items
+        self.base_lexical = reranker.lexical
+        self.version = 0
+
+    @classmethod
+    def attach(cls, reranker: Reranker, folder: Path, params: Mapping[str, str]) -> RerankerDelta:
+        """For the reranker of version folder ``folder`` (its manifest's dimension, its
+        ``tokenizer.json``) and model ``params``."""
+        dim = load_manifest(Path(folder)).dim
+        tokenizer = load_tokenizer(Path(folder) / TOKENIZER_FILE)
+        return cls(reranker, watcher_for(folder, params, dim=dim), tokenizer)
+
+    def refresh(self) -> None:
+        delta = self.watcher.current()
+        if delta.version == self.version:
+            return
+        try:
+            items = texts_with_delta(self.base, delta, self.tokenizer)
+        except Exception:  # keep serving the tables we have
+            log.exception("item changes: reranker tables kept at version %d", self.version)
+            return
+        self.reranker.items = items
+        if self.base_lexical is not None:
+            self.reranker.lexical = PaddedLexical(self.base_lexical, len(items.rows))
+        self.version = delta.version

@@ -198,3 +198,45 @@ def test_empty_delta_merges_to_the_main_results() -> None:
         5,
     )
     assert ids.tolist() == [1, 2]
+
+
+def test_reranker_tables_gain_the_delta_rows_and_keep_base_rows_numbered(
+    teacher_tokenizer,
+) -> None:
+    from serving.catalog import ItemTexts
+    from serving.item_changes import PaddedLexical, texts_with_delta
+    from towers.lexical import LexicalIndex
+    from towers.text import item_token_lists
+
+    titles = ["red shirt", "blue jeans", "green hat"]
+    tokens = item_token_lists(teacher_tokenizer, titles)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in tokens])])
+    base = ItemTexts(
+        np.array([10, 11, 12]),
+        offsets,
+        np.concatenate(tokens),
+        titles,
+        np.array([0.5, 0.2, 0.1], np.float32),
+    )
+    delta = ItemDelta.build(
+        np.array([11, 99]),
+        np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)]),
+        np.array([12]),
+        texts=["black jeans", "purple umbrella"],
+    )
+    merged = texts_with_delta(base, delta, teacher_tokenizer)
+    rows, known = merged.rows.lookup(np.array([10, 11, 99, 12]))
+    assert known.all()
+    assert [merged.titles[r] for r in rows] == [
+        "red shirt",
+        "black jeans",
+        "purple umbrella",
+        "green hat",
+    ]
+    assert rows[0] == 0 and rows[3] == 2  # base rows keep their numbers
+    want = item_token_lists(teacher_tokenizer, ["purple umbrella"])[0]
+    assert merged.item_tokens(int(rows[2])).tolist() == want.tolist()
+    lexical = PaddedLexical(LexicalIndex.build(titles), len(merged.rows))
+    scores = lexical.scores("jeans", rows)
+    assert scores[0] == 0 and scores[3] == 0 and scores[2] == 0  # new rows: 0
+    assert lexical.scores("zzz", rows).tolist() == [0, 0, 0, 0]

@@ -67,6 +67,29 @@ def retrieve(url: str, vector: np.ndarray, k: int = 20) -> list[int]:
     return result.as_numpy("CANDIDATE_IDS").tolist()
 
 
+def rerank(url: str, candidates: list[int]) -> tuple[list[int], list[str]]:
+    """The ``reranker`` model's answer for ``candidates`` (ids, titles), all scored."""
+    import tritonclient.grpc as grpcclient
+
+    arrays = {
+        "QUERY": (np.array([b"red shirt"], object), "BYTES"),
+        "HISTORY_IDS": (np.zeros(0, np.int64), "INT64"),
+        "CANDIDATE_IDS": (np.asarray(candidates, np.int64), "INT64"),
+        "CANDIDATE_SCORES": (np.linspace(1, 0, len(candidates), dtype=np.float32), "FP32"),
+        "K": (np.array([len(candidates)], np.int32), "INT32"),
+        "BUDGET_MS": (np.array([1000.0], np.float32), "FP32"),
+        "START_NS": (np.array([0], np.int64), "INT64"),
+    }
+    inputs = []
+    for name, (data, dtype) in arrays.items():
+        inputs.append(grpcclient.InferInput(name, list(data.shape), dtype))
+        inputs[-1].set_data_from_numpy(data)
+    with grpcclient.InferenceServerClient(url) as client:
+        result = client.infer("reranker", inputs, client_timeout=30)
+    titles = [t.decode() for t in result.as_numpy("ITEM_TITLES").tolist()]
+    return result.as_numpy("ITEM_IDS").tolist(), titles
+
+
 def embed(url: str, text: str) -> np.ndarray:
     from client.grpc_client import TowerServeClient
 
@@ -92,6 +115,11 @@ def test_added_updated_and_deleted_items_are_served_within_5_s(server: str, bund
     with ItemsClient(server) as items:
         items.add({NEW_ID: NEW_TEXT})
     wait_until(lambda: retrieve(server, query)[0] == NEW_ID, "the added item")
+    # the reranker scores it and answers with its text as the title
+    base = [int(i) for i in np.load(bundle / "item_ids.npy")[:3]]
+    wait_until(lambda: NEW_ID in rerank(server, [NEW_ID, *base])[0], "the added item's text")
+    ids, titles = rerank(server, [NEW_ID, *base])
+    assert titles[ids.index(NEW_ID)] == NEW_TEXT
 
     other = embed(server, "violet accordion submarine")
     with ItemsClient(server) as items:
@@ -129,6 +157,16 @@ def test_bad_changes_get_clear_errors_and_the_next_good_one_works(server: str) -
             items.change([777_004], ["upsert"], ["x y"])
         version = items.add({777_005: "orange kayak paddle"})
     assert version > 0
+    # the same through the command line
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["items", "delete", "--id", "123456789", "-u", server])
+    assert refused.exit_code == 1 and "is not in the catalog" in refused.output, refused.output
+    done = runner.invoke(app, ["items", "delete", "--id", "777005", "-u", server])
+    assert done.exit_code == 0 and "deleted 1 item(s)" in done.output, done.output
 
 
 def test_changes_survive_a_restart(server: str, repo: Path, bundle: Path) -> None:
