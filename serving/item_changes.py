@@ -503,6 +503,7 @@ def catalog_stage(folder: Path, params: Mapping[str, str]) -> CatalogStage:
         base = np.setdiff1d(base, np.load(removed_path).astype(np.int64))
     dim = int(np.asarray(encoder.embed(["red cotton shirt"])).shape[1])
     watcher = watcher_for(folder, params, dim=dim)
+    watcher.poll_s = 0.0  # checks read the log's latest state: an add then a delete works
     return CatalogStage(
         watcher.changes,
         ChangeChecker(base, watcher),
