@@ -15,7 +15,9 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.bundle import load_manifest
 from serving.item_changes import watcher_for
+from serving.item_metrics import IndexMetrics
 from serving.stage_metrics import report_backend
 
 
@@ -30,7 +32,16 @@ class TritonPythonModel:
         self.backend_metric = report_backend(pb_utils, "retriever", self.stage.backend)
         # Item changes between rebuilds (serving.item_changes): polled, searched beside.
         self.stage.delta = watcher_for(version_dir(args), params, dim=self.stage.dim)
+        manifest = load_manifest(version_dir(args))
+        self.index_metrics = IndexMetrics(
+            pb_utils,
+            self.stage,
+            model_version=manifest.model_version,
+            created_at=manifest.created_at,
+        )
         warm_up(self.stage, model="retriever")
 
     def execute(self, requests: list) -> list:
-        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")
+        responses = respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")
+        self.index_metrics.update()
+        return responses

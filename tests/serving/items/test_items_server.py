@@ -44,11 +44,17 @@ def start(repo: Path):
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[str]:
-    """The first server of the module: its gRPC url."""
-    srv, url = start(repo)
+def running(repo: Path) -> Iterator:
+    """The first server of the module."""
+    srv, _ = start(repo)
     with srv:
-        yield url
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server(running) -> str:
+    """The first server's gRPC url."""
+    return f"127.0.0.1:{running.grpc_port}"
 
 
 def retrieve(url: str, vector: np.ndarray, k: int = 20) -> list[int]:
@@ -171,7 +177,7 @@ def test_bad_changes_get_clear_errors_and_the_next_good_one_works(server: str) -
 
 
 def test_changes_survive_a_restart(server: str, repo: Path, bundle: Path) -> None:
-    """Runs after the others: the first server is stopped here and a second one started."""
+    """A second server started on the same repository reads the changes from the log."""
     ids = np.load(bundle / "item_ids.npy")
     vectors = np.load(bundle / "item_embeddings.npy")
     victim = int(ids[5])
@@ -180,3 +186,28 @@ def test_changes_survive_a_restart(server: str, repo: Path, bundle: Path) -> Non
     with srv:
         assert victim not in retrieve(url, vectors[5], k=20)
         assert retrieve(url, query)[0] == NEW_ID
+
+
+def test_index_metrics_are_served_on_the_metrics_port(running, server: str) -> None:
+    import re
+    import urllib.request
+
+    from client.items import ItemsClient
+
+    with ItemsClient(server) as items:
+        items.add({777_100: "teal origami lamp"})
+
+    def scrape() -> str:
+        retrieve(server, embed(server, "teal origami lamp"))  # gauges update per request
+        with urllib.request.urlopen(running.url_metrics, timeout=10) as answer:
+            return answer.read().decode()
+
+    wait_until(
+        lambda: re.search(r'towerserve_items_pending_changes\{model="retriever"\} [1-9]', scrape()),
+        "the pending-changes gauge",
+    )
+    text = scrape()
+    for name in ("towerserve_index_age_seconds", "towerserve_index_items"):
+        assert re.search(rf'{name}{{model="retriever"}} [0-9.e+]+', text), text[-3000:]
+    assert 'towerserve_index_info{created_at="' in text
+    assert re.search(r'towerserve_items_log_version\{model="retriever"\} [1-9]', text)
