@@ -62,6 +62,7 @@ __all__ = [
     "catalog_stage",
     "default_path",
     "log_path",
+    "optional_watcher",
     "texts_with_delta",
     "watcher_for",
 ]
@@ -132,7 +133,7 @@ class ItemChangeLog:
             self._db.execute("PRAGMA synchronous = FULL")
             for statement in SCHEMA:
                 self._db.execute(statement)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise ItemChangeError(f"cannot open the item change log {self.path}: {exc}") from exc
 
     def __repr__(self) -> str:
@@ -485,6 +486,16 @@ def watcher_for(folder: Path, params: Mapping[str, str], *, dim: int) -> DeltaWa
     )
 
 
+def optional_watcher(folder: Path, params: Mapping[str, str], *, dim: int) -> DeltaWatcher | None:
+    """:func:`watcher_for`, or ``None`` (logged as an error) when the change log cannot be
+    opened (e.g. a read-only folder): the model then serves its bundle as built."""
+    try:
+        return watcher_for(folder, params, dim=dim)
+    except ItemChangeError:
+        log.exception("item changes are off for %s: the change log cannot be opened", folder)
+        return None
+
+
 def catalog_stage(folder: Path, params: Mapping[str, str]) -> CatalogStage:
     """The ``catalog`` stage of version folder ``folder`` (``item_ids.npy``, optional
     ``removed_ids.npy``, the item tower) with its model ``params``."""
@@ -556,7 +567,9 @@ class RerankerDelta:
     the items the retriever finds in the delta are scored and answered with their titles.
     :meth:`refresh` before each batch of requests: cheap unless the log moved."""
 
-    def __init__(self, reranker: Reranker, watcher: DeltaWatcher, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, reranker: Reranker, watcher: DeltaWatcher | None, tokenizer: Tokenizer
+    ) -> None:
         self.reranker = reranker
         self.watcher = watcher
         self.tokenizer = tokenizer
@@ -570,9 +583,11 @@ class RerankerDelta:
         ``tokenizer.json``) and model ``params``."""
         dim = load_manifest(Path(folder)).dim
         tokenizer = load_tokenizer(Path(folder) / TOKENIZER_FILE)
-        return cls(reranker, watcher_for(folder, params, dim=dim), tokenizer)
+        return cls(reranker, optional_watcher(folder, params, dim=dim), tokenizer)
 
     def refresh(self) -> None:
+        if self.watcher is None:
+            return
         delta = self.watcher.current()
         if delta.version == self.version:
             return

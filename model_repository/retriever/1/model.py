@@ -16,7 +16,7 @@ from serving.backend import (
     warm_up,
 )
 from serving.bundle import load_manifest
-from serving.item_changes import watcher_for
+from serving.item_changes import optional_watcher
 from serving.item_metrics import IndexMetrics
 from serving.stage_metrics import report_backend
 
@@ -31,7 +31,7 @@ class TritonPythonModel:
         self.stage = stage_params.retriever(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "retriever", self.stage.backend)
         # Item changes between rebuilds (serving.item_changes): polled, searched beside.
-        self.stage.delta = watcher_for(version_dir(args), params, dim=self.stage.dim)
+        self.stage.delta = optional_watcher(version_dir(args), params, dim=self.stage.dim)
         manifest = load_manifest(version_dir(args))
         self.index_metrics = IndexMetrics(
             pb_utils,

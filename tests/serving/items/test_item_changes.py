@@ -240,3 +240,12 @@ def test_reranker_tables_gain_the_delta_rows_and_keep_base_rows_numbered(
     scores = lexical.scores("jeans", rows)
     assert scores[0] == 0 and scores[3] == 0 and scores[2] == 0  # new rows: 0
     assert lexical.scores("zzz", rows).tolist() == [0, 0, 0, 0]
+
+
+def test_an_unopenable_log_turns_item_changes_off_instead_of_failing(tmp_path: Path) -> None:
+    from serving.item_changes import optional_watcher
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    params = {"items_path": str(blocker / "items.sqlite"), "model_version": VERSION}
+    assert optional_watcher(tmp_path, params, dim=DIM) is None
