@@ -17,6 +17,7 @@ from client.cli_data import data_app
 from client.cli_embed import embed_cmd
 from client.cli_events import events_app
 from client.cli_index import index_app
+from client.cli_items import items_app
 
 if TYPE_CHECKING:
     from client.grpc_client import Recommendation
@@ -32,6 +33,7 @@ app.command("bench")(bench_cmd)
 app.command("embed")(embed_cmd)
 app.add_typer(index_app, name="index")
 app.add_typer(events_app, name="events")
+app.add_typer(items_app, name="items")
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 

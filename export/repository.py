@@ -122,6 +122,8 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
     "item_tower": (onnx_file("item_tower"), TOKENIZER_FILE),
     "recommend": (),
     "events": (ITEM_IDS_FILE,),  # live user events (serving/events): checks ids against it
+    # item changes while serving (serving/item_changes.py): embeds upserts, checks ids
+    "catalog": (onnx_file("item_tower"), TOKENIZER_FILE, ITEM_IDS_FILE),
 }
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
@@ -134,6 +136,7 @@ OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
     ),
     "user_tower": (torch_program_file("user_tower"), tensorrt_file("user_tower")),
     "item_tower": (torch_program_file("item_tower"), tensorrt_file("item_tower")),
+    "catalog": (REMOVED_IDS_FILE,),
 }
 #: Models that run on the GPU in a ``device="cuda"`` repository (the graphs and the index).
 GPU_MODELS = ("user_tower", "retriever", "reranker", "item_tower")
@@ -213,7 +216,7 @@ def _render(
     values: dict[str, object] = {}
     if config.backend == "python":
         values = {"model_version": manifest.model_version}
-    if model in ("user_tower", "reranker", "item_tower"):
+    if model in ("user_tower", "reranker", "item_tower", "catalog"):
         values["intra_op_threads"] = (
             settings.rerank_threads if model == "reranker" else settings.intra_op_threads
         )

@@ -33,6 +33,7 @@ from serving.bundle import BundleError, check_model_version, load_manifest
 from serving.errors import RequestError
 from serving.gpu_index import DeviceIndex, to_device
 from serving.graphs import cuda_available
+from serving.item_changes import DeltaWatcher
 from serving.tensors import float_scalar, int_scalar, require
 from towers.bundle_contract import INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
@@ -104,6 +105,8 @@ class Retriever:
         removed = np.unique(np.asarray(removed_ids if removed_ids is not None else [], np.int64))
         self.removed_ids = removed
         self._params = None if on_device else self._search_params(removed)
+        #: Item changes since the index was built (serving.item_changes), searched beside it.
+        self.delta: DeltaWatcher | None = None
 
     def _search_params(self, removed: np.ndarray) -> faiss.SearchParameters | None:
         if len(removed) == 0:
@@ -276,13 +279,23 @@ class Retriever:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         use_prior = self.prior is not None and not has_query
         fetch = min(PRIOR_OVERFETCH * depth, int(self.index.ntotal)) if use_prior else depth
+        delta = self.delta.current() if self.delta is not None else None
+        hidden = len(delta.hidden) if delta is not None else 0
+        fetch = min(fetch + hidden, int(self.index.ntotal))  # hidden hits are dropped below
         scores, ids = self.index.search(vec, fetch, params=self._params)
         if use_prior:
             assert self.prior is not None
             scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
-            scores, ids = scores[:, :depth], ids[:, :depth]
+            scores, ids = scores[:, : depth + hidden], ids[:, : depth + hidden]
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
-        return ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        found_ids, found = ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        if delta is None or len(delta) == 0:
+            return found_ids[:depth], found[:depth]
+        new_ids, new_scores = delta.search(vec, depth)
+        if use_prior and len(new_ids):
+            assert self.prior is not None
+            new_scores = new_scores + self.prior_weight * self.prior(new_ids)
+        return delta.merge(found_ids, found, new_ids, new_scores, depth)
 
     def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Triton tensors: ``USER_VECTOR`` float32 ``[1, D]``, ``K`` int32 ``[1]``, optional

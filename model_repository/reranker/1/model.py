@@ -15,6 +15,7 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.item_changes import RerankerDelta
 from serving.stage_metrics import report_backend
 
 
@@ -27,6 +28,9 @@ class TritonPythonModel:
         self.stage = stage_params.reranker(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "reranker", self.stage.backend)
         warm_up(self.stage, model="reranker")
+        # Items changed while serving (serving.item_changes): their tokens and titles.
+        self.items_delta = RerankerDelta.attach(self.stage, version_dir(args), params)
 
     def execute(self, requests: list) -> list:
+        self.items_delta.refresh()
         return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="reranker")

@@ -15,6 +15,9 @@ from serving.backend import (
     version_dir,
     warm_up,
 )
+from serving.bundle import load_manifest
+from serving.item_changes import optional_watcher
+from serving.item_metrics import IndexMetrics
 from serving.stage_metrics import report_backend
 
 
@@ -27,7 +30,18 @@ class TritonPythonModel:
         # Raises (the model does not load) for an index of another model version.
         self.stage = stage_params.retriever(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "retriever", self.stage.backend)
+        # Item changes between rebuilds (serving.item_changes): polled, searched beside.
+        self.stage.delta = optional_watcher(version_dir(args), params, dim=self.stage.dim)
+        manifest = load_manifest(version_dir(args))
+        self.index_metrics = IndexMetrics(
+            pb_utils,
+            self.stage,
+            model_version=manifest.model_version,
+            created_at=manifest.created_at,
+        )
         warm_up(self.stage, model="retriever")
 
     def execute(self, requests: list) -> list:
-        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")
+        responses = respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")
+        self.index_metrics.update()
+        return responses
