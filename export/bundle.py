@@ -1,7 +1,8 @@
 """``towerserve export`` step 1: everything one model version serves, in one flat folder.
 
 The bundle ties together, under one ``model_version``: the three ONNX graphs (parity-checked
-against PyTorch), the item-embedding table, the FAISS index, the pre-tokenized item text,
+against PyTorch), the item-embedding table (text and id vectors combined), the item tower's
+learned id vectors (``ItemIdTable``, when it has any), the FAISS index, the pre-tokenized item text,
 titles, popularity, the lexical (BM25) index, the retriever's popularity prior, the blend,
 the stored user histories and a ``manifest.json`` with sha256 checksums of every file. File
 names and the manifest class are the bundle contract's (``towers/bundle_contract.py``).
@@ -36,6 +37,7 @@ from towers.bundle_contract import (
     TOKENIZER_FILE,
     TRAIN_REPORT_FILE,
     USER_HISTORY_FILE,
+    ItemIdTable,
     Manifest,
     checksums,
     onnx_file,
@@ -47,7 +49,7 @@ from towers.examples import item_popularity, latest_histories
 from towers.finetune import embed_items
 from towers.index import build_index
 from towers.lexical import LexicalIndex
-from towers.models import load_module
+from towers.models import ItemTower, load_module
 from towers.prior import load_prior
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
@@ -97,14 +99,27 @@ def build_bundle(
     modules = {}
     for kind in ONNX_GRAPHS:
         modules[kind] = load_module(kind, artifacts / kind)
-        path = export_onnx(kind, modules[kind], tmp / onnx_file(kind))
-        parity[kind] = check_parity(kind, modules[kind], path)
+        # the item tower's graph is its text part; the id vectors travel as a table
+        graph = modules[kind]
+        if isinstance(graph, ItemTower):
+            graph = graph.text_only()
+        path = export_onnx(kind, graph, tmp / onnx_file(kind))
+        parity[kind] = check_parity(kind, graph, path)
         if torch_programs:
-            program = export_program(kind, modules[kind], tmp / torch_program_file(kind))
-            parity[torch_program_file(kind)] = check_program_parity(kind, modules[kind], program)
+            program = export_program(kind, graph, tmp / torch_program_file(kind))
+            parity[torch_program_file(kind)] = check_program_parity(kind, graph, program)
 
-    vectors = embed_items(modules["item_tower"], tok, texts, bf16=bf16)
+    item_tower = modules["item_tower"]
+    if not isinstance(item_tower, ItemTower):
+        raise TypeError(f"{artifacts / 'item_tower'} is not an item tower")
+    # the served item vectors: text plus the learned id vector where the item has one; the
+    # id vectors also go in the bundle, so the served item_tower (text graph + id table)
+    # gives a re-embedding job the same vector
+    vectors = embed_items(item_tower, tok, texts, item_ids=item_ids, bf16=bf16)
     np.save(tmp / ITEM_EMBEDDINGS_FILE, vectors)
+    if item_tower.n_ids:
+        keys = item_tower.id_keys.cpu().numpy().astype(np.int64)
+        ItemIdTable(keys, item_tower.id_vectors()).save(tmp)
     np.save(tmp / ITEM_IDS_FILE, item_ids)
     index, index_params = build_index(vectors, item_ids, kind=index_kind, nprobe=nprobe)
     faiss.write_index(index, str(tmp / INDEX_FILE))

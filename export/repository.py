@@ -44,6 +44,7 @@ from towers.bundle_contract import (
     BLEND_FILE,
     INDEX_FILE,
     ITEM_EMBEDDINGS_FILE,
+    ITEM_ID_VECTORS_FILE,
     ITEM_IDS_FILE,
     ITEM_TITLES_FILE,
     ITEM_TOKENS_FILE,
@@ -135,7 +136,11 @@ OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
         *int8_files("reranker"),
     ),
     "user_tower": (torch_program_file("user_tower"), tensorrt_file("user_tower")),
-    "item_tower": (torch_program_file("item_tower"), tensorrt_file("item_tower")),
+    "item_tower": (
+        torch_program_file("item_tower"),
+        tensorrt_file("item_tower"),
+        ITEM_ID_VECTORS_FILE,
+    ),
     "catalog": (REMOVED_IDS_FILE,),
 }
 #: Models that run on the GPU in a ``device="cuda"`` repository (the graphs and the index).

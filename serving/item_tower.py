@@ -8,6 +8,12 @@ and the vectors are split back per request.
 
 Each text keeps ``MAX_ITEM_TOKENS`` tokens plus [CLS]/[SEP] (longer texts are truncated, as at
 index-build time); only its first ``MAX_ITEM_CHARS`` characters are tokenized.
+
+Item identity: a request may also send ``ITEM_ID`` INT64 ``[b, 1]`` (optional), one id per
+text. Where the bundle's id table (``towers.bundle_contract.ItemIdTable``) has a learned
+vector for the id, the text vector is combined with it (the same arithmetic export used for
+the index, so a re-embedding job gets the exported vector); an unknown id, ``-1`` or no
+``ITEM_ID`` at all gives the text vector alone (a new item).
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ from serving.errors import RequestError
 from serving.graphs import Runtime, open_graph
 from serving.stage_metrics import graph_backend
 from serving.tensors import require
-from towers.bundle_contract import TOKENIZER_FILE
+from towers.bundle_contract import TOKENIZER_FILE, ItemIdTable
 from towers.text import encode_items, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_ITEM_CHARS", "ItemEncoder", "decode_texts"]
+__all__ = ["MAX_ITEM_CHARS", "ItemEncoder", "decode_item_ids", "decode_texts"]
 
 #: Characters of an item text that are tokenized; the rest is ignored.
 MAX_ITEM_CHARS = 4096
@@ -67,6 +73,24 @@ def decode_texts(arr: np.ndarray, name: str = "ITEM_TEXT") -> list[str]:
     return texts
 
 
+def decode_item_ids(arr: np.ndarray | None, n_texts: int) -> np.ndarray:
+    """The ``ITEM_ID`` tensor (INT64 ``[b, 1]`` or ``[b]``, optional) as int64 ``[n_texts]``;
+    ``-1`` everywhere when absent. A :class:`RequestError` when it has another row count."""
+    if arr is None:
+        return np.full(n_texts, -1, np.int64)
+    arr = np.asarray(arr)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or len(arr) != n_texts:
+        raise RequestError(
+            f"ITEM_ID must have shape [batch, 1] with one id per ITEM_TEXT row ({n_texts}), "
+            f"got {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise RequestError(f"ITEM_ID must be INT64, got {arr.dtype}")
+    return arr.astype(np.int64)
+
+
 class ItemEncoder:
     """The item tower over raw text: ``encode_fn`` is the ONNX session (or a stand-in);
     ``batch_size`` the most rows per tower run."""
@@ -76,12 +100,21 @@ class ItemEncoder:
     #: Tokenize the next batch on a second thread while the tower runs (GPU towers).
     prefetch = False
 
-    def __init__(self, tokenizer: Tokenizer, encode_fn: EncodeFn, *, batch_size: int = 64):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        encode_fn: EncodeFn,
+        *,
+        batch_size: int = 64,
+        id_table: ItemIdTable | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tokenizer = tokenizer
         self.encode_fn = encode_fn
         self.batch_size = batch_size
+        #: Learned id vectors by item id (None: text only, a bundle without item ids).
+        self.id_table = id_table
 
     @classmethod
     def from_dir(
@@ -100,17 +133,38 @@ class ItemEncoder:
         check_model_version(load_manifest(folder), model_version, f"{folder}")
         runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
         session = open_graph(folder, "item_tower", runtime, expected_inputs=ITEM_TOWER_INPUTS)
-        encoder = cls(load_tokenizer(folder / TOKENIZER_FILE), session, batch_size=batch_size)
+        encoder = cls(
+            load_tokenizer(folder / TOKENIZER_FILE),
+            session,
+            batch_size=batch_size,
+            id_table=ItemIdTable.load(folder),
+        )
         encoder.backend = graph_backend(session)
         encoder.prefetch = "cuda" in encoder.backend or encoder.backend == "tensorrt"
         return encoder
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(
+        self, texts: Sequence[str], item_ids: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
         """Vectors of ``texts``, float32 ``[len(texts), D]`` (L2-normalised by the tower).
+
+        ``item_ids`` (one per text, ``-1`` for none): where the id table has a vector for the
+        id, it is combined with the text vector (the vector export put in the index); other
+        rows, and every row without ``item_ids``, are the text vector alone.
 
         With :attr:`prefetch` (on when the tower runs on a GPU), the next batch is tokenized on
         a second thread while the tower runs on this one: on a GPU, tokenizing is the slower
         half, so the tower's time is hidden."""
+        ids = None if item_ids is None else np.asarray(item_ids, np.int64).reshape(-1)
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(ids)} item ids: give one id per text")
+        vectors = self._embed_texts(texts)
+        if ids is None or self.id_table is None or not len(texts):
+            return vectors
+        return self.id_table.combine(vectors, ids)
+
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Text-only vectors of ``texts`` (see :meth:`embed`)."""
         chunks = [
             [t[:MAX_ITEM_CHARS] for t in texts[start : start + self.batch_size]]
             for start in range(0, len(texts), self.batch_size)
@@ -141,23 +195,28 @@ class ItemEncoder:
     def embed_requests(
         self, requests: Sequence[Mapping[str, np.ndarray]]
     ) -> list[dict[str, np.ndarray] | Exception]:
-        """One result per request (its ``ITEM_TEXT`` tensor): ``{"ITEM_VECTOR": [b, D]}``, or
-        the exception to answer it with. Valid requests share one tower run."""
+        """One result per request (its ``ITEM_TEXT`` tensor and optional ``ITEM_ID``):
+        ``{"ITEM_VECTOR": [b, D]}``, or the exception to answer it with. Valid requests share
+        one tower run."""
         results: list[dict[str, np.ndarray] | Exception] = []
         texts: list[str] = []
+        ids: list[np.ndarray] = []
         spans: list[tuple[int, int]] = []
         for tensors in requests:
             try:
                 got = decode_texts(require(tensors, "ITEM_TEXT"))
+                got_ids = decode_item_ids(tensors.get("ITEM_ID"), len(got))
             except RequestError as exc:
                 results.append(exc)
                 spans.append((-1, -1))
                 continue
             spans.append((len(texts), len(texts) + len(got)))
             texts.extend(got)
+            ids.append(got_ids)
             results.append({})
         try:
-            vectors = self.embed(texts)
+            item_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+            vectors = self.embed(texts, item_ids)
         except Exception as exc:  # the shared run failed: every valid request reports it
             log.exception("item tower failed on %d texts", len(texts))
             return [r if isinstance(r, Exception) else exc for r in results]

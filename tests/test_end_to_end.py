@@ -185,16 +185,42 @@ def test_malformed_tensors_get_errors(stack, inputs) -> None:
     _good(stack["client"])
 
 
+def _embed_with_ids(url: str, texts: list[str], ids: np.ndarray | None) -> np.ndarray:
+    """The served ``item_tower`` over gRPC, with ``ITEM_ID`` when ``ids`` is given."""
+    raw = grpcclient.InferenceServerClient(url)
+    data = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+    inputs = [_raw("ITEM_TEXT", data, "BYTES")]
+    if ids is not None:
+        inputs.append(_raw("ITEM_ID", np.asarray(ids, np.int64).reshape(-1, 1), "INT64"))
+    return raw.infer("item_tower", inputs).as_numpy("ITEM_VECTOR")
+
+
 def test_embed_items_matches_the_index_table(stack) -> None:
-    items = stack["data"].items
+    """The served item_tower gives a re-embedding job the exported vector: text plus the
+    item's id vector for items with training interactions (sent with ``ITEM_ID``), the text
+    vector alone for new items."""
+    from towers.bundle_contract import ItemIdTable
     from towers.data import item_texts
 
-    texts = item_texts(items.head(70))
-    vecs = stack["client"].embed_items(texts)
-    table = np.load(stack["bundle"] / "item_embeddings.npy")[:70]
+    items = stack["data"].items
+    id_table = ItemIdTable.load(stack["bundle"])
+    assert id_table is not None and len(id_table.item_ids) > 0
+    all_ids = items["item_id"].to_numpy(np.int64)
+    _, known = id_table.lookup(all_ids)
+    rows = np.concatenate([np.flatnonzero(known)[:40], np.flatnonzero(~known)[:24]])
+    texts = item_texts(items.iloc[rows])
+    ids = all_ids[rows]
+    table = np.load(stack["bundle"] / "item_embeddings.npy")[rows]
+    vecs = _embed_with_ids(stack["url"], texts, ids)
     assert vecs.shape == table.shape
     cos = (vecs * table).sum(1)
-    assert cos.min() > 0.99, cos.min()  # fp32 ONNX vs the bf16 table used for the index
+    assert cos.min() > 0.99, cos.min()  # served precision vs the bf16 table used for the index
+    text_only = stack["client"].embed_items(texts)  # no ITEM_ID: text only
+    n_known = int(known[rows].sum())
+    # new items: the same vector with or without their (unknown) id
+    np.testing.assert_allclose(vecs[n_known:], text_only[n_known:], atol=1e-5)
+    # items with ids: the id vector moved them away from their text vector
+    assert float((vecs[:n_known] * text_only[:n_known]).sum(1).mean()) < 0.999
 
 
 def _request_counts(url: str) -> dict[tuple[str, str], float]:

@@ -67,9 +67,11 @@ __all__ = [
     "USER_HISTORY_FILE",
     "Blend",
     "BundleError",
+    "ItemIdTable",
     "Manifest",
     "check_model_version",
     "checksums",
+    "combine_item_vectors",
     "load_manifest",
     "onnx_data_file",
     "onnx_file",
@@ -494,3 +496,82 @@ def embed_shard_file(shard: int) -> str:
     if shard < 0:
         raise ValueError(f"shard must be >= 0, got {shard}")
     return f"shard-{shard:05d}.parquet"
+
+
+# -- item identity (issue 9 item 4) ----------------------------------------------------------
+
+#: The item tower's learned id vectors (optional; text only without it): ``item_ids`` int64
+#: ``[M]`` sorted (the items with training interactions) and ``vectors`` float32 ``[M, D]``.
+#: ``ITEM_EMBEDDINGS_FILE`` already holds every item's combined vector.
+ITEM_ID_VECTORS_FILE = "item_id_vectors.npz"
+
+
+def combine_item_vectors(text_vecs: np.ndarray, id_vecs: np.ndarray) -> np.ndarray:
+    """Item vectors float32 ``[n, D]``: ``normalize(normalize(text) + id)`` row by row, the
+    arithmetic ``towers.models.combine`` trains with. A zero id row gives the text vector."""
+    text = np.asarray(text_vecs, np.float32)
+    text = text / np.maximum(np.linalg.norm(text, axis=-1, keepdims=True), 1e-6)
+    out = text + np.asarray(id_vecs, np.float32)
+    return (out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-6)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ItemIdTable:
+    """Learned id vectors by item id (:data:`ITEM_ID_VECTORS_FILE`); an unknown id (a new
+    item, or ``-1`` for "no id") has none and keeps its text vector."""
+
+    item_ids: np.ndarray  # int64 [M], sorted
+    vectors: np.ndarray  # float32 [M, D]
+
+    def __post_init__(self) -> None:
+        if self.item_ids.ndim != 1 or self.vectors.ndim != 2:
+            raise ValueError(
+                f"an id table needs item_ids [M] and vectors [M, D], got "
+                f"{self.item_ids.shape} and {self.vectors.shape}"
+            )
+        if len(self.item_ids) != len(self.vectors):
+            raise ValueError(
+                f"id table: {len(self.item_ids)} item ids but {len(self.vectors)} vectors"
+            )
+        if len(self.item_ids) > 1 and not np.all(np.diff(self.item_ids) > 0):
+            raise ValueError("id table: item_ids must be sorted and unique")
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @classmethod
+    def load(cls, folder: Path) -> ItemIdTable | None:
+        """The table in ``folder``, or ``None`` when it has no :data:`ITEM_ID_VECTORS_FILE`."""
+        path = Path(folder) / ITEM_ID_VECTORS_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as npz:
+            return cls(npz["item_ids"].astype(np.int64), npz["vectors"].astype(np.float32))
+
+    def save(self, folder: Path) -> Path:
+        """Write :data:`ITEM_ID_VECTORS_FILE` into ``folder``; returns its path."""
+        path = Path(folder) / ITEM_ID_VECTORS_FILE
+        np.savez(path, item_ids=self.item_ids, vectors=self.vectors)
+        return path
+
+    def lookup(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Id vectors float32 ``[n, D]`` (zeros where unknown) and the known mask ``[n]``."""
+        ids = np.asarray(item_ids, np.int64).reshape(-1)
+        out = np.zeros((len(ids), self.dim), np.float32)
+        if not len(self.item_ids):
+            return out, np.zeros(len(ids), bool)
+        at = np.clip(np.searchsorted(self.item_ids, ids), 0, len(self.item_ids) - 1)
+        known = self.item_ids[at] == ids
+        out[known] = self.vectors[at[known]]
+        return out, known
+
+    def combine(self, text_vecs: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """The served item vectors of texts ``[n, D]`` with ``item_ids`` ``[n]``: combined
+        where the id is known, the text vector (renormalised) where not."""
+        id_vecs, _ = self.lookup(item_ids)
+        if id_vecs.shape[1] != np.shape(text_vecs)[-1]:
+            raise ValueError(
+                f"id table has dim {id_vecs.shape[1]}, text vectors {np.shape(text_vecs)}"
+            )
+        return combine_item_vectors(text_vecs, id_vecs)

@@ -31,6 +31,23 @@ class TrainConfig(BaseModel):
     recency_tau_s: float = Field(2 * 86400.0, gt=0, description="history recency decay, s")
     max_query_positives: int = Field(4, ge=1, description="exact items sampled per query")
     max_history_pairs: int = Field(30000, ge=0)
+    # item identity: a learned id vector per item with training interactions, added to the
+    # text vector (towers.models.ItemTower); new items keep the text vector alone
+    # off by default: measured worse than text only on the demo data so far (README)
+    item_ids: bool = Field(False, description="learn an id vector per item with interactions")
+    id_dropout: float = Field(
+        0.3, ge=0.0, lt=1.0, description="share of target items trained on text alone"
+    )
+    id_lr: float = Field(1e-2, gt=0, description="learning rate of the id vectors")
+    id_weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the id vectors")
+    id_epochs: int = Field(
+        30, ge=0, description="most passes over the history pairs training the id vectors alone"
+    )
+    id_batch: int = Field(512, ge=2, description="history pairs per step of those passes")
+    id_patience: int = Field(2, ge=1, description="epochs without a validation gain, then stop")
+    id_valid_frac: float = Field(
+        0.1, ge=0.0, lt=1.0, description="newest share of history pairs held out to stop on"
+    )
     # reranker
     # 1000 steps at 3e-4: NDCG@10 0.969 vs 0.935 at 300 steps at 1e-4 (demo data, see README)
     rerank_steps: int = Field(1000, ge=0)
@@ -60,6 +77,7 @@ PRESETS: dict[str, dict[str, object]] = {
         blend_candidates=30,
         max_history_pairs=5000,
         until_frac=0.75,
+        item_ids=True,  # the tests' model exercises the id path end to end
     ),
     "demo": dict(until_frac=0.75),
     "full": dict(distil_epochs=3, finetune_steps=2000, rerank_steps=1500, max_history_pairs=200000),

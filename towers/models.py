@@ -7,8 +7,10 @@ Their ``forward`` signatures are the ONNX signatures the Triton models call; see
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -18,14 +20,71 @@ from towers.encoder import TextEncoder
 
 
 class ItemTower(nn.Module):
-    """Item text -> L2-normalised vector ``[B, dim]``."""
+    """Item text, plus item identity where known -> L2-normalised vector ``[B, dim]``.
 
-    def __init__(self, bert: BertModel, dim: int) -> None:
+    ``id_keys`` are the item ids that get a learned id vector (the items with training
+    interactions), sorted; id row ``r + 1`` belongs to ``id_keys[r]`` and row 0 is "no id"
+    (zeros, never trained). The id table starts at zero, so an untrained table gives exactly
+    the text-only model. An item's vector is ``normalize(normalize(text) + id_vector)``
+    (:func:`combine`, the same arithmetic as ``towers.bundle_contract.combine_item_vectors``),
+    so serving adds an exported id table to the text graph's output in numpy: the ONNX graph
+    (``forward`` with text only) does not change.
+    """
+
+    def __init__(self, bert: BertModel, dim: int, id_keys: Sequence[int] | None = None) -> None:
         super().__init__()
         self.text = TextEncoder(bert, dim)
+        keys = np.unique(np.asarray(list(id_keys) if id_keys is not None else [], np.int64))
+        self.id_keys: torch.Tensor
+        if len(keys):
+            self.register_buffer("id_keys", torch.from_numpy(keys))
+        else:  # not a buffer: torch.export cannot package an empty one
+            self.id_keys = torch.zeros(0, dtype=torch.int64)
+        self.ids = nn.Embedding(len(keys) + 1, dim, padding_idx=0)
+        nn.init.zeros_(self.ids.weight)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.text(input_ids, attention_mask)
+    def text_only(self) -> ItemTower:
+        """A tower sharing this one's text encoder, without id vectors: the graph export
+        writes (serving adds the id vectors from the bundle's id table)."""
+        tower = ItemTower(self.text.bert, self.text.proj.out_features)
+        tower.text = self.text
+        return tower.train(self.training)
+
+    @property
+    def n_ids(self) -> int:
+        """Items with a learned id vector."""
+        return int(self.id_keys.numel())
+
+    def id_rows(self, item_ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Id-table rows of ``item_ids`` (int64, same shape): 0 for an id without a vector."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        keys = self.id_keys.cpu().numpy()
+        if not len(keys):
+            return np.zeros(ids.shape, np.int64)
+        at = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+        return np.where(keys[at] == ids, at + 1, 0).astype(np.int64)
+
+    def id_vectors(self) -> np.ndarray:
+        """The learned id vectors, float32 ``[n_ids, dim]``, rows as ``id_keys``."""
+        return self.ids.weight.detach()[1:].float().cpu().numpy()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        id_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Text only when ``id_rows`` is ``None`` (the exported graph); otherwise combined
+        with the id vectors of ``id_rows`` ``[B]`` (see :meth:`id_rows`)."""
+        text = self.text(input_ids, attention_mask)
+        if id_rows is None:
+            return text
+        return combine(text, self.ids(id_rows))
+
+
+def combine(text_vecs: torch.Tensor, id_vecs: torch.Tensor) -> torch.Tensor:
+    """``normalize(text + id)`` over the last axis; ``text_vecs`` are already unit vectors."""
+    return nn.functional.normalize(text_vecs.float() + id_vecs.float(), dim=-1, eps=1e-6)
 
 
 class UserTower(nn.Module):
@@ -54,9 +113,16 @@ class UserTower(nn.Module):
         history_weights: torch.Tensor,
     ) -> torch.Tensor:
         query = self.text(input_ids, attention_mask) * has_query * self.query_scale
-        pooled = (history_vectors * history_weights.unsqueeze(-1)).sum(1)
-        hist = self.history(pooled) * self.history_scale
+        hist = self.history_part(history_vectors, history_weights)
         return nn.functional.normalize(query + hist, dim=-1, eps=1e-6)
+
+    def history_part(
+        self, history_vectors: torch.Tensor, history_weights: torch.Tensor
+    ) -> torch.Tensor:
+        """The history's share of the user vector (before normalisation), ``[B, dim]``; for an
+        empty query the user vector is its normalisation."""
+        pooled = (history_vectors * history_weights.unsqueeze(-1)).sum(1)
+        return self.history(pooled) * self.history_scale
 
 
 class CrossEncoder(nn.Module):
@@ -95,14 +161,18 @@ def load_module(kind: str, folder: Path) -> nn.Module:
     doc = json.loads((folder / "config.json").read_text())
     bert = BertModel(BertConfig.from_dict(doc["bert"]), add_pooling_layer=False)
     dim = int(doc["meta"].get("dim", 0))
+    state = load_file(str(folder / "model.safetensors"))
     if kind == "item_tower":
-        module: nn.Module = ItemTower(bert, dim)
+        if "ids.weight" not in state:  # saved before item ids: text only
+            state["ids.weight"] = torch.zeros(1, dim)
+        keys = state["id_keys"].tolist() if "id_keys" in state else None
+        module: nn.Module = ItemTower(bert, dim, keys)
     elif kind == "user_tower":
         module = UserTower(bert, dim)
     elif kind == "reranker":
         module = CrossEncoder(bert)
     else:
         raise ValueError(f"unknown module kind {kind!r}: item_tower, user_tower or reranker")
-    module.load_state_dict(load_file(str(folder / "model.safetensors")))
+    module.load_state_dict(state)
     module.eval()
     return module

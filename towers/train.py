@@ -5,8 +5,9 @@ Artifacts folder layout (all generated, git-ignored):
 - ``item_tower/``, ``user_tower/``, ``reranker/``: ``model.safetensors`` + ``config.json``
 - ``blend.json``: the learned combination of reranker, retrieval, popularity and lexical scores
 - ``teacher_item_embeddings.npy``: the teacher's item vectors (for evaluation)
-- ``item_embeddings.npy``: the item tower's vectors in items-table row order (an incremental
-  update that keeps the item tower reuses them)
+- ``item_embeddings.npy``: the item tower's vectors in items-table row order, each item's id
+  vector included where it has one (an incremental update that keeps the item tower reuses
+  them)
 - ``train_report.json``: settings, losses and the seconds each stage took
 """
 
@@ -51,7 +52,14 @@ from towers.examples import (
     query_positives,
 )
 from towers.features import recency_weights
-from towers.finetune import embed_histories, embed_items, embed_queries, finetune_towers
+from towers.finetune import (
+    embed_histories,
+    embed_items,
+    embed_queries,
+    finetune_ids,
+    finetune_towers,
+    target_log_q,
+)
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 from towers.next_item import NextItemTask, history_matrix
@@ -102,6 +110,7 @@ class TrainedTowers:
     histories: HistoryPairs
     distil_losses: list[float]
     tower_losses: list[float]
+    id_report: dict[str, object] = field(default_factory=dict)
 
 
 def train_towers(
@@ -139,7 +148,10 @@ def train_towers(
         seed=cfg.seed,
     )
     proj = pca_projection(teacher_items, cfg.dim)
-    item_tower = ItemTower(copy.deepcopy(student.bert), cfg.dim)
+    item_ids = items["item_id"].to_numpy(np.int64)
+    # id vectors for the items with interactions before the cut (ds.events is already cut)
+    id_keys = np.intersect1d(ds.events["item_id"].to_numpy(np.int64), item_ids)
+    item_tower = ItemTower(copy.deepcopy(student.bert), cfg.dim, id_keys if cfg.item_ids else None)
     user_tower = UserTower(copy.deepcopy(student.bert), cfg.dim)
     with torch.no_grad():
         item_tower.text.proj.weight.copy_(proj)
@@ -158,10 +170,28 @@ def train_towers(
         "fine-tuning on %d queries and %d history pairs", len(qpos.texts), len(hist.target_pos)
     )
     tower_losses = timer.run(
-        "finetune", finetune_towers, item_tower, user_tower, tok, texts, qpos, hist, cfg
+        "finetune", finetune_towers, item_tower, user_tower, tok, texts, qpos, hist, cfg, item_ids
     )
-    item_vecs = timer.run("embed_items", embed_items, item_tower, tok, texts, bf16=cfg.bf16)
-    return TrainedTowers(item_tower, user_tower, item_vecs, qpos, hist, distil_losses, tower_losses)
+    id_report: dict[str, object] = {"n_ids": item_tower.n_ids}
+    if item_tower.n_ids and cfg.id_epochs:
+        text_table = embed_items(item_tower, tok, texts, bf16=cfg.bf16)
+        id_report |= timer.run(
+            "finetune_ids",
+            finetune_ids,
+            item_tower,
+            user_tower,
+            text_table,
+            hist,
+            item_tower.id_rows(item_ids),
+            target_log_q(len(texts), qpos, hist),
+            cfg,
+        )
+    item_vecs = timer.run(
+        "embed_items", embed_items, item_tower, tok, texts, item_ids=item_ids, bf16=cfg.bf16
+    )
+    return TrainedTowers(
+        item_tower, user_tower, item_vecs, qpos, hist, distil_losses, tower_losses, id_report
+    )
 
 
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
@@ -264,6 +294,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             "towers_first_last": _ends(tower_losses),
             "reranker_first_last": _ends(rerank_losses),
         },
+        "item_ids": towers.id_report,
         "blend": blend.to_dict(),
         "prior": {**prior.meta(), "validation_recall@50": prior_validation},
     }

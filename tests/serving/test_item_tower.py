@@ -94,3 +94,42 @@ def test_warm_up_with_the_real_onnx_graph(repository: Path, bundle: Path) -> Non
     np.testing.assert_allclose(
         enc.embed(titles), np.load(bundle / "item_embeddings.npy")[:3], atol=1e-5
     )
+
+
+class UnitText:
+    """Item tower stand-in with unit vectors: ``[1, 0, 0, 0]`` for every text."""
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(input_ids), 4), np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+def test_item_ids_combine_known_ids_and_leave_new_items_text_only(teacher_tokenizer) -> None:
+    from towers.bundle_contract import ItemIdTable, combine_item_vectors
+
+    id_vecs = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]], np.float32)
+    table = ItemIdTable(np.array([7, 9], np.int64), id_vecs)
+    enc = ItemEncoder(teacher_tokenizer, UnitText(), id_table=table)
+    text = enc.embed(["a", "b", "c", "d"])  # no ids: text only (the old call still works)
+    vecs = enc.embed(["a", "b", "c", "d"], item_ids=[9, 7, 8, -1])
+    np.testing.assert_allclose(vecs[:2], combine_item_vectors(text[:2], id_vecs[::-1]))
+    np.testing.assert_allclose(vecs[2:], text[2:])  # unknown id and -1: text only
+    with pytest.raises(ValueError, match="one id per text"):
+        enc.embed(["a", "b"], item_ids=[7])
+    ids = {"ITEM_ID": np.array([[9], [8]], np.int64)}
+    results = enc.embed_requests(
+        [
+            {**texts(b"a", b"b"), **ids},
+            texts(b"c"),
+            {**texts(b"d"), "ITEM_ID": np.array([[7], [9]], np.int64)},
+            {**texts(b"e"), "ITEM_ID": np.array([[7.0]], np.float32)},
+        ]
+    )
+    np.testing.assert_allclose(results[0]["ITEM_VECTOR"], vecs[[0, 2]])
+    np.testing.assert_allclose(results[1]["ITEM_VECTOR"], text[:1])
+    assert isinstance(results[2], RequestError) and "one id per ITEM_TEXT row" in str(results[2])
+    assert isinstance(results[3], RequestError) and "INT64" in str(results[3])
+    # a bundle without an id table: ids are accepted and ignored
+    plain = ItemEncoder(teacher_tokenizer, UnitText())
+    np.testing.assert_allclose(plain.embed(["a"], item_ids=[9]), text[:1])

@@ -82,3 +82,115 @@ def test_real_teacher_embeds_similar_texts_closer() -> None:
     )
     assert vecs.shape == (3, 384)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
+
+
+def test_item_ids_start_at_zero_and_map_unknown_ids_to_the_empty_row(tmp_path) -> None:
+    torch.manual_seed(0)
+    item = ItemTower(tiny_bert(), 8, id_keys=[30, 10, 20, 10]).eval()
+    assert item.n_ids == 3 and item.id_keys.tolist() == [10, 20, 30]
+    assert item.id_rows(np.array([20, 99, 10, -1, 30])).tolist() == [2, 0, 1, 0, 3]
+    ids = torch.tensor([[101, 2000, 102], [101, 102, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    rows = torch.from_numpy(item.id_rows(np.array([10, 99])))
+    # a fresh id table is zero: with ids, the vector is the text vector
+    assert torch.allclose(item(ids, mask, rows), item(ids, mask), atol=1e-6)
+    with torch.no_grad():
+        item.ids.weight[1:] = torch.randn(3, 8)
+    both = item(ids, mask, rows)
+    assert torch.allclose(both.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(both[0], item(ids, mask)[0])  # known id: moved
+    assert torch.allclose(both[1], item(ids, mask)[1], atol=1e-6)  # unknown id: text only
+    save_module(item, item.text.bert.config, tmp_path / "item_tower", dim=8)
+    again = load_module("item_tower", tmp_path / "item_tower")
+    assert isinstance(again, ItemTower)
+    assert torch.allclose(again(ids, mask, rows), both, atol=1e-6)
+    np.testing.assert_array_equal(again.id_vectors(), item.id_vectors())
+
+
+def test_item_tower_saved_before_ids_loads_text_only(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    item = ItemTower(tiny_bert(), 8, id_keys=[1, 2]).eval()
+    save_module(item, item.text.bert.config, tmp_path / "old", dim=8)
+    state = load_file(str(tmp_path / "old" / "model.safetensors"))
+    del state["id_keys"], state["ids.weight"]
+    save_file(state, str(tmp_path / "old" / "model.safetensors"))
+    again = load_module("item_tower", tmp_path / "old")
+    assert isinstance(again, ItemTower) and again.n_ids == 0
+    assert again.id_rows(np.array([1, 2])).tolist() == [0, 0]
+
+
+def test_torch_and_served_combination_agree() -> None:
+    from towers.bundle_contract import ItemIdTable, combine_item_vectors
+    from towers.models import combine
+
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(4, 8)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    idv = rng.normal(size=(4, 8)).astype(np.float32) * 0.5
+    served = combine_item_vectors(text, idv)
+    trained = combine(torch.from_numpy(text), torch.from_numpy(idv)).numpy()
+    np.testing.assert_allclose(served, trained, atol=1e-6)
+    table = ItemIdTable(np.array([5, 7], np.int64), idv[:2])
+    out = table.combine(text[:3], np.array([7, 5, 6]))
+    np.testing.assert_allclose(out[0], combine_item_vectors(text[:1], idv[1:2])[0], atol=1e-6)
+    np.testing.assert_allclose(out[1], combine_item_vectors(text[1:2], idv[:1])[0], atol=1e-6)
+    np.testing.assert_allclose(out[2], text[2], atol=1e-6)  # unknown id: the text vector
+
+
+def test_finetune_learns_id_vectors_for_items_with_interactions(tokenizer) -> None:
+    from towers.config import preset_config
+    from towers.examples import HistoryPairs, QueryPositives
+    from towers.finetune import finetune_towers
+
+    torch.manual_seed(0)
+    n = 12
+    item_ids = np.arange(100, 100 + n, dtype=np.int64)
+    item = ItemTower(tiny_bert(), 8, id_keys=item_ids[:8])  # the last 4 items are new
+    user = UserTower(tiny_bert(), 8)
+    texts = [f"item {i} shirt" for i in range(n)]
+    rng = np.random.default_rng(0)
+    hist = HistoryPairs(
+        hist_pos=rng.integers(0, 8, size=(40, 3)),
+        hist_ts=np.tile(np.arange(3), (40, 1)),
+        target_pos=rng.integers(0, 8, size=40),
+        target_ts=np.full(40, 5),
+    )
+    queries = QueryPositives(texts=[], positives=[])
+    cfg = preset_config("tiny", finetune_steps=5, finetune_batch=8, bf16=False)
+    finetune_towers(item, user, tokenizer, texts, queries, hist, cfg, item_ids)
+    norms = np.linalg.norm(item.id_vectors(), axis=1)
+    assert (norms > 0).all()  # trained from zero
+    assert float(item.ids.weight[0].detach().abs().sum()) == 0.0  # "no id" row stays zero
+
+
+def test_id_epochs_learn_what_follows_what_and_keep_the_best_epoch() -> None:
+    """Items with unrelated text, where item i is always followed by item i + 7: only the id
+    vectors can learn that, and the held-out (newest) pairs' recall rises."""
+    from towers.config import preset_config
+    from towers.examples import HistoryPairs
+    from towers.finetune import finetune_ids
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n, dim, reps = 300, 16, 6
+    text = rng.normal(size=(n, dim)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    first = np.tile(np.arange(n), reps)
+    hist_pos = np.full((len(first), 3), -1, np.int64)
+    hist_pos[:, -1] = first
+    hist = HistoryPairs(
+        hist_pos=hist_pos,
+        hist_ts=np.zeros_like(hist_pos),
+        target_pos=(first + 7) % n,
+        target_ts=rng.permutation(len(first)),
+    )
+    item = ItemTower(tiny_bert(), dim, id_keys=np.arange(n))
+    user = UserTower(tiny_bert(), dim)
+    cfg = preset_config("tiny", id_epochs=8, id_batch=128, id_patience=2, id_lr=0.05)
+    log_q = np.full(n, -np.log(n))
+    report = finetune_ids(item, user, text, hist, item.id_rows(np.arange(n)), log_q, cfg)
+    curve = report["valid_recall@50"]
+    assert isinstance(curve, list) and curve[0] < 0.3
+    assert max(curve) > curve[0] + 0.3, curve
+    assert report["epochs"] == int(np.argmax(curve))  # the best epoch's weights are kept

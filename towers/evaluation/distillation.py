@@ -64,7 +64,11 @@ def distillation_section(
 
     rows = []
     for n_layers, (item_tower, user_tower) in towers.items():
-        table = m.table if n_layers == own else embed_items(item_tower, m.tok, m.texts, bf16=m.bf16)
+        table = (
+            m.table
+            if n_layers == own
+            else embed_items(item_tower, m.tok, m.texts, item_ids=m.item_ids, bf16=m.bf16)
+        )
         index = exact_index(table)
 
         def system(q: str, k: int, tower=user_tower, index=index) -> list[int]:  # type: ignore[no-untyped-def]

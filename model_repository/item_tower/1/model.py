@@ -1,5 +1,5 @@
-"""Triton model ``item_tower``: item text -> item vector; one tower run per dynamic batch
-(logic: serving.item_tower)."""
+"""Triton model ``item_tower``: item text (and optional item id) -> item vector; one tower run
+per dynamic batch (logic: serving.item_tower)."""
 
 from __future__ import annotations
 
