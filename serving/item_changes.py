@@ -41,6 +41,7 @@ from serving.errors import RequestError
 from serving.graphs import runtime_from_params
 from serving.item_tower import ItemEncoder, decode_texts
 from serving.reranker import Reranker
+from serving.sqlite_wal import open_wal
 from serving.tensors import int_vector, require
 from towers.bundle_contract import ITEM_IDS_FILE, REMOVED_IDS_FILE, TOKENIZER_FILE
 from towers.lexical import LexicalIndex
@@ -119,20 +120,7 @@ class ItemChangeLog:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path,
-                timeout=busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ItemChangeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            self._db.execute("PRAGMA synchronous = FULL")
-            for statement in SCHEMA:
-                self._db.execute(statement)
+            self._db = open_wal(self.path, SCHEMA, busy_timeout_ms=busy_timeout_ms)
         except (sqlite3.Error, OSError) as exc:
             raise ItemChangeError(f"cannot open the item change log {self.path}: {exc}") from exc
 

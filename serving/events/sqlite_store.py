@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.events.store import DEFAULT_MAX_PER_USER, EventBatch, EventStoreError
+from serving.sqlite_wal import open_wal
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +61,8 @@ class SqliteEventStore:
         self.max_per_user = max_per_user
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path,
-                timeout=busy_timeout_ms / 1000,
-                isolation_level=None,  # explicit BEGIN/COMMIT below
-                check_same_thread=False,
-            )
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise EventStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            self._db.execute("PRAGMA synchronous = FULL")
-            for statement in SCHEMA:
-                self._db.execute(statement)
-        except sqlite3.Error as exc:
+            self._db = open_wal(self.path, SCHEMA, busy_timeout_ms=busy_timeout_ms)
+        except (sqlite3.Error, OSError) as exc:
             raise EventStoreError(f"cannot open the event store {self.path}: {exc}") from exc
 
     def __repr__(self) -> str:
