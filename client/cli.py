@@ -178,8 +178,10 @@ def eval_cmd(
     systems: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated systems to compare (default all): popularity, bm25, "
-            "teacher_exact, student_exact, student_faiss, student_faiss_rerank."
+            help="Comma-separated systems to compare (default all). Search: popularity, bm25, "
+            "teacher_exact, student_exact, student_faiss, student_faiss_rerank. "
+            "Recommendation: popularity, popularity_all, item_knn, ease, als, teacher_exact, "
+            "student_exact, student_faiss, student_faiss_covisit."
         ),
     ] = None,
     layers: Annotated[

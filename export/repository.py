@@ -42,6 +42,7 @@ from export.warmup import (
 )
 from towers.bundle_contract import (
     BLEND_FILE,
+    COVISIT_FILE,
     INDEX_FILE,
     ITEM_EMBEDDINGS_FILE,
     ITEM_ID_VECTORS_FILE,
@@ -128,7 +129,7 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
 }
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
-    "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE),
+    "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE, COVISIT_FILE),
     "reranker": (
         *LEXICAL_FILES,
         torch_program_file("reranker"),

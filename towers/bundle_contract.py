@@ -57,6 +57,7 @@ __all__ = [
     "torch_program_file",
     "POPULARITY_FILE",
     "PRIOR_BUNDLE_FILE",
+    "COVISIT_FILE",
     "PRIOR_META_FILE",
     "PRIOR_VALUES_FILE",
     "REMOVED_IDS_FILE",
@@ -107,6 +108,9 @@ POPULARITY_FILE = "popularity.npy"
 #: The retriever's popularity prior by item id: ``item_ids`` int64 ``[N]``, ``values``
 #: float32 ``[N]`` (optional; its weight and default are in the manifest's ``prior``).
 PRIOR_BUNDLE_FILE = "item_prior.npz"
+#: The retriever's co-visitation table (towers/covisit.py): each item's collaborative
+#: neighbours, with the kind and the fitted weight; optional (older bundles lack it).
+COVISIT_FILE = "item_covisit.npz"
 #: Item ids the retriever never returns, int64 ``[R]`` (optional, may be added after export).
 REMOVED_IDS_FILE = "removed_ids.npy"
 #: Stored user histories: ``user_ids``, ``offsets``, ``item_ids``, ``ts`` (unix s).
