@@ -517,6 +517,9 @@ def test_perf_analyzer_against_real_server(server: TritonServer, tmp_path: Path)
     cmd = (
         f"source {env_sh} && perf_analyzer -m history_len -u {server.url_grpc} -i grpc "
         f"--input-data {data} --concurrency-range 1 --measurement-interval 1000"
+        # the test checks that perf_analyzer runs against the server, not that a shared
+        # machine is quiet: any spread between windows counts as stable
+        " --stability-percentage 1000 --max-trials 3"
     )
     venv = str(Path(sys.executable).parent.parent)
     env = {**os.environ, "VIRTUAL_ENV": venv}
