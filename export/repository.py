@@ -81,6 +81,7 @@ __all__ = [
     "render_config",
     "validate_bundle",
     "warmup_sample",
+    "write_model_version",
     "write_repository",
 ]
 
@@ -403,3 +404,34 @@ def write_repository(
         settings.max_k,
     )
     return repository
+
+
+def write_model_version(
+    bundle: Path, repository: Path, model: str, version: int, *, templates: Path = TEMPLATES
+) -> Path:
+    """Place version folder ``<repository>/<model>/<version>`` for an already validated
+    ``bundle``: the template's ``model.py``, the bundle files the model reads and
+    ``manifest.json``, as :func:`write_repository` lays them out. It is built under a hidden
+    name beside it and renamed into place; the model's ``config.pbtxt`` is left alone
+    (``towerserve publish``, client/publish.py, rewrites it). Raises :class:`RepositoryError`
+    for an unknown model, a version below 1 or a folder that already exists."""
+    if model not in MODEL_FILES or model == "recommend":
+        raise RepositoryError(
+            f"model must be one of {sorted(set(MODELS) - {'recommend'})}, got {model!r}"
+        )
+    if version < 1:
+        raise RepositoryError(f"version must be >= 1, got {version}")
+    target = Path(repository) / model / str(version)
+    if target.exists():
+        raise RepositoryError(f"{target} already exists: pick a new version number")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        shutil.copy2(Path(templates) / model / VERSION / "model.py", tmp / "model.py")
+        for name in [MANIFEST_FILE, *model_files(bundle, model)]:
+            _place(Path(bundle) / name, tmp / name)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
