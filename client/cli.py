@@ -18,6 +18,7 @@ from client.cli_embed import embed_cmd
 from client.cli_events import events_app
 from client.cli_index import index_app
 from client.cli_items import items_app
+from client.cli_publish import publish_cmd, rollback_cmd
 
 if TYPE_CHECKING:
     from client.grpc_client import Recommendation
@@ -34,6 +35,8 @@ app.command("embed")(embed_cmd)
 app.add_typer(index_app, name="index")
 app.add_typer(events_app, name="events")
 app.add_typer(items_app, name="items")
+app.command("publish")(publish_cmd)
+app.command("rollback")(rollback_cmd)
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 
@@ -470,7 +473,7 @@ def serve(
         typer.Option(
             help="Key the model control API (load/unload: `towerserve publish`, `rollback`), "
             "shared memory, trace and logging APIs require in the towerserve-control-key "
-            "header; needed when --host is not loopback [default: $TOWERSERVE_CONTROL_KEY].",
+            "header; needed when --host is not loopback (default $TOWERSERVE_CONTROL_KEY).",
         ),
     ] = None,
 ) -> None:

@@ -256,3 +256,29 @@ def test_the_control_api_needs_the_key(repo: Path, url: str) -> None:
     with pytest.raises(PublishError, match="control key"):
         rollback(repo, url=url)
     assert served(url) == ["1:test-v1"] * 3
+
+
+def test_publishing_an_index_version_keeps_two_versions(
+    repo: Path, url: str, bundle_v2: Path, work: Path
+) -> None:
+    """After the rollback, version 1 serves and 2 is loaded: publishing an index version of
+    model test-v2 makes version 3, keeps 1 for rollback and removes 2."""
+    from client.publish import publish, served_state
+    from towers.index_version import build_index_version
+
+    index = work / "index_v2_ok"
+    build_index_version(
+        np.load(bundle_v2 / "item_embeddings.npy"),
+        np.load(bundle_v2 / "item_ids.npy"),
+        index,
+        model_version="test-v2",
+        kind="flat",
+    )
+    result = publish(repo, bundle_v2, url=url, index=index, control_key=KEY)
+    assert (result.version, result.previous) == (3, 1)
+    assert served(url) == ["3:test-v2"] * 3
+    state = served_state(repo)
+    assert (state.active, state.versions) == (3, (1, 3))
+    assert (repo / "retriever" / "3" / "index.faiss").stat().st_ino == (
+        (index / "index.faiss").stat().st_ino
+    )
