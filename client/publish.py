@@ -327,7 +327,8 @@ def publish(
             _pin_ensemble(repository, old)
             control.load(ENSEMBLE)
         say(f"writing version {new} ({model_version}) beside {old}")
-        written = []
+        written: list[Path] = []
+        changed: list[str] = []  # models whose config names version new
         try:
             for model in (*ENSEMBLE_MODELS, *SINGLE_MODELS):
                 stale = repository / model / str(new)
@@ -339,12 +340,13 @@ def publish(
             for model in ENSEMBLE_MODELS:
                 say(f"loading {model} version {new}")
                 _set_versions(repository, model, [old, new])
+                changed.append(model)
                 control.load(model)
                 if not control.ready(model, new):
                     raise PublishError(f"{model} version {new} loaded but is not ready")
         except BaseException as exc:
             say(f"version {new} failed; {ENSEMBLE} stays on {old}")
-            _undo(repository, control, old, new, written)
+            _undo(repository, control, new, changed, written)
             if isinstance(exc, PublishError):
                 raise PublishError(f"{exc}; version {old} keeps serving") from exc
             raise
@@ -354,7 +356,7 @@ def publish(
             control.load(ENSEMBLE)
         except PublishError:
             _pin_ensemble(repository, old)  # the server kept the old ensemble
-            _undo(repository, control, old, new, written)
+            _undo(repository, control, new, changed, written)
             raise
         for model in SINGLE_MODELS:
             say(f"moving {model} to version {new}")
@@ -369,9 +371,12 @@ def publish(
     return PublishResult(new, model_version, old, time.monotonic() - start)
 
 
-def _undo(repository: Path, control: _Control, old: int, new: int, written: list[Path]) -> None:
-    """Back to serving ``old`` only: configs restored, ``new`` unloaded and removed."""
-    for model in ENSEMBLE_MODELS:
+def _undo(
+    repository: Path, control: _Control, new: int, changed: list[str], written: list[Path]
+) -> None:
+    """Back to the versions before ``new``: the ``changed`` models' configs restored and
+    reloaded (``new`` unloaded), its folders removed."""
+    for model in changed:
         policy = [v for v in version_folders(repository, model) if v != new]
         _set_versions(repository, model, policy)
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
+import py_compile
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -428,6 +429,15 @@ def write_model_version(
     tmp.chmod(0o755)
     try:
         shutil.copy2(Path(templates) / model / VERSION / "model.py", tmp / "model.py")
+        # The Python stub would write model.py's __pycache__ into the folder after the load;
+        # Triton then takes the model as modified and reloads every version of it on the next
+        # load of a model that depends on it (seen on 2.51). Compiled here, it is not rewritten
+        # (a stub of this Python version).
+        py_compile.compile(
+            str(tmp / "model.py"),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+        )
         for name in [MANIFEST_FILE, *model_files(bundle, model)]:
             _place(Path(bundle) / name, tmp / name)
         os.replace(tmp, target)

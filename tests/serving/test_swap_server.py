@@ -9,6 +9,7 @@ tests/serving/conftest.py (no warm-up samples).
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -53,7 +54,7 @@ def bundle_v2(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def url(repo: Path) -> Iterator[str]:
+def server(repo: Path) -> Iterator:
     from serving.triton import TritonServer, free_ports
 
     g, h, m = free_ports(3)
@@ -67,7 +68,12 @@ def url(repo: Path) -> Iterator[str]:
         control_key=KEY,
     )
     with server:
-        yield server.url_grpc
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url(server) -> str:
+    return server.url_grpc
 
 
 def recommend(client, query: str = "red shirt") -> list[str]:
@@ -219,7 +225,6 @@ def test_a_version_triton_cannot_load_leaves_the_old_one_serving(
     repo: Path, url: str, work: Path
 ) -> None:
     """Checksums fine, but the index is not a FAISS file: the retriever fails to load."""
-    import json
 
     from client.publish import PublishError, publish
     from serving.bundle import sha256
@@ -238,7 +243,7 @@ def test_a_version_triton_cannot_load_leaves_the_old_one_serving(
     assert 3 not in [int(p.name) for p in (repo / "retriever").iterdir() if p.name.isdigit()]
 
 
-def test_the_control_api_needs_the_key(repo: Path, url: str) -> None:
+def test_the_control_api_needs_the_key(repo: Path, url: str, server) -> None:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -256,6 +261,18 @@ def test_the_control_api_needs_the_key(repo: Path, url: str) -> None:
     with pytest.raises(PublishError, match="control key"):
         rollback(repo, url=url)
     assert served(url) == ["1:test-v1"] * 3
+    # HTTP: the same APIs behind the plain header name (the repository index is harmless)
+    import urllib.error
+    import urllib.request
+
+    index_url = f"{server.url_http}/v2/repository/index"
+    for headers in ({}, {CONTROL_HEADER: wrong}, {GRPC_CONTROL_HEADER: KEY}):
+        request = urllib.request.Request(index_url, data=b"{}", headers=headers)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=10)
+    request = urllib.request.Request(index_url, data=b"{}", headers={CONTROL_HEADER: KEY})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert any(m["name"] == "recommend" for m in json.loads(response.read()))
 
 
 def test_publishing_an_index_version_keeps_two_versions(
