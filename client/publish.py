@@ -32,13 +32,14 @@ when the server was started with one (serving/launcher/control.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,6 +234,27 @@ class _Control:
             self.client.close()
 
 
+#: Lock file in the repository (hidden: not a model) held while a publish or rollback runs.
+LOCK_FILE = ".towerserve-publish.lock"
+
+
+@contextlib.contextmanager
+def _exclusive(repository: Path) -> Iterator[None]:
+    """Hold the repository's publish lock, or raise :class:`PublishError` at once when another
+    publish or rollback holds it (an advisory ``flock``: released when that process ends)."""
+    with (Path(repository) / LOCK_FILE).open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PublishError(
+                f"another publish or rollback is running on {repository}: wait for it"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # -- checks ---------------------------------------------------------------------------------
 
 
@@ -296,7 +318,7 @@ def _use_index(folder: Path, index: Path, version: object) -> None:
 # -- publish and rollback ---------------------------------------------------------------------
 
 
-def publish(
+def _publish(
     repository: Path,
     bundle: Path,
     *,
@@ -306,13 +328,7 @@ def publish(
     timeout_s: float = 300.0,
     progress: Callable[[str], None] | None = None,
 ) -> PublishResult:
-    """Publish ``bundle`` (and optionally the index version folder ``index``) as the next
-    version of the server at ``url`` serving ``repository`` (module docstring).
-
-    ``timeout_s`` bounds each model load (seconds); ``progress`` is called with a short line
-    per step. Raises :class:`PublishError` (the old version keeps serving unless the message
-    says otherwise).
-    """
+    """:func:`publish` with the repository's lock held."""
     start = time.monotonic()
     say = progress or (lambda line: log.info("%s", line))
     repository, bundle = Path(repository).resolve(), Path(bundle)
@@ -387,16 +403,14 @@ def _undo(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def rollback(
+def _rollback(
     repository: Path,
     *,
     url: str = "localhost:8001",
     control_key: str | None = None,
     timeout_s: float = 300.0,
 ) -> PublishResult:
-    """Switch the server back to the other loaded version (the one before the last
-    :func:`publish`; a second rollback switches forward again). Raises
-    :class:`PublishError` when there is no other version."""
+    """:func:`rollback` with the repository's lock held."""
     start = time.monotonic()
     repository = Path(repository).resolve()
     state = served_state(repository)
@@ -429,3 +443,50 @@ def rollback(
     return PublishResult(
         target, state.model_versions[target], state.active, time.monotonic() - start
     )
+
+
+def publish(
+    repository: Path,
+    bundle: Path,
+    *,
+    url: str = "localhost:8001",
+    index: Path | None = None,
+    control_key: str | None = None,
+    timeout_s: float = 300.0,
+    progress: Callable[[str], None] | None = None,
+) -> PublishResult:
+    """Publish ``bundle`` (and optionally the index version folder ``index``) as the next
+    version of the server at ``url`` serving ``repository`` (module docstring).
+
+    ``timeout_s`` bounds each model load (seconds); ``progress`` is called with a short line
+    per step. One publish or rollback runs at a time per repository. Raises
+    :class:`PublishError` (the old version keeps serving unless the message says otherwise).
+    """
+    repository = Path(repository).resolve()
+    served_state(repository)  # a clear error before the lock file is created
+    with _exclusive(repository):
+        return _publish(
+            repository,
+            bundle,
+            url=url,
+            index=index,
+            control_key=control_key,
+            timeout_s=timeout_s,
+            progress=progress,
+        )
+
+
+def rollback(
+    repository: Path,
+    *,
+    url: str = "localhost:8001",
+    control_key: str | None = None,
+    timeout_s: float = 300.0,
+) -> PublishResult:
+    """Switch the server back to the other loaded version (the one before the last
+    :func:`publish`; a second rollback switches forward again). Raises
+    :class:`PublishError` when there is no other version or another publish is running."""
+    repository = Path(repository).resolve()
+    served_state(repository)
+    with _exclusive(repository):
+        return _rollback(repository, url=url, control_key=control_key, timeout_s=timeout_s)

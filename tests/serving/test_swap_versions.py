@@ -189,3 +189,15 @@ def test_publish_cli_reports_a_refusal(repo: Path, bundle: Path) -> None:
     assert result.exit_code == 2 and "is not a folder" in result.output
     result = runner.invoke(app, ["rollback", *args])
     assert result.exit_code == 1 and "nothing to roll back to" in " ".join(result.output.split())
+
+
+def test_one_publish_at_a_time(repo: Path, bundle: Path) -> None:
+    from client.publish import PublishError, _exclusive, publish, rollback
+
+    with _exclusive(repo):
+        with pytest.raises(PublishError, match="another publish or rollback is running"):
+            publish(repo, bundle, url="127.0.0.1:9")
+        with pytest.raises(PublishError, match="another publish or rollback is running"):
+            rollback(repo, url="127.0.0.1:9")
+    with pytest.raises(PublishError, match="already served"):  # released
+        publish(repo, bundle, url="127.0.0.1:9")
