@@ -51,7 +51,7 @@ from serving.bundle import BundleError, load_manifest
 from serving.launcher.control import GRPC_CONTROL_HEADER
 from serving.versions import ENSEMBLE, pinned_version, version_folders
 from towers.bundle_contract import INDEX_FILE, MANIFEST_FILE
-from towers.index_version import IndexVersionError, check_index_version
+from towers.index_version import IndexVersion, IndexVersionError, check_index_version
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def _exclusive(repository: Path) -> Iterator[None]:
 
 def _check_new(
     repository: Path, bundle: Path, index: Path | None, state: ServedState
-) -> tuple[str, object | None]:
+) -> tuple[str, IndexVersion | None]:
     """The new model version and index manifest, after every check (nothing written yet)."""
     try:
         manifest = validate_bundle(bundle)
@@ -295,12 +295,9 @@ def _check_new(
     return manifest.model_version, version
 
 
-def _use_index(folder: Path, index: Path, version: object) -> None:
+def _use_index(folder: Path, index: Path, version: IndexVersion) -> None:
     """Put the index version's ``index.faiss`` into a retriever version folder and record its
     parameters and checksum in that folder's own ``manifest.json`` copy."""
-    from towers.index_version import IndexVersion
-
-    assert isinstance(version, IndexVersion)
     target = folder / INDEX_FILE
     target.unlink()
     try:
@@ -351,7 +348,7 @@ def _publish(
                 if stale.exists():  # left by an interrupted publish: never loaded
                     shutil.rmtree(stale)
                 written.append(write_model_version(bundle, repository, model, new))
-            if index is not None:
+            if index is not None and index_version is not None:
                 _use_index(repository / "retriever" / str(new), index, index_version)
             for model in ENSEMBLE_MODELS:
                 say(f"loading {model} version {new}")

@@ -201,3 +201,28 @@ def test_one_publish_at_a_time(repo: Path, bundle: Path) -> None:
             rollback(repo, url="127.0.0.1:9")
     with pytest.raises(PublishError, match="already served"):  # released
         publish(repo, bundle, url="127.0.0.1:9")
+
+
+def test_repository_params_follow_the_pinned_version(repo: Path, tmp_path: Path) -> None:
+    """What an in-process pipeline reads (serving.stage_params) after a publish's layout:
+    version 2 beside 1, the ensemble pinned to 2, model_version taken from the folder."""
+    from client.publish import _pin_ensemble, _set_versions, served_state
+    from export.repository import write_model_version
+    from serving.stage_params import repository_params
+
+    v2 = make_bundle(tmp_path / "v2", seed=1, model_version="test-v2")
+    for model in ("tokenizer", "user_tower", "retriever", "reranker"):
+        folder = write_model_version(v2, repo, model, 2)
+        assert (folder / "__pycache__").is_dir()  # compiled: the stub does not write it
+        _set_versions(repo, model, [1, 2])
+    _pin_ensemble(repo, 2)
+    folder, params = repository_params(repo, "retriever")
+    assert folder == repo / "retriever" / "2" and params["model_version"] == "test-v2"
+    folder, params = repository_params(repo, "item_tower")  # outside the ensemble: one version
+    assert folder == repo / "item_tower" / "1" and params["model_version"] == "test-v1"
+    state = served_state(repo)
+    assert (state.active, state.versions, state.previous) == (2, (1, 2), 1)
+    assert state.model_versions == {1: "test-v1", 2: "test-v2"}
+    text = (repo / "user_tower" / "config.pbtxt").read_text()
+    assert "versions: 1" in text and "versions: 2" in text
+    assert text.startswith("# Stage 2")  # the template's comment is kept
