@@ -310,6 +310,7 @@ def test_server_command_and_urls(tmp_path: Path) -> None:
         host="0.0.0.0",
         model_control_mode="explicit",
         load_models=["a", "b"],
+        control_key="k" * 16,  # a non-loopback host with model control needs one
         cache_dir=tmp_path / "cache",
         extra_args=["--log-info=false"],
     )
