@@ -465,13 +465,27 @@ def serve(
     redis_url: Annotated[
         str | None, typer.Option(help="Redis of the event store, redis://host:port/db.")
     ] = None,
+    prior: Annotated[
+        str | None,
+        typer.Option(
+            help="The retriever's popularity prior: moving (follows the event store's events, "
+            "decayed on event time) or frozen (as trained) [default: moving while an event "
+            "store is on]."
+        ),
+    ] = None,
+    prior_refresh_s: Annotated[
+        float,
+        typer.Option(help="Seconds between the moving prior's refreshes (0: never).", min=0),
+    ] = 2.0,
 ) -> None:
     """Run the real tritonserver on the repository until Ctrl-C."""
     from client.cli_events import configure_events
     from serving.triton import run_foreground
 
-    if events is not None or events_path is not None or redis_url is not None:
-        configure_events(repository, events, events_path, redis_url)
+    if events is not None or events_path is not None or redis_url is not None or prior is not None:
+        configure_events(
+            repository, events, events_path, redis_url, prior or "moving", prior_refresh_s
+        )
 
     run_foreground(
         repository,
