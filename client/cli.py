@@ -163,6 +163,29 @@ def train(
     console.print_json(json.dumps(report["seconds"]))
 
 
+def replay_section(repository: Path, out: Path, max_users: int | None) -> Any:
+    """``eval --replay``: the replay through ``repository``'s served path, with a progress
+    bar (client/served_replay.py)."""
+    import pandas as pd
+    from rich.progress import Progress
+
+    from client.served_replay import served_replay
+
+    def run(events: pd.DataFrame, cut_ts: int) -> dict[str, object]:
+        with Progress(console=console, transient=True) as bar:
+            job = bar.add_task("replay (4 variants per query event)", total=None)
+            return served_replay(
+                repository,
+                events,
+                cut_ts,
+                out / "replay",
+                max_users=max_users,
+                progress=lambda done, total: bar.update(job, completed=done, total=total),
+            )
+
+    return run
+
+
 @app.command("eval")
 def eval_cmd(
     artifacts: Annotated[Path, typer.Option(help="Artifacts from `train`.")] = Path(
@@ -202,6 +225,18 @@ def eval_cmd(
     budget_ms: Annotated[
         float, typer.Option(help="Budget of served_rerank per request, ms.", min=0)
     ] = 25.0,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            help="With --repository: replay the held-out events in time order through the "
+            "served path with a real event store and compare Recall@50 of live vs frozen "
+            "history and moving vs frozen prior (README, Live user events)."
+        ),
+    ] = False,
+    replay_users: Annotated[
+        int | None,
+        typer.Option(help="Users whose events the replay asks about (default: all).", min=1),
+    ] = None,
     protocol: Annotated[
         str,
         typer.Option(
@@ -249,6 +284,11 @@ def eval_cmd(
             protocol=protocol,
         )
         extra = None
+        if replay and repository is None:
+            raise typer.BadParameter(
+                "--replay runs the served path: give the repository with --repository",
+                param_hint="--replay",
+            )
         if repository is not None:
             from client.served_eval import (
                 load_served,
@@ -260,6 +300,7 @@ def eval_cmd(
             extra = ExtraSystems(
                 search=served_search_systems(served, budget_ms),
                 recommendation=served_recommendation_systems(served, budget_ms),
+                replay=replay_section(repository, out, replay_users) if replay else None,
             )
         results = run_eval(cfg, extra)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
