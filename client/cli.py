@@ -166,6 +166,29 @@ def train(
     console.print_json(json.dumps(report["seconds"]))
 
 
+def replay_section(repository: Path, out: Path, max_users: int | None) -> Any:
+    """``eval --replay``: the replay through ``repository``'s served path, with a progress
+    bar (client/served_replay.py)."""
+    import pandas as pd
+    from rich.progress import Progress
+
+    from client.served_replay import served_replay
+
+    def run(events: pd.DataFrame, cut_ts: int) -> dict[str, object]:
+        with Progress(console=console, transient=True) as bar:
+            job = bar.add_task("replay (4 variants per query event)", total=None)
+            return served_replay(
+                repository,
+                events,
+                cut_ts,
+                out / "replay",
+                max_users=max_users,
+                progress=lambda done, total: bar.update(job, completed=done, total=total),
+            )
+
+    return run
+
+
 @app.command("eval")
 def eval_cmd(
     artifacts: Annotated[Path, typer.Option(help="Artifacts from `train`.")] = Path(
@@ -207,6 +230,18 @@ def eval_cmd(
     budget_ms: Annotated[
         float, typer.Option(help="Budget of served_rerank per request, ms.", min=0)
     ] = 25.0,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            help="With --repository: replay the held-out events in time order through the "
+            "served path with a real event store and compare Recall@50 of live vs frozen "
+            "history and moving vs frozen prior (README, Live user events)."
+        ),
+    ] = False,
+    replay_users: Annotated[
+        int | None,
+        typer.Option(help="Users whose events the replay asks about (default: all).", min=1),
+    ] = None,
     protocol: Annotated[
         str,
         typer.Option(
@@ -254,6 +289,11 @@ def eval_cmd(
             protocol=protocol,
         )
         extra = None
+        if replay and repository is None:
+            raise typer.BadParameter(
+                "--replay runs the served path: give the repository with --repository",
+                param_hint="--replay",
+            )
         if repository is not None:
             from client.served_eval import (
                 load_served,
@@ -265,6 +305,7 @@ def eval_cmd(
             extra = ExtraSystems(
                 search=served_search_systems(served, budget_ms),
                 recommendation=served_recommendation_systems(served, budget_ms),
+                replay=replay_section(repository, out, replay_users) if replay else None,
             )
         results = run_eval(cfg, extra)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
@@ -478,6 +519,18 @@ def serve(
             "header; needed when --host is not loopback (default $TOWERSERVE_CONTROL_KEY).",
         ),
     ] = None,
+    prior: Annotated[
+        str | None,
+        typer.Option(
+            help="The retriever's popularity prior: moving (follows the event store's events, "
+            "decayed on event time) or frozen (as trained) [default: moving while an event "
+            "store is on]."
+        ),
+    ] = None,
+    prior_refresh_s: Annotated[
+        float,
+        typer.Option(help="Seconds between the moving prior's refreshes (0: never).", min=0),
+    ] = 2.0,
 ) -> None:
     """Run the real tritonserver on the repository until Ctrl-C.
 
@@ -492,8 +545,10 @@ def serve(
         key = resolve_control_key(host, control_key)
     except ControlKeyError as exc:
         raise typer.BadParameter(str(exc), param_hint="--control-key") from None
-    if events is not None or events_path is not None or redis_url is not None:
-        configure_events(repository, events, events_path, redis_url)
+    if events is not None or events_path is not None or redis_url is not None or prior is not None:
+        configure_events(
+            repository, events, events_path, redis_url, prior or "moving", prior_refresh_s
+        )
 
     run_foreground(
         repository,

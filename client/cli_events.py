@@ -60,13 +60,20 @@ def parse_ts(value: str) -> int:
 
 
 def configure_events(
-    repository: Path, store: str | None, path: Path | None, redis_url: str | None
+    repository: Path,
+    store: str | None,
+    path: Path | None,
+    redis_url: str | None,
+    prior: str = "moving",
+    prior_refresh_s: float = 2.0,
 ) -> None:
-    """``serve --events``: check the chosen store opens (Redis answers), then write it into
-    the repository's user_tower and events configs. Exits with a clear message otherwise."""
+    """``serve --events/--prior``: check the chosen store opens (Redis answers), then write it
+    (and how the retriever's prior follows it) into the repository's user_tower, events and
+    retriever configs. Exits with a clear message otherwise."""
     from serving.events.redis_store import RedisEventStore
     from serving.events.settings import (
         DEFAULT_REDIS_URL,
+        PRIOR_MODES,
         STORES,
         EventSettings,
         configure_repository,
@@ -80,8 +87,18 @@ def configure_events(
         raise typer.BadParameter(
             f"{store!r} is not an event store: use {', '.join(STORES)}", param_hint="--events"
         )
+    if prior not in PRIOR_MODES:
+        raise typer.BadParameter(
+            f"{prior!r} is not a prior mode: use {', '.join(PRIOR_MODES)}", param_hint="--prior"
+        )
     try:
-        settings = EventSettings(store, path, redis_url or DEFAULT_REDIS_URL)
+        settings = EventSettings(
+            store,
+            path,
+            redis_url or DEFAULT_REDIS_URL,
+            prior=prior,
+            prior_refresh_s=prior_refresh_s,
+        )
         opened = open_store(settings)
         if isinstance(opened, RedisEventStore):
             opened.ping()
@@ -93,6 +110,12 @@ def configure_events(
         raise typer.Exit(2) from None
     where = {"sqlite": str(path or "beside the repository"), "redis": settings.redis_url}
     console.print(f"live events: {store} {where.get(store, '')}".rstrip())
+    moves = store != "off" and prior == "moving"
+    console.print(
+        f"retriever prior: moving, refreshed every {prior_refresh_s:g} s"
+        if moves
+        else "retriever prior: frozen (as trained)"
+    )
 
 
 @events_app.command("add")

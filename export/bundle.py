@@ -51,7 +51,7 @@ from towers.finetune import embed_items
 from towers.index import build_index
 from towers.lexical import LexicalIndex
 from towers.models import ItemTower, load_module
-from towers.prior import load_prior
+from towers.prior import bundle_arrays, load_prior
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
 
@@ -144,7 +144,8 @@ def build_bundle(
     shutil.copy2(artifacts / BLEND_FILE, tmp / BLEND_FILE)
     prior = load_prior(artifacts)
     if prior is not None and len(prior.values) == len(item_ids):
-        np.savez(tmp / PRIOR_BUNDLE_FILE, item_ids=item_ids, values=prior.values)
+        prior, prior_arrays = bundle_arrays(prior, item_ids, ds.events)  # + moving-prior counts
+        np.savez(tmp / PRIOR_BUNDLE_FILE, **prior_arrays)
     elif prior is not None:
         log.warning("the prior in %s does not match the catalog: left out", artifacts)
         prior = None

@@ -16,6 +16,7 @@ from serving.backend import float_parameter, int_parameter
 from serving.events.settings import live_history
 from serving.graphs import runtime_from_params
 from serving.item_tower import ItemEncoder
+from serving.prior_stream import attach_moving_prior
 from serving.reranker import Reranker
 from serving.retriever import Retriever
 from serving.user_tower import UserEncoder
@@ -77,8 +78,10 @@ def user_encoder(folder: Path, params: Mapping[str, str]) -> UserEncoder:
 
 
 def retriever(folder: Path, params: Mapping[str, str]) -> Retriever:
-    """The ``retriever`` stage of version folder ``folder`` with its model ``params``."""
-    return Retriever.from_dir(
+    """The ``retriever`` stage of version folder ``folder`` with its model ``params``; its
+    popularity prior moves with the live event stream unless they say otherwise
+    (serving.prior_stream)."""
+    stage = Retriever.from_dir(
         folder,
         model_version=params.get("model_version", ""),
         max_k=int_parameter(params, "max_k", 0, low=0) or None,
@@ -87,6 +90,8 @@ def retriever(folder: Path, params: Mapping[str, str]) -> Retriever:
         device=params.get("device", "cpu"),
         device_dtype=params.get("index_precision", "fp32"),
     )
+    attach_moving_prior(stage, folder, params)
+    return stage
 
 
 def reranker(folder: Path, params: Mapping[str, str]) -> Reranker:

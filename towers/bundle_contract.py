@@ -106,7 +106,10 @@ ITEM_TITLES_FILE = "item_titles.json"
 #: Item popularity float32 ``[N]`` (the blend's ``popularity`` feature).
 POPULARITY_FILE = "popularity.npy"
 #: The retriever's popularity prior by item id: ``item_ids`` int64 ``[N]``, ``values``
-#: float32 ``[N]`` (optional; its weight and default are in the manifest's ``prior``).
+#: float32 ``[N]`` (optional; its weight and default are in the manifest's ``prior``) and,
+#: for the prior that moves with live events, ``counts`` float64 ``[N]``: the raw decayed
+#: counts as of the manifest's ``prior.at_ts`` (with ``prior.mean``/``prior.std``, the
+#: standardisation of ``log1p(counts)``; bundles without them keep a frozen prior).
 PRIOR_BUNDLE_FILE = "item_prior.npz"
 #: The retriever's co-visitation table (towers/covisit.py): each item's collaborative
 #: neighbours, with the kind and the fitted weight; optional (older bundles lack it).

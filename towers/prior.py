@@ -11,6 +11,12 @@ update catch new trends in seconds.
 
 Search requests (non-empty query) rank by cosine alone: graded search relevance is about the
 text, not about what is popular.
+
+While serving, the prior moves with the live event stream (serving/prior_stream.py): the
+retriever decays the raw counts to the newest event time and adds new events, then applies the
+*same* standardisation (``mean``, ``std`` of ``log1p`` counts at ``at_ts``), so the fitted
+weight keeps its meaning. For that the bundle carries the raw decayed ``counts`` beside the
+values (:func:`bundle_arrays`) and the manifest's ``prior`` the ``mean`` and ``std``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +47,7 @@ __all__ = [
     "PRIOR_META_FILE",
     "PRIOR_WEIGHTS",
     "ItemPrior",
+    "bundle_arrays",
     "compute_prior",
     "fit_model_prior",
     "fit_prior_weight",
@@ -73,6 +80,9 @@ class ItemPrior:
 
     ``default`` is the value of an item with no interactions (new items get it); ``at_ts`` the
     unix second the counts stop at; ``weight`` the fitted weight for history-only requests.
+    ``mean`` and ``std`` standardise ``log1p(counts)`` into ``values``; ``counts`` are the raw
+    decayed counts (float64 ``[n]``) as of ``at_ts``. The three are ``None`` for a prior read
+    from artifacts made before the moving prior (:func:`bundle_arrays` recounts them).
     """
 
     values: np.ndarray  # float32 [n]
@@ -80,14 +90,24 @@ class ItemPrior:
     at_ts: int
     half_life_s: float
     weight: float = 0.0
+    mean: float | None = None
+    std: float | None = None
+    counts: np.ndarray | None = None  # float64 [n]
 
     def meta(self) -> dict[str, float | int]:
-        doc = asdict(self)
-        del doc["values"]
+        """The scalars (manifest ``prior``, ``prior.json``); ``mean``/``std`` when known."""
+        doc: dict[str, float | int] = {
+            "default": self.default,
+            "at_ts": self.at_ts,
+            "half_life_s": self.half_life_s,
+            "weight": self.weight,
+        }
+        if self.mean is not None and self.std is not None:
+            doc["mean"], doc["std"] = self.mean, self.std
         return doc
 
     def with_weight(self, weight: float) -> ItemPrior:
-        return ItemPrior(self.values, self.default, self.at_ts, self.half_life_s, float(weight))
+        return replace(self, weight=float(weight))
 
 
 def compute_prior(
@@ -108,11 +128,46 @@ def compute_prior(
     keep = ts < at_ts
     decay = np.exp2(-(at_ts - ts[keep]) / half_life_s)
     counts = pd.Series(decay).groupby(events["item_id"].to_numpy()[keep]).sum()
-    raw = np.log1p(counts.reindex(item_ids, fill_value=0.0).to_numpy(np.float64))
+    decayed = counts.reindex(item_ids, fill_value=0.0).to_numpy(np.float64)
+    raw = np.log1p(decayed)
     mean, std = raw.mean(), raw.std()
     std = std if std > 0 else 1.0
     values = ((raw - mean) / std).astype(np.float32)
-    return ItemPrior(values, float(-mean / std), int(at_ts), float(half_life_s), float(weight))
+    return ItemPrior(
+        values,
+        float(-mean / std),
+        int(at_ts),
+        float(half_life_s),
+        float(weight),
+        mean=float(mean),
+        std=float(std),
+        counts=decayed,
+    )
+
+
+def bundle_arrays(
+    prior: ItemPrior, item_ids: np.ndarray, events: pd.DataFrame
+) -> tuple[ItemPrior, dict[str, np.ndarray]]:
+    """What the bundle's ``item_prior.npz`` holds (``item_ids``, ``values`` and, for the
+    moving prior, ``counts``) and the prior whose :meth:`ItemPrior.meta` goes into the manifest.
+
+    A prior without raw counts (artifacts trained before the moving prior) is recounted from
+    ``events`` as of its ``at_ts`` with its half-life; when the recount does not reproduce its
+    values (another data set) the counts are left out, and the served prior stays frozen
+    (logged)."""
+    if prior.counts is None:
+        again = compute_prior(events, item_ids, prior.at_ts, prior.half_life_s, prior.weight)
+        if np.allclose(again.values, prior.values, atol=1e-4):
+            prior = replace(again, values=prior.values, default=prior.default)
+        else:
+            log.warning(
+                "the prior's values are not reproduced by recounting the data set's events: "
+                "the served prior stays frozen (no raw counts in the bundle)"
+            )
+    arrays = {"item_ids": np.asarray(item_ids, np.int64), "values": prior.values}
+    if prior.counts is not None:
+        arrays["counts"] = np.asarray(prior.counts, np.float64)
+    return prior, arrays
 
 
 def fit_prior_weight(
@@ -144,6 +199,8 @@ def load_prior(folder: Path) -> ItemPrior | None:
         int(meta["at_ts"]),
         float(meta["half_life_s"]),
         float(meta.get("weight", 0.0)),
+        mean=float(meta["mean"]) if "mean" in meta else None,
+        std=float(meta["std"]) if "std" in meta else None,
     )
 
 

@@ -6,6 +6,10 @@ Each user is a sorted set ``<prefix>u:<user_id>``: score the event time (unix s)
 ``len(batch)`` numbers from the counter, then adds every event and trims each touched user to its
 newest ``max_per_user`` in one ``MULTI``/``EXEC`` transaction: all events or none.
 
+The same transaction adds each event to one capped sorted set ``<prefix>all`` (score its
+``seq``, member ``<seq>:<item_id>:<ts>``; the newest ``stream_cap`` kept): the whole stream in
+arrival order, which :meth:`RedisEventStore.since` reads after a cursor (``ZRANGEBYSCORE``).
+
 Durability is the Redis server's: run it with ``--appendonly yes --appendfsync always`` for an
 acknowledged event to survive a crash of Redis itself (the tests do); a towerserve process
 crash loses nothing either way, since the write is done when :meth:`RedisEventStore.append`
@@ -26,6 +30,9 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_PREFIX", "RedisEventStore"]
 
 DEFAULT_PREFIX = "towerserve:events:"
+#: Events kept in the global stream ``<prefix>all`` (readers more than this far behind miss
+#: the oldest: the moving prior logs a gap).
+DEFAULT_STREAM_CAP = 100_000
 
 
 class RedisEventStore:
@@ -39,6 +46,7 @@ class RedisEventStore:
         max_per_user: int = DEFAULT_MAX_PER_USER,
         prefix: str = DEFAULT_PREFIX,
         timeout_s: float = 2.0,
+        stream_cap: int = DEFAULT_STREAM_CAP,
     ) -> None:
         import redis
 
@@ -47,7 +55,10 @@ class RedisEventStore:
         if not url:
             raise EventStoreError("the redis event store needs a URL (redis://host:port/db)")
         self.url = url
+        if stream_cap < 1:
+            raise ValueError(f"stream_cap must be >= 1, got {stream_cap}")
         self.max_per_user = max_per_user
+        self.stream_cap = stream_cap
         self.prefix = prefix
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         try:
@@ -62,6 +73,10 @@ class RedisEventStore:
 
     def _key(self, user_id: int) -> str:
         return f"{self.prefix}u:{int(user_id)}"
+
+    @property
+    def _stream_key(self) -> str:
+        return f"{self.prefix}all"
 
     def ping(self) -> None:
         """Raise :class:`EventStoreError` when the server cannot be reached."""
@@ -79,6 +94,7 @@ class RedisEventStore:
             last = int(self._redis.incrby(f"{self.prefix}seq", n))
             pipe = self._redis.pipeline(transaction=True)
             members: dict[str, dict[str, int]] = {}
+            stream: dict[str, int] = {}
             for i, (user, item, ts, kind) in enumerate(
                 zip(
                     batch.user_ids.tolist(),
@@ -89,9 +105,12 @@ class RedisEventStore:
             ):
                 seq = last - n + 1 + i
                 members.setdefault(self._key(user), {})[f"{seq:020d}:{item}:{kind}"] = ts
+                stream[f"{seq:020d}:{item}:{ts}"] = seq
             for key, mapping in members.items():
                 pipe.zadd(key, mapping)
                 pipe.zremrangebyrank(key, 0, -self.max_per_user - 1)
+            pipe.zadd(self._stream_key, stream)
+            pipe.zremrangebyrank(self._stream_key, 0, -self.stream_cap - 1)
             pipe.execute()
         except self._errors as exc:
             raise EventStoreError(f"writing {n} events to redis at {self.url}: {exc}") from exc
@@ -113,6 +132,26 @@ class RedisEventStore:
         )
         ts = np.fromiter((int(s) for _, s in got), dtype=np.int64, count=len(got))
         return items, ts
+
+    def since(self, cursor: int, limit: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """At most ``limit`` events of the stream with ``seq > cursor``, ``(last seq,
+        item_ids, ts)``."""
+        try:
+            got = cast(
+                "list[bytes]",
+                self._redis.zrangebyscore(
+                    self._stream_key, f"({int(cursor)}", "+inf", start=0, num=int(limit)
+                ),
+            )
+        except self._errors as exc:
+            raise EventStoreError(
+                f"reading events after {cursor} from redis at {self.url}: {exc}"
+            ) from exc
+        if not got:
+            z = np.zeros(0, dtype=np.int64)
+            return int(cursor), z, z.copy()
+        arr = np.asarray([[int(x) for x in m.split(b":")] for m in got], dtype=np.int64)
+        return int(arr[-1, 0]), arr[:, 1].copy(), arr[:, 2].copy()
 
     def count(self, user_id: int | None = None) -> int:
         """Events stored (for ``user_id``, or in all: a SCAN, for tests and tools only)."""

@@ -7,7 +7,10 @@ The ``user_tower`` and ``events`` models read the same parameters from their ``c
 * ``events_path``: the SQLite file; empty means ``<repository>.events.sqlite`` beside the
   repository folder;
 * ``redis_url``: ``redis://host:port/db`` for ``redis``;
-* ``events_per_user``: events kept per user (default 100).
+* ``events_per_user``: events kept per user (default 100);
+* ``prior`` (``retriever`` only): ``moving`` (default: the popularity prior follows the event
+  stream, serving/prior_stream.py) or ``frozen``; ``prior_refresh_s`` the seconds between its
+  refreshes (default 2; 0: never on its own).
 
 ``towerserve serve --events ...`` writes them into a repository with
 :func:`configure_repository` before it starts the server.
@@ -20,7 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,9 @@ from serving.events.store import DEFAULT_MAX_PER_USER, EventStore, EventStoreErr
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_REFRESH_S",
     "EVENT_MODELS",
+    "PRIOR_MODES",
     "STORES",
     "EventSettings",
     "LiveHistory",
@@ -43,7 +48,11 @@ __all__ = [
 STORES = ("sqlite", "redis", "off")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: The models that open the store (their config.pbtxt carries the parameters).
-EVENT_MODELS = ("user_tower", "events")
+EVENT_MODELS = ("user_tower", "events", "retriever")
+#: The retriever's popularity prior: ``moving`` with the event stream or ``frozen``.
+PRIOR_MODES = ("moving", "frozen")
+#: Seconds between refreshes of the moving prior.
+DEFAULT_REFRESH_S = 2.0
 
 
 def default_path(repository: Path) -> Path:
@@ -56,18 +65,26 @@ def default_path(repository: Path) -> Path:
 @dataclass(frozen=True)
 class EventSettings:
     """``store`` one of :data:`STORES`; ``path`` the SQLite file; ``redis_url``;
-    ``max_per_user`` events kept per user."""
+    ``max_per_user`` events kept per user; ``prior`` one of :data:`PRIOR_MODES` and
+    ``prior_refresh_s`` the seconds between the moving prior's refreshes (0: only when
+    asked)."""
 
     store: str = "sqlite"
     path: Path | None = None
     redis_url: str = DEFAULT_REDIS_URL
     max_per_user: int = DEFAULT_MAX_PER_USER
+    prior: str = "moving"
+    prior_refresh_s: float = DEFAULT_REFRESH_S
 
     def __post_init__(self) -> None:
         if self.store not in STORES:
             raise ValueError(f"event store must be one of {', '.join(STORES)}, got {self.store!r}")
         if self.max_per_user < 1:
             raise ValueError(f"events per user must be >= 1, got {self.max_per_user}")
+        if self.prior not in PRIOR_MODES:
+            raise ValueError(f"prior must be one of {', '.join(PRIOR_MODES)}, got {self.prior!r}")
+        if not np.isfinite(self.prior_refresh_s) or self.prior_refresh_s < 0:
+            raise ValueError(f"prior refresh must be >= 0 seconds, got {self.prior_refresh_s}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, str], repository: Path) -> EventSettings:
@@ -80,12 +97,21 @@ class EventSettings:
             raise ValueError(
                 f"config parameter events_per_user must be an integer, got {text!r}"
             ) from None
+        refresh = params.get("prior_refresh_s", "").strip() or str(DEFAULT_REFRESH_S)
+        try:
+            refresh_s = float(refresh)
+        except ValueError:
+            raise ValueError(
+                f"config parameter prior_refresh_s must be a number of seconds, got {refresh!r}"
+            ) from None
         path = params.get("events_path", "").strip()
         return cls(
             store=params.get("events_store", "").strip() or "sqlite",
             path=Path(path) if path else default_path(repository),
             redis_url=params.get("redis_url", "").strip() or DEFAULT_REDIS_URL,
             max_per_user=per_user,
+            prior=params.get("prior", "").strip() or "moving",
+            prior_refresh_s=refresh_s,
         )
 
     def to_params(self) -> dict[str, str]:
@@ -94,6 +120,8 @@ class EventSettings:
             "events_path": str(Path(self.path).resolve()) if self.path else "",
             "redis_url": self.redis_url,
             "events_per_user": str(self.max_per_user),
+            "prior": self.prior,
+            "prior_refresh_s": str(self.prior_refresh_s),
         }
 
 
@@ -169,9 +197,7 @@ def configure_repository(repository: Path, settings: EventSettings) -> None:
 
     repository = Path(repository)
     if settings.store == "sqlite" and settings.path is None:
-        settings = EventSettings(
-            "sqlite", default_path(repository), settings.redis_url, settings.max_per_user
-        )
+        settings = replace(settings, path=default_path(repository))
     for model in EVENT_MODELS:
         path = repository / model / "config.pbtxt"
         if not path.is_file():

@@ -35,6 +35,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts, seq)",
 )
 NEWEST = "SELECT item_id, ts FROM events WHERE user_id = ? ORDER BY ts DESC, seq DESC LIMIT ?"
+#: Events after a cursor, in arrival order: a primary-key range scan.
+SINCE = "SELECT seq, item_id, ts FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 TRIM = (
     "DELETE FROM events WHERE user_id = ? AND seq NOT IN "
     "(SELECT seq FROM events WHERE user_id = ? ORDER BY ts DESC, seq DESC LIMIT ?)"
@@ -111,6 +113,22 @@ class SqliteEventStore:
             return z, z.copy()
         arr = np.asarray(got[::-1], dtype=np.int64)
         return arr[:, 0].copy(), arr[:, 1].copy()
+
+    def since(self, cursor: int, limit: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """At most ``limit`` events with ``seq > cursor`` (``seq`` is AUTOINCREMENT: never
+        reused, so a cursor stays valid), ``(last seq, item_ids, ts)``."""
+        with self._lock:
+            try:
+                got = self._db.execute(SINCE, (int(cursor), int(limit))).fetchall()
+            except sqlite3.Error as exc:
+                raise EventStoreError(
+                    f"reading events after {cursor} from {self.path}: {exc}"
+                ) from exc
+        if not got:
+            z = np.zeros(0, dtype=np.int64)
+            return int(cursor), z, z.copy()
+        arr = np.asarray(got, dtype=np.int64)
+        return int(arr[-1, 0]), arr[:, 1].copy(), arr[:, 2].copy()
 
     def count(self, user_id: int | None = None) -> int:
         """Events stored (for ``user_id``, or in all)."""

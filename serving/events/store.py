@@ -5,6 +5,11 @@ newest ``max_per_user`` events of each user (newest by ``ts``, ties by arrival) 
 ones in the same write. Writes are atomic per call: :meth:`EventStore.append` stores every event
 of the batch or none, and when it returns the events are durable (they survive a crash of the
 process; see each backend for power loss).
+
+Every store also answers :meth:`EventStore.since`: the events recorded after a cursor, in
+arrival order, for readers of the whole stream (the retriever's moving prior,
+serving/prior_stream.py). The cursor is an integer that grows with every event (SQLite's
+rowid, Redis's event counter); 0 reads from the first event still kept.
 """
 
 from __future__ import annotations
@@ -88,6 +93,12 @@ class EventStore(Protocol):
     def recent(self, user_id: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The newest ``n`` events of ``user_id`` as ``(item_ids, ts)`` int64, oldest first;
         empty when the user has none."""
+        ...
+
+    def since(self, cursor: int, limit: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """At most ``limit`` events recorded after ``cursor``, in arrival order: ``(cursor of
+        the last one returned (``cursor`` when none), item_ids, ts)``, int64. Events already
+        trimmed (a user's older events past ``max_per_user``, a capped stream) are gone."""
         ...
 
     def close(self) -> None: ...

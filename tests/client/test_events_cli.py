@@ -119,7 +119,7 @@ def test_serve_events_options_check_the_store_and_write_the_configs(tmp_path) ->
 
     root = Path(__file__).resolve().parents[2]
     repo = tmp_path / "repo"
-    for model in ("user_tower", "events"):
+    for model in ("user_tower", "events", "retriever"):
         (repo / model).mkdir(parents=True)
         shutil.copy(root / "model_repository" / model / "config.pbtxt", repo / model)
     result = runner.invoke(app, ["serve", "--repository", str(repo), "--events", "mysql"])
@@ -133,3 +133,8 @@ def test_serve_events_options_check_the_store_and_write_the_configs(tmp_path) ->
     assert params["events_store"] == "sqlite"
     assert params["events_path"] == str((tmp_path / "ev.sqlite").resolve())
     assert (tmp_path / "ev.sqlite").is_file()
+    result = runner.invoke(app, ["serve", "--repository", str(repo), "--prior", "stale"])
+    assert result.exit_code == 2 and "use moving, frozen" in flat(result.output)
+    configure_events(repo, None, tmp_path / "ev.sqlite", None, "frozen", 5.0)
+    params = repository_params(repo, "retriever")[1]
+    assert params["prior"] == "frozen" and params["prior_refresh_s"] == "5.0"

@@ -12,13 +12,14 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from towers.data.split import heldout_events, split_info
@@ -74,6 +75,9 @@ class ExtraSystems:
 
     search: Mapping[str, SearchSystem] = field(default_factory=dict)
     recommendation: Mapping[str, RecSystem] = field(default_factory=dict)
+    #: The replay evaluation (towers/evaluation/replay.py) through the served path:
+    #: ``replay(events, cut_ts)`` -> its report section (client/served_replay.py).
+    replay: Callable[[pd.DataFrame, int], dict[str, object]] | None = None
 
 
 def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, object]:
@@ -110,6 +114,12 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
             per_user: dict[str, dict[str, np.ndarray]] = {}
             results["recommendation"] = _recommendation(m, cfg, extra.recommendation, per_user)
             per_query["recommendation"] = per_user
+    if extra.replay is not None:
+        why = _no_holdout(m) if cfg.protocol == "time" else "the replay needs the time protocol"
+        if why or m.cut_ts is None:
+            skipped["replay"] = why or "no training cut"
+        else:
+            results["replay"] = extra.replay(m.ds.events, m.cut_ts)
     if "distillation" in cfg.sections:
         if task is None:
             skipped["distillation"] = "no judged test-split queries to measure quality on"
@@ -368,4 +378,6 @@ def checks(
         add("update recovers lost quality", frac, 0.5, "recovered / lost")
         tf = upd["time_fraction"]
         add("update time vs full training", tf, 0.1, "update s / full train s", higher=False)
+    replay = results.get("replay", {})
+    out += list(replay.get("checks", [])) if isinstance(replay, dict) else []  # replay.py's
     return out

@@ -48,18 +48,29 @@ def test_bad_settings_say_what_is_allowed(tmp_path) -> None:
     with pytest.raises(ValueError, match="rate_per_user_s must be > 0"):
         policy_from_params({"rate_per_user_s": "0"})
     assert policy_from_params({"max_skew_s": "5", "burst_per_user": "3"}).max_skew_s == 5
+    with pytest.raises(ValueError, match="prior must be one of moving, frozen, got 'live'"):
+        EventSettings.from_params({"prior": "live"}, tmp_path)
+    with pytest.raises(ValueError, match="prior_refresh_s must be a number of seconds"):
+        EventSettings.from_params({"prior_refresh_s": "soon"}, tmp_path)
+    with pytest.raises(ValueError, match="prior refresh must be >= 0 seconds"):
+        EventSettings(prior_refresh_s=-1.0)
+    assert EventSettings.from_params({}, tmp_path).prior == "moving"
 
 
-def test_configure_repository_reaches_both_models(tmp_path) -> None:
-    """``serve --events`` rewrites the parameters of user_tower and events (templates as a
-    stand-in repository), keeping the comment header and the other parameters."""
+def test_configure_repository_reaches_every_event_model(tmp_path) -> None:
+    """``serve --events`` rewrites the parameters of user_tower, events and retriever
+    (templates as a stand-in repository), keeping the comment header and the other
+    parameters."""
     repo = tmp_path / "repo"
-    for model in ("user_tower", "events"):
+    for model in ("user_tower", "events", "retriever"):
         (repo / model).mkdir(parents=True)
         shutil.copy(ROOT / "model_repository" / model / "config.pbtxt", repo / model)
-    settings = EventSettings("redis", None, "redis://10.0.0.5:6380/2", 30)
+    settings = EventSettings("redis", None, "redis://10.0.0.5:6380/2", 30, "frozen", 0.5)
     configure_repository(repo, settings)
-    for model in ("user_tower", "events"):
+    _, params = repository_params(repo, "retriever")
+    assert params["prior"] == "frozen" and params["prior_refresh_s"] == "0.5"
+    assert EventSettings.from_params(params, repo).prior_refresh_s == 0.5
+    for model in ("user_tower", "events", "retriever"):
         _, params = repository_params(repo, model)
         assert params["events_store"] == "redis" and params["events_per_user"] == "30"
         assert params["redis_url"] == "redis://10.0.0.5:6380/2"

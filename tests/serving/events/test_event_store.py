@@ -194,3 +194,33 @@ def test_bad_settings_are_refused(tmp_path) -> None:
         RedisEventStore("http://nowhere")
     with pytest.raises(ValueError, match="item_ids has 1 entries, user_ids 2"):
         EventBatch.of([1, 2], [1], [1, 2], [0, 0])
+
+
+def test_since_reads_the_stream_after_a_cursor_in_arrival_order(make_store) -> None:
+    store = make_store()
+    cursor, ids, ts = store.since(0, 10)
+    assert cursor == 0 and len(ids) == 0 and len(ts) == 0  # empty store
+    store.append(EventBatch.of([1, 2, 1], [10, 20, 11], [300, 100, 200], [0, 1, 2]))
+    store.append(batch(3, [30], [50]))
+    cursor, ids, ts = store.since(0, 2)  # a limit: the first two, then the rest
+    assert ids.tolist() == [10, 20] and ts.tolist() == [300, 100]
+    assert ids.dtype == np.int64 and ts.dtype == np.int64
+    cursor, ids, ts = store.since(cursor, 10)
+    assert ids.tolist() == [11, 30] and ts.tolist() == [200, 50]
+    again, ids, _ = store.since(cursor, 10)  # nothing new: the cursor stays
+    assert again == cursor and len(ids) == 0
+    store.append(batch(1, [12], [400]))
+    assert store.since(cursor, 10)[1].tolist() == [12]
+
+
+def test_redis_stream_keeps_its_newest_events(redis_server) -> None:
+    from serving.events.redis_store import RedisEventStore
+
+    store = RedisEventStore(redis_server["url"], prefix="stream-cap:", stream_cap=3)
+    try:
+        store.append(batch(1, [1, 2, 3, 4, 5], [10, 20, 30, 40, 50]))
+        assert store.since(0, 10)[1].tolist() == [3, 4, 5]
+        with pytest.raises(ValueError, match="stream_cap"):
+            RedisEventStore(redis_server["url"], stream_cap=0)
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from towers.evaluation.replay import replay_markdown
 from towers.evaluation.report.plots import (
     _DRIFT_SERIES,
     _plot_distillation,
@@ -260,9 +261,14 @@ def _drift_section(results: Mapping[str, Any], plots: _Plots) -> list[str]:
     return lines
 
 
+def _replay_section(results: Mapping[str, Any], plots: _Plots) -> list[str]:
+    return replay_markdown(_mapping(results, "replay"))
+
+
 _SECTIONS: tuple[Callable[[Mapping[str, Any], _Plots], list[str]], ...] = (
     _search_section,
     _recommendation_section,
+    _replay_section,
     _distillation_section,
     _drift_section,
 )
