@@ -18,6 +18,7 @@ from client.cli_embed import embed_cmd
 from client.cli_events import events_app
 from client.cli_index import index_app
 from client.cli_items import items_app
+from client.cli_publish import publish_cmd, rollback_cmd
 
 if TYPE_CHECKING:
     from client.grpc_client import Recommendation
@@ -34,6 +35,8 @@ app.command("embed")(embed_cmd)
 app.add_typer(index_app, name="index")
 app.add_typer(events_app, name="events")
 app.add_typer(items_app, name="items")
+app.command("publish")(publish_cmd)
+app.command("rollback")(rollback_cmd)
 
 Url = Annotated[str, typer.Option("-u", "--url", help="Triton gRPC endpoint host:port.")]
 
@@ -201,8 +204,10 @@ def eval_cmd(
     systems: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated systems to compare (default all): popularity, bm25, "
-            "teacher_exact, student_exact, student_faiss, student_faiss_rerank."
+            help="Comma-separated systems to compare (default all). Search: popularity, bm25, "
+            "teacher_exact, student_exact, student_faiss, student_faiss_rerank. "
+            "Recommendation: popularity, popularity_all, item_knn, ease, als, teacher_exact, "
+            "student_exact, student_faiss, student_faiss_covisit."
         ),
     ] = None,
     layers: Annotated[
@@ -506,6 +511,14 @@ def serve(
     redis_url: Annotated[
         str | None, typer.Option(help="Redis of the event store, redis://host:port/db.")
     ] = None,
+    control_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Key the model control API (load/unload: `towerserve publish`, `rollback`), "
+            "shared memory, trace and logging APIs require in the towerserve-control-key "
+            "header; needed when --host is not loopback (default $TOWERSERVE_CONTROL_KEY).",
+        ),
+    ] = None,
     prior: Annotated[
         str | None,
         typer.Option(
@@ -519,10 +532,19 @@ def serve(
         typer.Option(help="Seconds between the moving prior's refreshes (0: never).", min=0),
     ] = 2.0,
 ) -> None:
-    """Run the real tritonserver on the repository until Ctrl-C."""
+    """Run the real tritonserver on the repository until Ctrl-C.
+
+    Every model is loaded at start in explicit model-control mode, so `towerserve publish`
+    can load a new version beside the served one and `towerserve rollback` can switch back.
+    """
     from client.cli_events import configure_events
+    from serving.launcher.control import ControlKeyError, resolve_control_key
     from serving.triton import run_foreground
 
+    try:
+        key = resolve_control_key(host, control_key)
+    except ControlKeyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--control-key") from None
     if events is not None or events_path is not None or redis_url is not None or prior is not None:
         configure_events(
             repository, events, events_path, redis_url, prior or "moving", prior_refresh_s
@@ -535,6 +557,9 @@ def serve(
         metrics_port=metrics_port,
         host=host,
         binary=tritonserver,
+        model_control_mode="explicit",
+        load_models=["*"],
+        control_key=key,
     )
 
 

@@ -25,6 +25,7 @@ from export.onnx import check_parity, export_onnx
 from export.torch_program import check_program_parity, export_program
 from towers.bundle_contract import (
     BLEND_FILE,
+    COVISIT_FILE,
     INDEX_FILE,
     ITEM_EMBEDDINGS_FILE,
     ITEM_IDS_FILE,
@@ -148,6 +149,9 @@ def build_bundle(
     elif prior is not None:
         log.warning("the prior in %s does not match the catalog: left out", artifacts)
         prior = None
+    # the co-visitation table (towers/covisit.py) travels as trained; older artifacts lack it
+    if (artifacts / COVISIT_FILE).is_file():
+        shutil.copy2(artifacts / COVISIT_FILE, tmp / COVISIT_FILE)
     users, offs, hist_items, hist_ts = latest_histories(ds.events)
     np.savez(tmp / USER_HISTORY_FILE, user_ids=users, offsets=offs, item_ids=hist_items, ts=hist_ts)
     shutil.copy2(tokenizer_path(), tmp / TOKENIZER_FILE)

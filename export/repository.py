@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
+import py_compile
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from export.warmup import (
 )
 from towers.bundle_contract import (
     BLEND_FILE,
+    COVISIT_FILE,
     INDEX_FILE,
     ITEM_EMBEDDINGS_FILE,
     ITEM_ID_VECTORS_FILE,
@@ -81,6 +83,7 @@ __all__ = [
     "render_config",
     "validate_bundle",
     "warmup_sample",
+    "write_model_version",
     "write_repository",
 ]
 
@@ -128,7 +131,7 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
 }
 #: Files a model reads when the bundle has them.
 OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
-    "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE),
+    "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE, COVISIT_FILE),
     "reranker": (
         *LEXICAL_FILES,
         torch_program_file("reranker"),
@@ -403,3 +406,43 @@ def write_repository(
         settings.max_k,
     )
     return repository
+
+
+def write_model_version(
+    bundle: Path, repository: Path, model: str, version: int, *, templates: Path = TEMPLATES
+) -> Path:
+    """Place version folder ``<repository>/<model>/<version>`` for an already validated
+    ``bundle``: the template's ``model.py``, the bundle files the model reads and
+    ``manifest.json``, as :func:`write_repository` lays them out. It is built under a hidden
+    name beside it and renamed into place; the model's ``config.pbtxt`` is left alone
+    (``towerserve publish``, client/publish.py, rewrites it). Raises :class:`RepositoryError`
+    for an unknown model, a version below 1 or a folder that already exists."""
+    if model not in MODEL_FILES or model == "recommend":
+        raise RepositoryError(
+            f"model must be one of {sorted(set(MODELS) - {'recommend'})}, got {model!r}"
+        )
+    if version < 1:
+        raise RepositoryError(f"version must be >= 1, got {version}")
+    target = Path(repository) / model / str(version)
+    if target.exists():
+        raise RepositoryError(f"{target} already exists: pick a new version number")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        shutil.copy2(Path(templates) / model / VERSION / "model.py", tmp / "model.py")
+        # The Python stub would write model.py's __pycache__ into the folder after the load;
+        # Triton then takes the model as modified and reloads every version of it on the next
+        # load of a model that depends on it (seen on 2.51). Compiled here, it is not rewritten
+        # (a stub of this Python version).
+        py_compile.compile(
+            str(tmp / "model.py"),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+        )
+        for name in [MANIFEST_FILE, *model_files(bundle, model)]:
+            _place(Path(bundle) / name, tmp / name)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -102,6 +102,7 @@ class InProcessRecommend:
                 "USER_VECTOR": user["USER_VECTOR"],
                 "K": np.array([k], np.int32),
                 "HAS_QUERY": tok["HAS_QUERY"],
+                "HISTORY_IDS": user["HISTORY_USED"],
             }
         )
         out = self.reranker.infer(

@@ -16,7 +16,12 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
   * prior``, the model's trending-popularity prior (``item_prior.npz`` and the manifest's
   ``prior``; see towers/prior.py): the ``PRIOR_OVERFETCH`` x depth best by cosine are
   re-ranked and the best ``depth`` kept. Search requests, and requests that leave
-  ``HAS_QUERY`` out, rank by cosine alone.
+  ``HAS_QUERY`` out, rank by cosine alone;
+* requests without a query that carry a history (``HISTORY_IDS``, the ids the user tower
+  used) also draw candidates from the model's co-visitation table (``item_covisit.npz``,
+  towers/covisit.py: each item's strongest collaborative neighbours) when it has a weight:
+  the union is ranked by ``cosine + prior_weight * prior + covisit_weight * covisit``;
+  removed and changed items are never drawn from the table.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from serving.errors import RequestError
 from serving.gpu_index import DeviceIndex, to_device
 from serving.graphs import cuda_available
 from serving.item_changes import DeltaWatcher
-from serving.tensors import float_scalar, int_scalar, require
-from towers.bundle_contract import INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
+from serving.tensors import float_scalar, int_scalar, int_vector, require
+from towers.bundle_contract import COVISIT_FILE, INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
+from towers.covisit import CovisitTable, blend_covisit
 from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 from towers.index import apply_search_params, search_parameters
 from towers.index_version import IndexVersion, load_index_version
@@ -43,6 +49,9 @@ from towers.index_version import IndexVersion, load_index_version
 log = logging.getLogger(__name__)
 
 __all__ = ["INDEX_FILE", "PRIOR_FILE", "REMOVED_FILE", "Retriever"]
+
+#: Longest ``HISTORY_IDS`` a request may send (the user tower sends at most its history length).
+MAX_HISTORY_IDS = 1000
 
 #: Old names of the bundle contract's file names (towers/bundle_contract.py).
 REMOVED_FILE = REMOVED_IDS_FILE
@@ -57,7 +66,8 @@ class Retriever:
     ``ef_search`` (HNSW) the candidates kept, ``k_factor`` (refinement) the multiple of the
     depth re-scored exactly; each ``None`` keeps the index's own;
     ``prior`` the popularity prior by item id and ``prior_weight`` its weight for requests
-    without a query (0 or no prior: cosine only).
+    without a query (0 or no prior: cosine only); ``covisit`` the co-visitation table whose
+    neighbours join the candidates of requests without a query (used when its weight > 0).
     """
 
     def __init__(
@@ -73,6 +83,7 @@ class Retriever:
         prior: PriorLookup | None = None,
         prior_weight: float = 0.0,
         model_version: str = "",
+        covisit: CovisitTable | None = None,
     ) -> None:
         #: The item-tower version whose vectors the index holds ("" unknown: swap refuses).
         self.model_version = model_version
@@ -107,6 +118,8 @@ class Retriever:
         self._params = None if on_device else self._search_params(removed)
         #: Item changes since the index was built (serving.item_changes), searched beside it.
         self.delta: DeltaWatcher | None = None
+        #: Collaborative neighbours of history items (towers/covisit.py); None: unused.
+        self.covisit = covisit if covisit is not None and covisit.weight > 0 else None
 
     def _search_params(self, removed: np.ndarray) -> faiss.SearchParameters | None:
         if len(removed) == 0:
@@ -166,6 +179,7 @@ class Retriever:
         removed_path = folder / REMOVED_FILE
         removed = np.load(removed_path) if removed_path.is_file() else None
         prior, weight = _load_prior(folder, manifest.prior)
+        covisit = _load_covisit(folder)
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
         searcher: faiss.Index | DeviceIndex = index
@@ -183,10 +197,11 @@ class Retriever:
             prior=prior,
             prior_weight=weight,
             model_version=manifest.model_version,
+            covisit=covisit,
         )
         log.info(
             "retriever %s: %s %s, %d items, dim %d, nprobe %s, efSearch %s, k_factor %s, "
-            "%d removed, prior weight %.3f, version %s",
+            "%d removed, prior weight %.3f, co-visitation %s, version %s",
             path,
             retriever.backend,
             manifest.index.get("type"),
@@ -197,6 +212,7 @@ class Retriever:
             retriever.k_factor,
             len(retriever.removed_ids),
             retriever.prior_weight,
+            _describe(retriever.covisit),
             manifest.model_version,
         )
         return retriever
@@ -265,12 +281,19 @@ class Retriever:
         return min(max(self.n_candidates, k), int(self.index.ntotal))
 
     def search(
-        self, user_vector: np.ndarray, k: int, *, has_query: bool = True
+        self,
+        user_vector: np.ndarray,
+        k: int,
+        *,
+        has_query: bool = True,
+        history_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(item_ids int64 [n], scores float32 [n])``, best first, ``n <= depth(k)``.
 
         Without a query (``has_query`` False) and with a prior, the scores are ``cosine +
-        prior_weight * prior``; otherwise cosine.
+        prior_weight * prior``; otherwise cosine. Without a query, with a co-visitation table
+        and a ``history_ids`` (int64 ``[h]``), the history's neighbours join the candidates
+        (:func:`towers.covisit.blend_covisit`).
         """
         self.check_k(k)
         vec = self.check_vector(user_vector)
@@ -283,12 +306,26 @@ class Retriever:
         hidden = len(delta.hidden) if delta is not None else 0
         fetch = min(fetch + hidden, int(self.index.ntotal))  # hidden hits are dropped below
         scores, ids = self.index.search(vec, fetch, params=self._params)
+        covisit = self._covisit_candidates(has_query, history_ids, ids, scores, fetch, delta)
         if use_prior:
             assert self.prior is not None
             scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
             scores, ids = scores[:, : depth + hidden], ids[:, : depth + hidden]
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
         found_ids, found = ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        if covisit is not None:
+            assert self.covisit is not None
+            found_ids, found = blend_covisit(
+                found_ids,
+                found,
+                covisit[0],
+                covisit[1],
+                covisit[2],
+                self.covisit.weight,
+                prior=self.prior if use_prior else None,
+                prior_weight=self.prior_weight if use_prior else 0.0,
+            )
+            found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if delta is None or len(delta) == 0:
             return found_ids[:depth], found[:depth]
         new_ids, new_scores = delta.search(vec, depth)
@@ -297,10 +334,37 @@ class Retriever:
             new_scores = new_scores + self.prior_weight * self.prior(new_ids)
         return delta.merge(found_ids, found, new_ids, new_scores, depth)
 
+    def _covisit_candidates(
+        self,
+        has_query: bool,
+        history_ids: np.ndarray | None,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        fetch: int,
+        delta: Any,
+    ) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """``(cosine floor, neighbour ids, their scores)`` for a request without a query and
+        with a history, at most ``fetch`` neighbours, removed and changed items left out;
+        ``None`` when co-visitation does not apply."""
+        if self.covisit is None or has_query or history_ids is None or len(history_ids) == 0:
+            return None
+        cv_ids, cv = self.covisit.scores(history_ids)
+        drop = self.removed_ids
+        if delta is not None and len(delta.hidden):
+            drop = np.union1d(drop, delta.hidden)
+        if len(drop) and len(cv_ids):
+            keep = ~np.isin(cv_ids, drop)
+            cv_ids, cv = cv_ids[keep], cv[keep]
+        valid = scores[0][ids[0] >= 0]
+        if len(cv_ids) == 0 or len(valid) == 0:
+            return None
+        return float(valid.min()), cv_ids[:fetch], cv[:fetch]
+
     def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Triton tensors: ``USER_VECTOR`` float32 ``[1, D]``, ``K`` int32 ``[1]``, optional
-        ``HAS_QUERY`` float32 ``[1, 1]`` (0 = no query: the prior applies; absent = 1) ->
-        ``CANDIDATE_IDS`` int64 ``[n]``, ``CANDIDATE_SCORES`` float32 ``[n]``."""
+        ``HAS_QUERY`` float32 ``[1, 1]`` (0 = no query: the prior applies; absent = 1) and
+        ``HISTORY_IDS`` int64 ``[h]`` (the history the user tower used: co-visitation
+        candidates) -> ``CANDIDATE_IDS`` int64 ``[n]``, ``CANDIDATE_SCORES`` float32 ``[n]``."""
         k = self.check_k(int_scalar(require(tensors, "K"), "K"))
         has_query = True
         if tensors.get("HAS_QUERY") is not None:
@@ -308,7 +372,16 @@ class Retriever:
             if flag not in (0.0, 1.0):
                 raise RequestError(f"HAS_QUERY must be 0 or 1, got {flag}")
             has_query = flag == 1.0
-        ids, scores = self.search(require(tensors, "USER_VECTOR"), k, has_query=has_query)
+        history = tensors.get("HISTORY_IDS")
+        if history is not None:
+            history = int_vector(history, "HISTORY_IDS")
+            if len(history) > MAX_HISTORY_IDS:
+                raise RequestError(
+                    f"HISTORY_IDS holds {len(history)} ids: at most {MAX_HISTORY_IDS} allowed"
+                )
+        ids, scores = self.search(
+            require(tensors, "USER_VECTOR"), k, has_query=has_query, history_ids=history
+        )
         return {"CANDIDATE_IDS": ids, "CANDIDATE_SCORES": scores}
 
     def warm_up(self) -> None:
@@ -334,3 +407,18 @@ def _load_prior(folder: Path, meta: Mapping[str, float]) -> tuple[PriorLookup | 
     except (KeyError, ValueError, OSError) as exc:
         raise BundleError(f"{path} is not a prior (item_ids, values): {exc}") from exc
     return lookup, weight
+
+
+def _load_covisit(folder: Path) -> CovisitTable | None:
+    """The co-visitation table of a version folder, or ``None`` when there is none."""
+    path = folder / COVISIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return CovisitTable.load(path)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def _describe(covisit: CovisitTable | None) -> str:
+    return f"{covisit.kind} weight {covisit.weight:g}" if covisit is not None else "off"

@@ -20,6 +20,7 @@ from serving.prior_stream import attach_moving_prior
 from serving.reranker import Reranker
 from serving.retriever import Retriever
 from serving.user_tower import UserEncoder
+from serving.versions import pinned_version, version_folders, version_parameters
 
 __all__ = [
     "VERSION",
@@ -36,8 +37,10 @@ VERSION = "1"
 
 def repository_params(repository: Path, model: str) -> tuple[Path, dict[str, str]]:
     """The version folder and the ``parameters`` of ``model`` in a Triton repository, read from
-    its ``config.pbtxt`` as Triton reads them. Raises ``FileNotFoundError`` or ``ValueError``
-    (a config that does not parse) naming the file."""
+    its ``config.pbtxt`` as Triton reads them. The folder is the version the ``recommend``
+    ensemble is pinned to (serving.versions; ``1`` when it is not pinned) and an empty
+    ``model_version`` parameter is taken from that folder's manifest. Raises
+    ``FileNotFoundError`` or ``ValueError`` (a config that does not parse) naming the file."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
@@ -50,7 +53,11 @@ def repository_params(repository: Path, model: str) -> tuple[Path, dict[str, str
     except text_format.ParseError as exc:
         raise ValueError(f"{path} is not a valid model config: {exc}") from exc
     params = {k: v.string_value for k, v in config.parameters.items()}
-    return Path(repository) / model / VERSION, params
+    pinned = pinned_version(Path(repository))
+    folder = Path(repository) / model / (VERSION if pinned is None else str(pinned))
+    if not folder.is_dir():  # a model outside the ensemble keeps one version (publish)
+        folder = Path(repository) / model / str(max(version_folders(repository, model) or [1]))
+    return folder, version_parameters(folder, params) if folder.is_dir() else params
 
 
 def _threads(params: Mapping[str, str]) -> int:

@@ -57,6 +57,7 @@ __all__ = [
     "torch_program_file",
     "POPULARITY_FILE",
     "PRIOR_BUNDLE_FILE",
+    "COVISIT_FILE",
     "PRIOR_META_FILE",
     "PRIOR_VALUES_FILE",
     "REMOVED_IDS_FILE",
@@ -110,6 +111,9 @@ POPULARITY_FILE = "popularity.npy"
 #: counts as of the manifest's ``prior.at_ts`` (with ``prior.mean``/``prior.std``, the
 #: standardisation of ``log1p(counts)``; bundles without them keep a frozen prior).
 PRIOR_BUNDLE_FILE = "item_prior.npz"
+#: The retriever's co-visitation table (towers/covisit.py): each item's collaborative
+#: neighbours, with the kind and the fitted weight; optional (older bundles lack it).
+COVISIT_FILE = "item_covisit.npz"
 #: Item ids the retriever never returns, int64 ``[R]`` (optional, may be added after export).
 REMOVED_IDS_FILE = "removed_ids.npy"
 #: Stored user histories: ``user_ids``, ``offsets``, ``item_ids``, ``ts`` (unix s).

@@ -48,6 +48,10 @@ class TrainConfig(BaseModel):
     id_valid_frac: float = Field(
         0.1, ge=0.0, lt=1.0, description="newest share of history pairs held out to stop on"
     )
+    # retrieval without a query: collaborative neighbours of the history join the candidates
+    covisit: bool = Field(
+        True, description="fit a co-visitation table (towers/covisit.py) for the retriever"
+    )
     # reranker
     # 1000 steps at 3e-4: NDCG@10 0.969 vs 0.935 at 300 steps at 1e-4 (demo data, see README)
     rerank_steps: int = Field(1000, ge=0)

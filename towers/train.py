@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 from transformers import BertModel
 
 from towers.bundle_contract import (
+    COVISIT_FILE,
     ITEM_EMBEDDINGS_FILE,
     TEACHER_ITEM_EMBEDDINGS_FILE,
     TRAIN_REPORT_FILE,
@@ -38,6 +39,7 @@ from towers.bundle_contract import (
     blend_features,
 )
 from towers.config import TrainConfig
+from towers.covisit import CovisitTable, fit_model_covisit
 from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
@@ -216,6 +218,22 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     prior, prior_validation = timer.run(
         "prior", fit_tower_prior, ds.events, item_ids, prior_at, user_tower, tok, item_vecs, cfg
     )
+    covisit, covisit_validation = (
+        timer.run(
+            "covisit",
+            fit_tower_covisit,
+            ds.events,
+            item_ids,
+            prior_at,
+            user_tower,
+            tok,
+            item_vecs,
+            prior,
+            cfg,
+        )
+        if cfg.covisit
+        else (None, {})
+    )
 
     # reranker: graded pairs plus hard negatives mined with the trained retriever
     _, q_texts, q_labels = graded_labels(ds.queries, ds.qrels, "train")
@@ -276,6 +294,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     np.save(out_dir / TEACHER_ITEM_EMBEDDINGS_FILE, teacher_items)
     np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_vecs)
     save_prior(prior, out_dir)
+    if covisit is not None:
+        covisit.save(out_dir / COVISIT_FILE)
     digest = hashlib.sha256((out_dir / "item_tower" / "model.safetensors").read_bytes())
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + digest.hexdigest()[:8]
     report = {
@@ -297,6 +317,14 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         "item_ids": towers.id_report,
         "blend": blend.to_dict(),
         "prior": {**prior.meta(), "validation_recall@50": prior_validation},
+        "covisit": None
+        if covisit is None
+        else {
+            "kind": covisit.kind,
+            "weight": covisit.weight,
+            "entries": len(covisit),
+            "validation_recall@50": covisit_validation,
+        },
     }
     (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
     log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
@@ -321,6 +349,30 @@ def fit_tower_prior(
         return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
 
     return fit_model_prior(events, item_ids, at_ts, user_vectors, item_vecs, seed=cfg.seed)
+
+
+def fit_tower_covisit(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    user_tower: UserTower,
+    tok: Tokenizer,
+    item_vecs: np.ndarray,
+    prior: ItemPrior,
+    cfg: TrainConfig,
+) -> tuple[CovisitTable, dict[str, float]]:
+    """The retriever's co-visitation table as of ``at_ts``, its weight fitted with
+    ``user_tower`` and ``prior`` on the newest events before it (see
+    :func:`towers.covisit.fit_model_covisit`)."""
+    row_of = {int(i): r for r, i in enumerate(item_ids)}
+
+    def user_vectors(task: NextItemTask) -> np.ndarray:
+        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
+        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
+
+    return fit_model_covisit(
+        events, item_ids, at_ts, user_vectors, item_vecs, prior=prior, seed=cfg.seed
+    )
 
 
 def _end_ts(events: pd.DataFrame) -> int:

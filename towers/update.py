@@ -37,10 +37,12 @@ from pydantic import BaseModel, Field
 
 from towers.bundle_contract import (
     BLEND_FILE,
+    COVISIT_FILE,
     ITEM_EMBEDDINGS_FILE,
     TEACHER_ITEM_EMBEDDINGS_FILE,
     TRAIN_REPORT_FILE,
 )
+from towers.covisit import CovisitTable, build_covisit
 from towers.data import load_dataset
 from towers.examples import HistoryPairs, history_pairs, positions
 from towers.finetune import history_inputs, in_batch_loss
@@ -144,6 +146,12 @@ def update(
         parent_prior.weight if parent_prior else 0.0,
     )
     save_prior(prior, out_dir)
+    if (artifacts / COVISIT_FILE).is_file():
+        # the neighbours recounted as of the window's end, with the parent's kind and weight
+        parent_covisit = CovisitTable.load(artifacts / COVISIT_FILE)
+        build_covisit(
+            events, items["item_id"].to_numpy(np.int64), until_ts=end_ts, kind=parent_covisit.kind
+        ).with_weight(parent_covisit.weight).save(out_dir / COVISIT_FILE)
     meta = json.loads((artifacts / "user_tower" / "config.json").read_text())["meta"]
     save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
     digest = hashlib.sha256((out_dir / "user_tower" / "model.safetensors").read_bytes())

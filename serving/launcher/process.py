@@ -34,6 +34,7 @@ from serving.launcher.binary import (
     find_tritonserver,
     is_wheel_binary,
 )
+from serving.launcher.control import ControlKeyError, is_loopback, restricted_args
 from serving.launcher.environment import build_server_env
 from serving.launcher.ports import _connect_host
 
@@ -97,6 +98,9 @@ class TritonServer:
         die_with_parent: ask Linux to SIGTERM the server when the thread that started it dies
             (``PR_SET_PDEATHSIG``), so even a SIGKILLed parent leaves no orphan. Turn it off
             when ``start()`` runs in a short-lived thread.
+        control_key: key the model-repository, shared-memory, trace and logging APIs require
+            in the ``towerserve-control-key`` header (serving.launcher.control); needed when
+            ``host`` is not loopback and the model control mode is not ``none``.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class TritonServer:
         cache_dir: Path | None = None,
         gpu_metrics: bool = False,
         die_with_parent: bool = True,
+        control_key: str | None = None,
     ) -> None:
         repository = Path(repository).expanduser().resolve()
         if not repository.is_dir():
@@ -142,6 +147,12 @@ class TritonServer:
                 "load_models only works with model_control_mode='explicit' (in 'none' and "
                 "'poll' modes the server loads every model in the repository)"
             )
+        if control_key is None and model_control_mode != "none" and not is_loopback(host):
+            raise ControlKeyError(
+                f"host {host} is reachable from other machines and model control mode "
+                f"{model_control_mode!r} lets a client load models: pass control_key (or bind "
+                "127.0.0.1)"
+            )
         if log_verbose < 0:
             raise ValueError(f"log_verbose must be >= 0, got {log_verbose}")
         if exit_timeout_s < 0:
@@ -160,6 +171,7 @@ class TritonServer:
         self.cache_dir = cache_dir
         self.gpu_metrics = gpu_metrics
         self.die_with_parent = die_with_parent
+        self.control_key = control_key
         self._log_file_given = log_file is not None
         self.log_path: Path | None = Path(log_file).resolve() if log_file is not None else None
         self._log_offset = 0
@@ -230,7 +242,7 @@ class TritonServer:
                 args.append(f"--cache-directory={caches}")
         if backend_dir is not None:
             args.append(f"--backend-directory={Path(backend_dir).resolve()}")
-        return args + self.extra_args
+        return args + restricted_args(self.control_key) + self.extra_args
 
     def environment(self) -> dict[str, str]:
         """Environment the server runs with (see :func:`build_server_env`)."""

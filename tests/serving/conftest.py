@@ -27,6 +27,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from serving.bundle import sha256
+from towers.covisit import CovisitTable
 from towers.lexical import LexicalIndex
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
@@ -198,6 +199,15 @@ def make_bundle(
         item_ids=np.concatenate(hist_items),
         ts=np.concatenate(hist_ts),
     )
+    # co-visitation (towers/covisit.py): each item's neighbour is the next item of the catalog
+    CovisitTable(
+        item_ids,
+        np.arange(n_items + 1, dtype=np.int64),
+        np.roll(item_ids, -1),
+        np.ones(n_items, np.float32),
+        "item_knn",
+        0.2,
+    ).save(folder / "item_covisit.npz")
     manifest = {
         "model_version": model_version,
         "dim": DIM,

@@ -307,3 +307,68 @@ def test_every_index_kind_serves_with_its_search_parameters(tmp_path: Path, kind
         assert len(got) == 20 and not set(got.tolist()) & set(ids[:2].tolist())
         assert got[:10].tolist() == exact[:10], kind
         assert np.all(np.diff(scores) <= 1e-6)
+
+
+def covisit_retriever(weight: float, **kwargs) -> tuple[Retriever, np.ndarray, int]:
+    """A flat retriever whose co-visitation table links IDS[0] to the item farthest from
+    ``query``; returns it, the query and that far item's id."""
+    from towers.covisit import CovisitTable
+
+    query = vectors(1, seed=11)
+    far = int(IDS[int(np.argmin(ITEMS @ query.reshape(-1)))])
+    table = CovisitTable(
+        IDS,
+        np.concatenate([[0], np.ones(N, np.int64)]),
+        np.array([far], np.int64),
+        np.array([1.0], np.float32),
+        "item_knn",
+        weight,
+    )
+    return Retriever(flat_index(), max_k=50, n_candidates=20, covisit=table, **kwargs), query, far
+
+
+def test_covisit_neighbours_join_requests_without_a_query() -> None:
+    retriever, query, far = covisit_retriever(1000.0)
+    history = np.array([IDS[0]], np.int64)
+    ids, scores = retriever.search(query, k=10, has_query=False, history_ids=history)
+    assert ids[0] == far and len(ids) == 20
+    np.testing.assert_array_equal(ids[1:], exact_top(query, 19))
+    # with a query, without a history, or with weight 0: cosine only
+    for kwargs in ({"has_query": True, "history_ids": history}, {"has_query": False}):
+        ids, _ = retriever.search(query, k=10, **kwargs)
+        np.testing.assert_array_equal(ids, exact_top(query, 20))
+    off, _, _ = covisit_retriever(0.0)
+    assert off.covisit is None
+    # a removed neighbour is never drawn from the table
+    removed, _, _ = covisit_retriever(1000.0, removed_ids=np.array([far]))
+    ids, _ = removed.search(query, k=10, has_query=False, history_ids=history)
+    assert far not in ids.tolist()
+
+
+def test_covisit_history_input_is_checked() -> None:
+    retriever, query, far = covisit_retriever(1000.0)
+    out = retriever.infer(
+        {
+            "USER_VECTOR": query,
+            "K": np.array([5], np.int32),
+            "HAS_QUERY": np.zeros((1, 1), np.float32),
+            "HISTORY_IDS": np.array([IDS[0]], np.int64),
+        }
+    )
+    assert out["CANDIDATE_IDS"][0] == far
+    with pytest.raises(RequestError, match="at most 1000"):
+        retriever.infer(
+            {
+                "USER_VECTOR": query,
+                "K": np.array([5], np.int32),
+                "HISTORY_IDS": np.arange(1001, dtype=np.int64),
+            }
+        )
+    with pytest.raises(RequestError, match="HISTORY_IDS must be an integer"):
+        retriever.infer(
+            {
+                "USER_VECTOR": query,
+                "K": np.array([5], np.int32),
+                "HISTORY_IDS": np.zeros(3, np.float32),
+            }
+        )

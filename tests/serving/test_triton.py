@@ -310,6 +310,7 @@ def test_server_command_and_urls(tmp_path: Path) -> None:
         host="0.0.0.0",
         model_control_mode="explicit",
         load_models=["a", "b"],
+        control_key="k" * 16,  # a non-loopback host with model control needs one
         cache_dir=tmp_path / "cache",
         extra_args=["--log-info=false"],
     )
@@ -517,6 +518,9 @@ def test_perf_analyzer_against_real_server(server: TritonServer, tmp_path: Path)
     cmd = (
         f"source {env_sh} && perf_analyzer -m history_len -u {server.url_grpc} -i grpc "
         f"--input-data {data} --concurrency-range 1 --measurement-interval 1000"
+        # the test checks that perf_analyzer runs against the server, not that a shared
+        # machine is quiet: any spread between windows counts as stable
+        " --stability-percentage 1000 --max-trials 3"
     )
     venv = str(Path(sys.executable).parent.parent)
     env = {**os.environ, "VIRTUAL_ENV": venv}

@@ -26,6 +26,7 @@ from transformers import BertModel
 from towers.bundle_contract import (
     ARTIFACTS_BUNDLE_DIR,
     BLEND_FILE,
+    COVISIT_FILE,
     INDEX_FILE,
     ITEM_EMBEDDINGS_FILE,
     MANIFEST_FILE,
@@ -34,6 +35,7 @@ from towers.bundle_contract import (
     Blend,
     load_manifest,
 )
+from towers.covisit import CovisitTable, blend_covisit
 from towers.data import Dataset, item_texts, load_dataset
 from towers.encoder import mean_pool
 from towers.evaluation.baselines import BM25Ranker, PopularityRanker
@@ -90,6 +92,7 @@ RECOMMENDATION_SYSTEMS = (
     "teacher_exact",
     "student_exact",
     "student_faiss",
+    "student_faiss_covisit",
 )
 #: The collaborative baselines (:mod:`towers.evaluation.collaborative`): item identity only.
 COLLABORATIVE_SYSTEMS = ("item_knn", "ease", "als")
@@ -118,6 +121,7 @@ class Loaded:
     teacher: BertModel
     bf16: bool
     prior: ItemPrior | None = None
+    covisit: CovisitTable | None = None
 
     @property
     def row_of(self) -> dict[int, int]:
@@ -188,7 +192,16 @@ def load(artifacts: Path, data_dir: Path | None = None) -> Loaded:
         teacher,
         bf16,
         load_prior(artifacts),
+        CovisitTable.load(artifacts / COVISIT_FILE)
+        if (artifacts / COVISIT_FILE).is_file()
+        else None,
     )
+
+
+def _load_covisit(artifacts: Path) -> CovisitTable | None:
+    """The trained co-visitation table, or ``None`` (trained before it existed, or off)."""
+    path = artifacts / COVISIT_FILE
+    return CovisitTable.load(path) if path.is_file() else None
 
 
 def _index(
@@ -420,6 +433,38 @@ def recommendation_systems(
             return out
 
         systems["student_faiss"] = student_faiss
+    if "student_faiss_covisit" in names and m.covisit is not None:
+        table = m.covisit
+        prior_ = prior or m.prior
+        pw = prior_.weight if prior_ is not None else 0.0
+        plookup = PriorLookup(m.item_ids, prior_.values, prior_.default) if prior_ else None
+
+        def student_faiss_covisit(task: NextItemTask, k: int) -> list[list[int]]:
+            # the served retriever's ranking of a request without a query (serving/retriever.py)
+            want = max(m.n_candidates, k + depth(task))
+            fetch = PRIOR_OVERFETCH * want
+            cos, ids = m.index.search(user_vecs(task), fetch)
+            base = cos
+            if pw and plookup is not None:
+                base, ids = rank_with_prior(cos, ids, plookup(np.maximum(ids, 0)), pw)
+            out = []
+            for u, hist in enumerate(task.excluded):
+                ok = ids[u] >= 0
+                floor = float(cos[u][cos[u] > -np.inf].min()) if ok.any() else 0.0
+                top, _ = blend_covisit(
+                    ids[u][ok].astype(np.int64),
+                    base[u][ok],
+                    floor,
+                    *table.scores(task.hist_ids[u]),
+                    table.weight,
+                    prior=plookup,
+                    prior_weight=pw,
+                )
+                seen = set(map(int, hist))
+                out.append([int(i) for i in top if int(i) not in seen][:k])
+            return out
+
+        systems["student_faiss_covisit"] = student_faiss_covisit
     return systems
 
 

@@ -15,6 +15,7 @@ from serving.backend import (
     warm_up,
 )
 from serving.item_changes import catalog_stage
+from serving.versions import version_parameters
 
 
 class TritonPythonModel:
@@ -22,7 +23,9 @@ class TritonPythonModel:
         log_to_triton(pb_utils)
         config = model_config(args)
         self.dtypes = output_dtypes(config)
-        self.stage = catalog_stage(version_dir(args), parameters(config))
+        self.stage = catalog_stage(
+            version_dir(args), version_parameters(version_dir(args), parameters(config))
+        )
         warm_up(self.stage, model="catalog")
 
     def execute(self, requests: list) -> list:

@@ -17,13 +17,14 @@ from serving.backend import (
     warm_up,
 )
 from serving.stage_metrics import report_backend
+from serving.versions import version_parameters
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         log_to_triton(pb_utils)
         config = model_config(args)
-        params = parameters(config)
+        params = version_parameters(version_dir(args), parameters(config))
         self.dtypes = output_dtypes(config)
         self.stage = stage_params.item_encoder(
             version_dir(args), params, batch_size=max(1, int(config.get("max_batch_size", 64)))

@@ -17,20 +17,22 @@ from serving.backend import (
 )
 from serving.item_changes import RerankerDelta
 from serving.stage_metrics import report_backend
+from serving.versions import served_by, version_parameters
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         log_to_triton(pb_utils)
         config = model_config(args)
-        params = parameters(config)
+        params = version_parameters(version_dir(args), parameters(config))
         self.dtypes = output_dtypes(config)
         self.stage = stage_params.reranker(version_dir(args), params)
         self.backend_metric = report_backend(pb_utils, "reranker", self.stage.backend)
         warm_up(self.stage, model="reranker")
+        self.infer = served_by(self.stage.infer, version_dir(args))
         # Items changed while serving (serving.item_changes): their tokens and titles.
         self.items_delta = RerankerDelta.attach(self.stage, version_dir(args), params)
 
     def execute(self, requests: list) -> list:
         self.items_delta.refresh()
-        return respond(pb_utils, requests, self.stage.infer, self.dtypes, model="reranker")
+        return respond(pb_utils, requests, self.infer, self.dtypes, model="reranker")

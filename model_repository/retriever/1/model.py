@@ -19,13 +19,14 @@ from serving.bundle import load_manifest
 from serving.item_changes import optional_watcher
 from serving.item_metrics import IndexMetrics
 from serving.stage_metrics import report_backend
+from serving.versions import served_by, version_parameters
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         log_to_triton(pb_utils)
         config = model_config(args)
-        params = parameters(config)
+        params = version_parameters(version_dir(args), parameters(config))
         self.dtypes = output_dtypes(config)
         # Raises (the model does not load) for an index of another model version.
         self.stage = stage_params.retriever(version_dir(args), params)
@@ -40,8 +41,10 @@ class TritonPythonModel:
             created_at=manifest.created_at,
         )
         warm_up(self.stage, model="retriever")
+        # Refuses a user vector of another model version (a mixed-version request).
+        self.infer = served_by(self.stage.infer, version_dir(args), require_same_model=True)
 
     def execute(self, requests: list) -> list:
-        responses = respond(pb_utils, requests, self.stage.infer, self.dtypes, model="retriever")
+        responses = respond(pb_utils, requests, self.infer, self.dtypes, model="retriever")
         self.index_metrics.update()
         return responses

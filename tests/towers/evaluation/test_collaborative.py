@@ -66,7 +66,7 @@ def test_top_k_excluding_drops_history_and_breaks_ties_by_catalog_order() -> Non
 
 
 def test_ease_refuses_too_many_items(monkeypatch: pytest.MonkeyPatch) -> None:
-    import towers.evaluation.collaborative as collab
+    import towers.cooccurrence as collab
 
     monkeypatch.setattr(collab, "EASE_MAX_ITEMS", 3)
     with pytest.raises(ValueError, match="at most 3 items"):

@@ -163,9 +163,10 @@ def _recommendation_section(results: Mapping[str, Any], plots: _Plots) -> list[s
         lines += [", ".join(parts) + ".", ""]
     if "student_faiss" in systems:
         lines += [
-            "`student_faiss` is the served retrieval: the FAISS index, re-ranked with the "
-            "model's trending-popularity prior (requests without a query); `student_exact` "
-            "ranks by the towers' cosine alone.",
+            "`student_faiss` is the FAISS index re-ranked with the model's trending-popularity "
+            "prior; `student_faiss_covisit` adds the co-visitation candidates of the history "
+            "(towers/covisit.py), as the served retriever ranks requests without a query; "
+            "`student_exact` ranks by the towers' cosine alone.",
             "",
         ]
     lines += _system_table(systems)
