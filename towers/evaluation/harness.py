@@ -356,9 +356,7 @@ def checks(
             ci=ci,
         )
     # what a request without a query gets: the served path, else its training-side twin
-    ours = next(
-        (s for s in ("served", "student_faiss_covisit", "student_faiss") if s in rec), None
-    )
+    ours = next((s for s in ("served", "student_faiss_covisit", "student_faiss") if s in rec), None)
     bases = [b for b in REC_BASELINES if b in rec]
     if ours and bases:
         best = max(bases, key=lambda b: float(rec[b]["recall@50"]))
