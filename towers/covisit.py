@@ -30,7 +30,7 @@ items come from FAISS alone). The table is numpy-only at serving time: ``indptr`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+    from towers.features import PriorLookup
     from towers.next_item import NextItemTask
     from towers.prior import ItemPrior
 
@@ -52,6 +53,7 @@ __all__ = [
     "CovisitTable",
     "build_covisit",
     "blend_covisit",
+    "covisit_lists",
     "fit_covisit_weight",
     "fit_model_covisit",
 ]
@@ -242,11 +244,11 @@ def fit_covisit_weight(
     evaluate: Callable[[float], float], weights: tuple[float, ...] = COVISIT_WEIGHTS
 ) -> tuple[float, dict[str, float]]:
     """The weight with the best ``evaluate(weight)`` (a validation metric, higher is better;
-    ties go to the smaller weight), and every weight's score keyed by ``str(weight)``."""
-    scores = {str(w): float(evaluate(w)) for w in weights}
-    best = max(weights, key=lambda w: (scores[str(w)], -w))
-    log.info("co-visitation weight %.3f (validation %s)", best, scores)
-    return float(best), scores
+    ties go to the smaller weight), and every weight's score keyed by ``str(weight)``: the
+    prior's search (:func:`towers.prior.fit_prior_weight`) over :data:`COVISIT_WEIGHTS`."""
+    from towers.prior import fit_prior_weight
+
+    return fit_prior_weight(evaluate, weights, what="co-visitation")
 
 
 def blend_covisit(
@@ -293,6 +295,52 @@ def blend_covisit(
     return all_ids[best], all_scores[best].astype(np.float32)
 
 
+def covisit_lists(
+    cos: np.ndarray,
+    ids: np.ndarray,
+    neighbours: Sequence[tuple[np.ndarray, np.ndarray]],
+    weight: float,
+    k: int,
+    exclude: Sequence[np.ndarray],
+    *,
+    prior: PriorLookup | None = None,
+    prior_weight: float = 0.0,
+) -> list[list[int]]:
+    """Each user's top ``k`` item ids as the served retriever ranks a request without a query.
+
+    ``cos``/``ids`` ``[U, C]``: the FAISS candidates by cosine, best first (``-1`` = none);
+    ``neighbours`` each user's :meth:`CovisitTable.scores`; ``exclude`` each user's ids never
+    returned. Candidates are re-ranked with ``prior`` (when its weight is > 0), merged with the
+    neighbours by :func:`blend_covisit`. Shared by training's weight fit and evaluation, so both
+    rank exactly as serving/retriever.py does.
+    """
+    from towers.features import rank_with_prior
+
+    ok_all = ids >= 0
+    floors = np.where(ok_all, cos, np.inf).min(axis=1)
+    use_prior = prior is not None and prior_weight > 0
+    if use_prior:
+        assert prior is not None
+        base, ids = rank_with_prior(cos, ids, prior(np.maximum(ids, 0)), prior_weight)
+    else:
+        base = cos
+    out = []
+    for u, skip in enumerate(exclude):
+        ok = ids[u] >= 0
+        top, _ = blend_covisit(
+            ids[u][ok].astype(np.int64),
+            base[u][ok],
+            float(floors[u]) if ok.any() else 0.0,
+            *neighbours[u],
+            weight,
+            prior=prior if use_prior else None,
+            prior_weight=prior_weight if use_prior else 0.0,
+        )
+        seen = set(map(int, skip))
+        out.append([int(i) for i in top if int(i) not in seen][:k])
+    return out
+
+
 def fit_model_covisit(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -321,7 +369,7 @@ def fit_model_covisit(
     """
     import faiss
 
-    from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
+    from towers.features import PRIOR_OVERFETCH
     from towers.metrics import recall_at_k
     from towers.next_item import next_item_task
     from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior
@@ -341,33 +389,16 @@ def fit_model_covisit(
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
     cos, rows = index.search(users, fetch)
     ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
-    floors = np.where(rows >= 0, cos, np.inf).min(axis=1)
-    lookup = None
-    pw = 0.0
+    lookup, pw = None, 0.0
     if prior is not None and prior.weight > 0:
         val = compute_prior(events, item_ids, start, prior.half_life_s)
-        lookup = PriorLookup(item_ids, val.values, val.default)
-        pw = prior.weight
-        base, ids = rank_with_prior(cos, ids, lookup(np.maximum(ids, 0)), pw)
-    else:
-        base = cos
+        lookup, pw = PriorLookup(item_ids, val.values, val.default), prior.weight
     neighbours = [table.scores(h) for h in task.hist_ids]
 
     def recall(weight: float) -> float:
-        lists = []
-        for u in range(len(task)):
-            ok = ids[u] >= 0
-            top_ids, _ = blend_covisit(
-                ids[u][ok],
-                base[u][ok],
-                float(floors[u]),
-                *neighbours[u],
-                weight,
-                prior=lookup,
-                prior_weight=pw,
-            )
-            seen = set(map(int, task.hist_ids[u]))
-            lists.append([int(i) for i in top_ids if int(i) not in seen][:VALIDATION_K])
+        lists = covisit_lists(
+            cos, ids, neighbours, weight, VALIDATION_K, task.hist_ids, prior=lookup, prior_weight=pw
+        )
         return recall_at_k(lists, task.targets, VALIDATION_K)
 
     weight, scores = fit_covisit_weight(recall)

@@ -171,13 +171,16 @@ def bundle_arrays(
 
 
 def fit_prior_weight(
-    evaluate: Callable[[float], float], weights: tuple[float, ...] = PRIOR_WEIGHTS
+    evaluate: Callable[[float], float],
+    weights: tuple[float, ...] = PRIOR_WEIGHTS,
+    *,
+    what: str = "prior",
 ) -> tuple[float, dict[str, float]]:
     """The weight with the best ``evaluate(weight)`` (a validation metric, higher is better;
     ties go to the smaller weight), and every weight's score keyed by ``str(weight)``."""
     scores = {str(w): float(evaluate(w)) for w in weights}
     best = max(weights, key=lambda w: (scores[str(w)], -w))
-    log.info("prior weight %.3f (validation %s)", best, scores)
+    log.info("%s weight %.3f (validation %s)", what, best, scores)
     return float(best), scores
 
 

@@ -35,7 +35,7 @@ from towers.bundle_contract import (
     Blend,
     load_manifest,
 )
-from towers.covisit import CovisitTable, blend_covisit
+from towers.covisit import CovisitTable, covisit_lists
 from towers.data import Dataset, item_texts, load_dataset
 from towers.encoder import mean_pool
 from towers.evaluation.baselines import BM25Ranker, PopularityRanker
@@ -442,27 +442,11 @@ def recommendation_systems(
         def student_faiss_covisit(task: NextItemTask, k: int) -> list[list[int]]:
             # the served retriever's ranking of a request without a query (serving/retriever.py)
             want = max(m.n_candidates, k + depth(task))
-            fetch = PRIOR_OVERFETCH * want
-            cos, ids = m.index.search(user_vecs(task), fetch)
-            base = cos
-            if pw and plookup is not None:
-                base, ids = rank_with_prior(cos, ids, plookup(np.maximum(ids, 0)), pw)
-            out = []
-            for u, hist in enumerate(task.excluded):
-                ok = ids[u] >= 0
-                floor = float(cos[u][cos[u] > -np.inf].min()) if ok.any() else 0.0
-                top, _ = blend_covisit(
-                    ids[u][ok].astype(np.int64),
-                    base[u][ok],
-                    floor,
-                    *table.scores(task.hist_ids[u]),
-                    table.weight,
-                    prior=plookup,
-                    prior_weight=pw,
-                )
-                seen = set(map(int, hist))
-                out.append([int(i) for i in top if int(i) not in seen][:k])
-            return out
+            cos, ids = m.index.search(user_vecs(task), PRIOR_OVERFETCH * want)
+            neighbours = [table.scores(h) for h in task.hist_ids]
+            return covisit_lists(
+                cos, ids, neighbours, table.weight, k, task.excluded, prior=plookup, prior_weight=pw
+            )
 
         systems["student_faiss_covisit"] = student_faiss_covisit
     return systems
