@@ -202,7 +202,6 @@ def build_covisit(
     if kind == "ease":
         ease = EASE(data, l2=l2)
         w = np.maximum(ease.weights, 0.0)  # negative weights: "not together"; unused
-        full = sp.csr_matrix((len(ids), len(ids)), dtype=np.float32)
         sub = sp.csr_matrix(w)
         sel = sp.csr_matrix(
             (np.ones(len(ease.active), np.float32), (ease.active, np.arange(len(ease.active)))),
