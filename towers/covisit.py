@@ -368,7 +368,7 @@ def fit_model_covisit(
     """
     import faiss
 
-    from towers.features import PRIOR_OVERFETCH
+    from towers.features import PRIOR_OVERFETCH, PriorLookup
     from towers.metrics import recall_at_k
     from towers.next_item import next_item_task
     from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior

@@ -123,3 +123,28 @@ def test_fit_gives_weight_where_pairs_predict_the_next_item() -> None:
     )
     assert scores and tab.weight > 0
     assert scores[str(tab.weight)] > scores["0.0"]
+
+
+def test_fit_with_a_prior_ranks_with_it() -> None:
+    """The weight search re-ranks with the model's prior when it has one (the served order)."""
+    from towers.prior import compute_prior
+
+    events = pair_events(n_users=300, seed=1, n_pairs=200)
+    events["ts"] = events["ts"] * 1000
+    at = int(events["ts"].max()) + 1
+    vectors = np.random.default_rng(2).normal(size=(400, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    users = lambda task: np.random.default_rng(3).normal(size=(len(task), 8)).astype(np.float32)  # noqa: E731
+    prior = compute_prior(events, np.arange(400), at, 86_400.0, weight=0.2)
+    tab, scores = fit_model_covisit(
+        events,
+        np.arange(400),
+        at,
+        users,
+        vectors,
+        validation_s=at - 300_000,
+        n_candidates=5,
+        prior=prior,
+    )
+    assert scores and tab.weight > 0
+    assert all(0.0 <= s <= 1.0 for s in scores.values())
