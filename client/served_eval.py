@@ -57,15 +57,19 @@ def served_recommendation_systems(
     recommend: InProcessRecommend, budget_ms: float = 25.0
 ) -> dict[str, RecSystem]:
     """Next-item systems: an empty query with the user's history before the window (ids and
-    times, as a frontend sends them), ``k`` plus the history asked for (capped at the served
-    ``max_k``) and the history removed from the answer, as the other systems do."""
+    times, up to ``LONG_HISTORY``, as a frontend sends them), ``k`` plus the history asked
+    for (capped at the served ``max_k``) and the history removed from the answer, as the
+    other systems do."""
     max_k = recommend.reranker.max_k
     systems: dict[str, RecSystem] = {}
     for name, budget in _budgets(budget_ms).items():
 
         def rec(task: NextItemTask, k: int, budget: float = budget) -> list[list[int]]:
             ranked = []
-            for hist, ts, skip in zip(task.hist_ids, task.hist_ts, task.excluded, strict=True):
+            # the longer history, as a frontend with the user's events sends it: the user tower
+            # encodes its newest MAX_HISTORY and hands the rest on to co-visitation
+            histories = zip(task.long_histories, task.long_times, task.excluded, strict=True)
+            for hist, ts, skip in histories:
                 seen = set(map(int, skip))
                 out = recommend(
                     "",

@@ -12,8 +12,10 @@ in ``work_dir``:
 * the four variants switch the user tower's live store on or off and the retriever's prior
   between the moving one and the bundle's frozen values;
 * the user tower's stored histories are replaced by the histories as of the cut
-  (:func:`towers.evaluation.replay.histories_at`): the bundle's own are the data set's newest
-  events, held-out period included, so "frozen at the cut" has to be rebuilt;
+  (:func:`towers.evaluation.replay.histories_at`, up to ``LONG_HISTORY`` events as export
+  stores them): the replay's cut is the model's, which export's own already respect
+  (export/bundle.py ``stored_histories``; bundles exported before that held the held-out
+  period too);
 * every request has budget 0 (retrieval: tokenizer, user tower, retriever; the reranker keeps
   the retrieval order), ``K`` up to the served ``max_k``.
 """
@@ -35,7 +37,7 @@ from serving.pipeline import InProcessRecommend
 from serving.prior_stream import MovingPrior
 from serving.user_tower import StoredHistory
 from towers.evaluation.replay import Variant, histories_at, replay_task, run_replay
-from towers.features import MAX_HISTORY, PriorLookup
+from towers.features import LONG_HISTORY, PriorLookup
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def served_replay(
     if why:
         log.warning("replay: %s", why)
     live = LiveHistory(store)
-    users, offsets, items, ts = histories_at(events, cut_ts, MAX_HISTORY)
+    users, offsets, items, ts = histories_at(events, cut_ts, LONG_HISTORY)  # as export stores
     served.user_tower.stored = StoredHistory(users, offsets, items, ts)
     max_k = int(served.reranker.max_k)
     type_index = {name: i for i, name in enumerate(EVENT_TYPES)}

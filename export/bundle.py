@@ -4,8 +4,9 @@ The bundle ties together, under one ``model_version``: the three ONNX graphs (pa
 against PyTorch), the item-embedding table (text and id vectors combined), the item tower's
 learned id vectors (``ItemIdTable``, when it has any), the FAISS index, the pre-tokenized item text,
 titles, popularity, the lexical (BM25) index, the retriever's popularity prior, the blend,
-the stored user histories and a ``manifest.json`` with sha256 checksums of every file. File
-names and the manifest class are the bundle contract's (``towers/bundle_contract.py``).
+the stored user histories (events before the training cut) and a ``manifest.json`` with
+sha256 checksums of every file. File names and the manifest class are the bundle contract's
+(``towers/bundle_contract.py``).
 ``export/repository.py`` then lays it out as a Triton repository.
 """
 
@@ -17,6 +18,7 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -47,6 +49,7 @@ from towers.bundle_contract import (
 )
 from towers.data import item_texts, load_dataset
 from towers.examples import item_popularity, latest_histories
+from towers.features import LONG_HISTORY
 from towers.finetune import embed_items
 from towers.index import build_index
 from towers.lexical import LexicalIndex
@@ -55,12 +58,28 @@ from towers.prior import bundle_arrays, load_prior
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 #: Old name of :data:`towers.bundle_contract.MANIFEST_FILE`; ``sha256`` and
 #: ``PRIOR_BUNDLE_FILE`` are re-exported from there too.
 MANIFEST = MANIFEST_FILE
-__all__ = ["MANIFEST", "PRIOR_BUNDLE_FILE", "build_bundle", "sha256"]
+__all__ = ["MANIFEST", "PRIOR_BUNDLE_FILE", "build_bundle", "sha256", "stored_histories"]
+
+
+def stored_histories(
+    events: pd.DataFrame, cut_ts: int | None, n: int = LONG_HISTORY
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The server's stored user histories (``user_history.npz``): each user's newest ``n``
+    events before the model's training cut ``cut_ts`` (unix s; the train report's
+    ``events_until_ts``, which an incremental update moves to its window's end; ``None``:
+    every event), as ``user_ids``, ``offsets``, ``item_ids``, ``ts``
+    (towers.examples.latest_histories). Events at or after the cut are what an evaluation
+    holds out: a stored history must not contain them."""
+    seen = events if cut_ts is None else events[events["ts"].to_numpy() < int(cut_ts)]
+    return latest_histories(seen, n)
 
 
 def build_bundle(
@@ -152,7 +171,7 @@ def build_bundle(
     # the co-visitation table (towers/covisit.py) travels as trained; older artifacts lack it
     if (artifacts / COVISIT_FILE).is_file():
         shutil.copy2(artifacts / COVISIT_FILE, tmp / COVISIT_FILE)
-    users, offs, hist_items, hist_ts = latest_histories(ds.events)
+    users, offs, hist_items, hist_ts = stored_histories(ds.events, cut)
     np.savez(tmp / USER_HISTORY_FILE, user_ids=users, offsets=offs, item_ids=hist_items, ts=hist_ts)
     shutil.copy2(tokenizer_path(), tmp / TOKENIZER_FILE)
 

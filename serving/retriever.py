@@ -17,11 +17,14 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
   ``prior``; see towers/prior.py): the ``PRIOR_OVERFETCH`` x depth best by cosine are
   re-ranked and the best ``depth`` kept. Search requests, and requests that leave
   ``HAS_QUERY`` out, rank by cosine alone;
-* requests without a query that carry a history (``HISTORY_IDS``, the ids the user tower
-  used) also draw candidates from the model's co-visitation table (``item_covisit.npz``,
-  towers/covisit.py: each item's strongest collaborative neighbours) when it has a weight:
-  the union is ranked by ``cosine + prior_weight * prior + covisit_weight * covisit``;
-  removed and changed items are never drawn from the table.
+* requests without a query that carry a history (``HISTORY_IDS``, the up to ``LONG_HISTORY``
+  newest ids the user tower handed on) also draw candidates from the model's co-visitation
+  table (``item_covisit.npz``, towers/covisit.py: each item's strongest collaborative
+  neighbours) when it has a weight: the union is ranked by ``cosine + prior_weight * prior +
+  covisit_weight * covisit`` (the table's fitted history length, decay and per-length
+  weight), with the table's share of every prefix kept for cold items
+  (:func:`towers.covisit.covisit_rank`); removed and changed items are never drawn from the
+  table.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from serving.graphs import cuda_available
 from serving.item_changes import DeltaWatcher
 from serving.tensors import float_scalar, int_scalar, int_vector, require
 from towers.bundle_contract import COVISIT_FILE, INDEX_FILE, PRIOR_BUNDLE_FILE, REMOVED_IDS_FILE
-from towers.covisit import CovisitTable, blend_covisit
-from towers.features import PRIOR_OVERFETCH, PriorLookup, rank_with_prior
+from towers.covisit import CovisitTable, covisit_rank
+from towers.features import LONG_HISTORY, PRIOR_OVERFETCH, PriorLookup, rank_with_prior
 from towers.index import apply_search_params, search_parameters
 from towers.index_version import IndexVersion, load_index_version
 
@@ -50,8 +53,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["INDEX_FILE", "PRIOR_FILE", "REMOVED_FILE", "Retriever"]
 
-#: Longest ``HISTORY_IDS`` a request may send (the user tower sends at most its history length).
-MAX_HISTORY_IDS = 1000
+#: Longest ``HISTORY_IDS`` a request may send (the user tower hands on at most this many).
+MAX_HISTORY_IDS = LONG_HISTORY
 
 #: Old names of the bundle contract's file names (towers/bundle_contract.py).
 REMOVED_FILE = REMOVED_IDS_FILE
@@ -292,8 +295,9 @@ class Retriever:
 
         Without a query (``has_query`` False) and with a prior, the scores are ``cosine +
         prior_weight * prior``; otherwise cosine. Without a query, with a co-visitation table
-        and a ``history_ids`` (int64 ``[h]``), the history's neighbours join the candidates
-        (:func:`towers.covisit.blend_covisit`).
+        and a ``history_ids`` (int64 ``[h]``, oldest first), the history's neighbours join the
+        candidates (:func:`towers.covisit.covisit_rank`; a cold item moved up into its
+        reserved share takes the score of its place, so scores stay sorted).
         """
         self.check_k(k)
         vec = self.check_vector(user_vector)
@@ -306,24 +310,29 @@ class Retriever:
         hidden = len(delta.hidden) if delta is not None else 0
         fetch = min(fetch + hidden, int(self.index.ntotal))  # hidden hits are dropped below
         scores, ids = self.index.search(vec, fetch, params=self._params)
-        covisit = self._covisit_candidates(has_query, history_ids, ids, scores, fetch, delta)
+        fetched = scores[0][ids[0] >= 0]
+        floor = float(fetched.min()) if len(fetched) else 0.0  # lowest cosine fetched
         if use_prior:
             assert self.prior is not None
             scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
             scores, ids = scores[:, : depth + hidden], ids[:, : depth + hidden]
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
         found_ids, found = ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
-        if covisit is not None:
-            assert self.covisit is not None
-            found_ids, found = blend_covisit(
+        if self.covisit is not None and not has_query and history_ids is not None:
+            drop = self.removed_ids
+            if delta is not None and len(delta.hidden):
+                drop = np.union1d(drop, delta.hidden)
+            found_ids, found = covisit_rank(
                 found_ids,
                 found,
-                covisit[0],
-                covisit[1],
-                covisit[2],
-                self.covisit.weight,
+                floor,
+                self.covisit,
+                np.asarray(history_ids, dtype=np.int64),
                 prior=self.prior if use_prior else None,
                 prior_weight=self.prior_weight if use_prior else 0.0,
+                drop=drop,
+                max_new=fetch,
+                limit=depth + hidden,
             )
             found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if delta is None or len(delta) == 0:
@@ -334,36 +343,10 @@ class Retriever:
             new_scores = new_scores + self.prior_weight * self.prior(new_ids)
         return delta.merge(found_ids, found, new_ids, new_scores, depth)
 
-    def _covisit_candidates(
-        self,
-        has_query: bool,
-        history_ids: np.ndarray | None,
-        ids: np.ndarray,
-        scores: np.ndarray,
-        fetch: int,
-        delta: Any,
-    ) -> tuple[float, np.ndarray, np.ndarray] | None:
-        """``(cosine floor, neighbour ids, their scores)`` for a request without a query and
-        with a history, at most ``fetch`` neighbours, removed and changed items left out;
-        ``None`` when co-visitation does not apply."""
-        if self.covisit is None or has_query or history_ids is None or len(history_ids) == 0:
-            return None
-        cv_ids, cv = self.covisit.scores(history_ids)
-        drop = self.removed_ids
-        if delta is not None and len(delta.hidden):
-            drop = np.union1d(drop, delta.hidden)
-        if len(drop) and len(cv_ids):
-            keep = ~np.isin(cv_ids, drop)
-            cv_ids, cv = cv_ids[keep], cv[keep]
-        valid = scores[0][ids[0] >= 0]
-        if len(cv_ids) == 0 or len(valid) == 0:
-            return None
-        return float(valid.min()), cv_ids[:fetch], cv[:fetch]
-
     def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Triton tensors: ``USER_VECTOR`` float32 ``[1, D]``, ``K`` int32 ``[1]``, optional
         ``HAS_QUERY`` float32 ``[1, 1]`` (0 = no query: the prior applies; absent = 1) and
-        ``HISTORY_IDS`` int64 ``[h]`` (the history the user tower used: co-visitation
+        ``HISTORY_IDS`` int64 ``[h]`` (the history the user tower handed on: co-visitation
         candidates) -> ``CANDIDATE_IDS`` int64 ``[n]``, ``CANDIDATE_SCORES`` float32 ``[n]``."""
         k = self.check_k(int_scalar(require(tensors, "K"), "K"))
         has_query = True

@@ -10,7 +10,9 @@ History resolution, in order:
 3. otherwise no history.
 
 Ids not in the catalog are dropped (and counted); of the rest the ``MAX_HISTORY`` newest are
-kept, oldest first, weighted by ``towers.features.recency_weights``. A request with an empty
+the tower's input, oldest first, weighted by ``towers.features.recency_weights``, and the
+``LONG_HISTORY`` newest are handed on (``HISTORY_USED``) to the retriever's co-visitation
+candidates and the reranker's context. A request with an empty
 query and no usable history is a :class:`RequestError`: there is nothing to recommend from.
 """
 
@@ -38,6 +40,7 @@ from towers.bundle_contract import (
 )
 from towers.features import (
     CLS_ID,
+    LONG_HISTORY,
     MAX_HISTORY,
     MAX_QUERY_TOKENS,
     SEP_ID,
@@ -129,13 +132,21 @@ class ResolvedHistory:
     """The history the user tower uses: catalog ``item_ids``, their ``ts`` (unix s) and table
     ``rows``, at most ``MAX_HISTORY``, oldest first. ``source`` is ``"request"``, ``"stored"``,
     ``"live"`` (stored history with live events in it) or ``"none"``; ``n_unknown`` counts
-    the ids dropped because the catalog lacks them."""
+    the ids dropped because the catalog lacks them. ``handed_on``: the known ids up to the
+    encoder's ``hand_on`` newest (``LONG_HISTORY``), oldest first, ending with ``item_ids``
+    (``None``: just ``item_ids``)."""
 
     item_ids: np.ndarray
     ts: np.ndarray
     rows: np.ndarray
     source: str
     n_unknown: int
+    handed_on: np.ndarray | None = None
+
+    @property
+    def long_ids(self) -> np.ndarray:
+        """The ids handed on past the tower (``HISTORY_USED``), oldest first."""
+        return self.item_ids if self.handed_on is None else self.handed_on
 
 
 class UserEncoder:
@@ -146,7 +157,8 @@ class UserEncoder:
     the history weights in seconds; ``stored`` the server's histories of known users; ``live``
     the live event store (read by ``USER_ID`` when the request has no usable history);
     ``encode_fn(**feeds)`` runs the tower on the feeds named in ``USER_TOWER_INPUTS`` and
-    returns float32 ``[1, D]``.
+    returns float32 ``[1, D]``; ``max_history`` items are encoded, ``hand_on`` (>=
+    ``max_history``) handed on as ``HISTORY_USED``.
     """
 
     #: What runs the tower (serving.stage_metrics.graph_backend).
@@ -162,6 +174,7 @@ class UserEncoder:
         stored: StoredHistory | None = None,
         max_history: int = MAX_HISTORY,
         live: LiveHistory | None = None,
+        hand_on: int = LONG_HISTORY,
     ) -> None:
         self.items = ItemRows(item_ids)
         self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
@@ -172,13 +185,16 @@ class UserEncoder:
             )
         if not recency_tau_s > 0:
             raise ValueError(f"recency_tau_s must be > 0, got {recency_tau_s}")
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        if max_history < 1 or hand_on < max_history:
+            raise ValueError(
+                f"need max_history >= 1 and hand_on >= max_history, got {max_history}, {hand_on}"
+            )
         self.dim = int(self.item_vectors.shape[1])
         self.recency_tau_s = float(recency_tau_s)
         self.encode_fn = encode_fn
         self.stored = stored if stored is not None else StoredHistory.empty()
         self.max_history = max_history
+        self.hand_on = hand_on
         self.live = live
 
     @classmethod
@@ -238,7 +254,7 @@ class UserEncoder:
         stored_ids, stored_ts = self.stored.lookup(user_id)
         source = "stored"
         if self.live is not None and user_id >= 0:
-            live_ids, live_ts = self.live.lookup(user_id, self.max_history)
+            live_ids, live_ts = self.live.lookup(user_id, self.hand_on)
             if len(live_ids):  # after the stored ones: on equal times the live event is newer
                 stored_ids = np.concatenate([stored_ids, live_ids])
                 stored_ts = np.concatenate([stored_ts, live_ts])
@@ -252,6 +268,7 @@ class UserEncoder:
                     resolved.rows,
                     source,
                     n_unknown + resolved.n_unknown,
+                    resolved.handed_on,
                 )
         z = np.zeros(0, dtype=np.int64)
         return ResolvedHistory(z, z, z, "none", n_unknown)
@@ -259,9 +276,10 @@ class UserEncoder:
     def _known(self, ids: np.ndarray, ts: np.ndarray, source: str) -> ResolvedHistory:
         rows, known = self.items.lookup(ids)
         n_unknown = int((~known).sum())
-        ids, ts = last_n(ids[known], ts[known], self.max_history)
+        long_ids, long_ts = last_n(ids[known], ts[known], self.hand_on)
+        ids, ts = long_ids[-self.max_history :], long_ts[-self.max_history :]
         rows, _ = self.items.lookup(ids)
-        return ResolvedHistory(ids, ts, rows, source, n_unknown)
+        return ResolvedHistory(ids, ts, rows, source, n_unknown, long_ids)
 
     def encode(
         self,
@@ -303,7 +321,8 @@ class UserEncoder:
         """Triton tensors: ``INPUT_IDS``/``ATTENTION_MASK`` int64 ``[1, L]``, ``HAS_QUERY``
         float32 ``[1, 1]``, ``USER_ID`` int64 ``[1]``, ``HISTORY_IDS``/``HISTORY_TS`` int64
         ``[n]`` -> ``USER_VECTOR`` float32 ``[1, D]`` and ``HISTORY_USED`` int64 ``[h]`` (the
-        resolved history ids, oldest first, for the reranker)."""
+        resolved history ids handed on, up to ``hand_on``, oldest first: the retriever's
+        co-visitation reads them, the reranker the newest)."""
         ids = int_matrix(require(tensors, "INPUT_IDS"), "INPUT_IDS", max_cols=MAX_QUERY_TOKENS)
         mask = int_matrix(
             require(tensors, "ATTENTION_MASK"), "ATTENTION_MASK", max_cols=MAX_QUERY_TOKENS
@@ -320,7 +339,7 @@ class UserEncoder:
             int_vector(require(tensors, "HISTORY_TS"), "HISTORY_TS"),
         )
         vector = self.encode(ids, mask, has_query, history, user_id)
-        return {"USER_VECTOR": vector, "HISTORY_USED": history.item_ids}
+        return {"USER_VECTOR": vector, "HISTORY_USED": history.long_ids}
 
     def warm_up(self) -> None:
         """Run two requests through :meth:`infer` so the tower's first-run work is not paid by a

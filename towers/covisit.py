@@ -21,6 +21,17 @@ Neighbour weights (``kind``):
   :data:`COVISIT_EASE_MAX_ITEMS` items have interactions;
 - ``item_knn``: cosine of items' user sets (sparse; any catalog size).
 
+A request's history is read longer than the user tower's (the newest ``history`` of up to
+:data:`towers.features.LONG_HISTORY` ids the user tower hands on), each distinct item once,
+the ``i``-th newest weighted ``decay ** i``; the weight is ``weight * min(1, n / ramp)`` for a
+history of ``n`` items (``ramp`` 0: the same for all), and a ``cold_share`` of every prefix
+of the ranked list is kept for *cold* candidates, items the table has no neighbours for
+(no interactions before the cut: they come from FAISS by text alone, and co-visitation
+would push them out). ``history``, ``decay``, ``ramp``, ``cold_share`` and the weight are
+fitted together on the validation window (:func:`fit_model_covisit`); a table saved
+before they existed reads as the newest ``MAX_HISTORY`` events, no decay, one weight, no
+reserved share.
+
 Only events before the cut are counted; items without interactions have no neighbours (new
 items come from FAISS alone). The table is numpy-only at serving time: ``indptr``/
 ``neighbour_ids``/``weights`` in CSR layout over the rows of ``item_ids`` (sorted), about
@@ -29,13 +40,16 @@ items come from FAISS alone). The table is numpy-only at serving time: ``indptr`
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from towers.features import MAX_HISTORY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,15 +61,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "COLD_SHARES",
     "COVISIT_WEIGHTS",
     "COVISIT_EASE_MAX_ITEMS",
+    "DECAYS",
+    "HISTORY_LENGTHS",
     "N_NEIGHBOURS",
+    "RAMPS",
     "CovisitTable",
     "build_covisit",
     "blend_covisit",
     "covisit_lists",
+    "covisit_rank",
     "fit_covisit_weight",
     "fit_model_covisit",
+    "reserve_share",
 ]
 
 #: Neighbours kept per item.
@@ -66,6 +86,22 @@ COVISIT_EASE_MAX_ITEMS = 10_000
 #: Candidate weights of the normalised co-visitation score (cosine spans [-1, 1]; 1000 ranks
 #: by co-visitation first, cosine breaking ties).
 COVISIT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 1000.0)
+#: Candidate history lengths (newest events read) for the fit; at most ``LONG_HISTORY``.
+HISTORY_LENGTHS = (20, 50, 200, 1000)
+#: Candidate per-position decays of the history (1: every event counts the same).
+DECAYS = (1.0, 0.98, 0.95, 0.9, 0.8)
+#: Candidate history lengths at which a request's weight reaches the full weight (0: off).
+RAMPS = (0, 3, 10, 30)
+#: Candidate shares of every list prefix reserved for cold candidates (0: none).
+COLD_SHARES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+#: The fitted settings of a table and their types.
+_SETTING_TYPES: dict[str, type] = {
+    "weight": float,
+    "history": int,
+    "decay": float,
+    "ramp": int,
+    "cold_share": float,
+}
 
 
 @dataclass(frozen=True)
@@ -73,8 +109,12 @@ class CovisitTable:
     """Per-item collaborative neighbours in CSR layout.
 
     ``item_ids`` int64 ``[n]`` sorted ascending; the neighbours of ``item_ids[r]`` are
-    ``neighbour_ids[indptr[r]:indptr[r + 1]]`` (int64) with ``weights`` (float32, > 0).
-    ``kind`` is ``ease`` or ``item_knn``; ``weight`` the fitted blend weight (0: unused).
+    ``neighbour_ids[indptr[r]:indptr[r + 1]]`` (int64, each one of ``item_ids``) with
+    ``weights`` (float32, > 0). ``kind`` is ``ease`` or ``item_knn``; ``weight`` the fitted
+    blend weight (0: unused); ``history`` (>= 1) the newest history items read, ``decay``
+    (0 < decay <= 1) the weight of each older position, ``ramp`` (>= 0) the history length
+    at which a request gets the full weight, ``cold_share`` (0 <= share < 1) the share of every
+    list prefix kept for items without neighbours (module docstring).
     """
 
     item_ids: np.ndarray
@@ -83,6 +123,13 @@ class CovisitTable:
     weights: np.ndarray
     kind: str = "item_knn"
     weight: float = 0.0
+    history: int = MAX_HISTORY
+    decay: float = 1.0
+    ramp: int = 0
+    cold_share: float = 0.0
+    #: Row of each neighbour (positions in ``item_ids``), and whether each row has neighbours.
+    _neighbour_rows: np.ndarray = field(init=False, repr=False, compare=False)
+    _has_row: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -94,14 +141,90 @@ class CovisitTable:
             raise ValueError("indptr, neighbour_ids and weights disagree on the entry count")
         if n > 1 and not np.all(np.diff(self.item_ids) > 0):
             raise ValueError("item_ids must be sorted ascending without repeats")
+        self._check_settings()
+        rows = np.searchsorted(self.item_ids, self.neighbour_ids)
+        if len(rows) and (
+            rows.max() >= n or not np.array_equal(self.item_ids[rows], self.neighbour_ids)
+        ):
+            raise ValueError("every neighbour id must be one of item_ids")
+        object.__setattr__(self, "_neighbour_rows", rows.astype(np.int64))
+        object.__setattr__(self, "_has_row", np.diff(self.indptr) > 0)
 
     def __len__(self) -> int:
         return int(len(self.neighbour_ids))
 
+    def _check_settings(self) -> None:
+        if self.history < 1 or not 0 < self.decay <= 1 or self.ramp < 0:
+            raise ValueError(
+                f"need history >= 1, 0 < decay <= 1 and ramp >= 0, got {self.history}, "
+                f"{self.decay}, {self.ramp}"
+            )
+        if not 0 <= self.cold_share < 1:
+            raise ValueError(f"cold_share must be in [0, 1), got {self.cold_share}")
+        if not np.isfinite(self.weight) or self.weight < 0:
+            raise ValueError(f"weight must be finite and >= 0, got {self.weight}")
+
     def with_weight(self, weight: float) -> CovisitTable:
-        return CovisitTable(
-            self.item_ids, self.indptr, self.neighbour_ids, self.weights, self.kind, float(weight)
-        )
+        return self.with_settings(weight=weight)
+
+    def with_settings(self, **settings: float) -> CovisitTable:
+        """This table (its arrays shared, not copied) with other ``weight``/``history``/
+        ``decay``/``ramp``/``cold_share``.
+
+        Raises:
+            ValueError: an unknown name or a value out of range.
+        """
+        unknown = set(settings) - set(_SETTING_TYPES)
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}: allowed {list(_SETTING_TYPES)}")
+        new = copy.copy(self)
+        for name, value in settings.items():
+            object.__setattr__(new, name, _SETTING_TYPES[name](value))
+        new._check_settings()
+        return new
+
+    def fitted_like(self, other: CovisitTable) -> CovisitTable:
+        """This table's neighbours with ``other``'s fitted weight and settings (an
+        incremental update recounts the neighbours and keeps its parent's fit)."""
+        return self.with_settings(**other.settings())
+
+    def settings(self) -> dict[str, float]:
+        """The fitted settings: ``weight``, ``history``, ``decay``, ``ramp``, ``cold_share``."""
+        return {
+            "weight": self.weight,
+            "history": self.history,
+            "decay": self.decay,
+            "ramp": self.ramp,
+            "cold_share": self.cold_share,
+        }
+
+    def is_cold(self, item_ids: np.ndarray) -> np.ndarray:
+        """bool ``[m]``: which ``item_ids`` the table has no neighbours for (cold items)."""
+        q = np.asarray(item_ids, dtype=np.int64)
+        if len(self.item_ids) == 0:
+            return np.ones(q.shape, dtype=bool)
+        pos = np.minimum(np.searchsorted(self.item_ids, q), len(self.item_ids) - 1)
+        return ~((self.item_ids[pos] == q) & self._has_row[pos])
+
+    def request_weight(self, n_history: int) -> float:
+        """The blend weight of a request handing on ``n_history`` history items:
+        ``weight * min(1, min(n_history, history) / ramp)`` (``weight`` when ``ramp`` is 0)."""
+        if self.ramp <= 0:
+            return float(self.weight)
+        return float(self.weight) * min(1.0, min(n_history, self.history) / self.ramp)
+
+    def neighbours(self, history_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`scores` of a request's history (oldest first, any length): its newest
+        ``history`` ids, each distinct item once at its newest position ``i`` (0 = newest),
+        weighted ``decay ** i``."""
+        hist = np.asarray(history_ids, dtype=np.int64).ravel()[-self.history :]
+        if len(hist) == 0:
+            return self.scores(hist)
+        newest_first = hist[::-1]
+        _, first = np.unique(newest_first, return_index=True)
+        order = np.sort(first)  # distinct items, newest first, at their newest position
+        weights = None if self.decay == 1.0 else np.power(self.decay, order).astype(np.float32)
+        return self.scores(newest_first[order], weights)
 
     def scores(
         self, history_ids: np.ndarray, history_weights: np.ndarray | None = None
@@ -123,18 +246,21 @@ class CovisitTable:
         rows, hw = pos[known], hw[known]
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         lengths = ends - starts
-        if lengths.sum() == 0:
+        total = int(lengths.sum())
+        if total == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
-        ids = self.neighbour_ids[take]
-        vals = self.weights[take] * np.repeat(hw, lengths)
-        uniq, inv = np.unique(ids, return_inverse=True)
-        summed = np.bincount(inv, weights=vals).astype(np.float32)
+        # the entries of every history row, gathered without a Python loop
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        take = np.arange(total) + offsets
+        vals = self.weights[take].astype(np.float64) * np.repeat(hw, lengths)
+        dense = np.bincount(self._neighbour_rows[take], weights=vals, minlength=len(self.item_ids))
+        hit = np.flatnonzero(dense > 0)  # item order (ids sorted): ties keep id order
+        summed = dense[hit].astype(np.float32)
         order = np.argsort(-summed, kind="stable")
-        best = float(summed[order[0]])
-        if best <= 0:
+        if len(order) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return uniq[order], summed[order] / best
+        best = float(summed[order[0]])
+        return self.item_ids[hit[order]], summed[order] / best
 
     def save(self, path: Path) -> None:
         """One ``.npz`` (uncompressed) holding the arrays, ``kind`` and ``weight``."""
@@ -147,11 +273,16 @@ class CovisitTable:
                 weights=self.weights,
                 kind=np.array(self.kind),
                 weight=np.array(self.weight, dtype=np.float64),
+                history=np.array(self.history, dtype=np.int64),
+                decay=np.array(self.decay, dtype=np.float64),
+                ramp=np.array(self.ramp, dtype=np.int64),
+                cold_share=np.array(self.cold_share, dtype=np.float64),
             )
 
     @classmethod
     def load(cls, path: Path) -> CovisitTable:
-        """The table saved at ``path``.
+        """The table saved at ``path`` (one saved before ``history``, ``decay``, ``ramp`` and
+        ``cold_share`` existed reads with their defaults: the behaviour it was fitted with).
 
         Raises:
             ValueError: the file is not a co-visitation table (names what is missing).
@@ -165,6 +296,10 @@ class CovisitTable:
                     doc["weights"].astype(np.float32),
                     str(doc["kind"]),
                     float(doc["weight"]),
+                    int(doc["history"]) if "history" in doc else MAX_HISTORY,
+                    float(doc["decay"]) if "decay" in doc else 1.0,
+                    int(doc["ramp"]) if "ramp" in doc else 0,
+                    float(doc["cold_share"]) if "cold_share" in doc else 0.0,
                 )
         except (KeyError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a co-visitation table: {exc}") from exc
@@ -294,24 +429,106 @@ def blend_covisit(
     return all_ids[best], all_scores[best].astype(np.float32)
 
 
+def reserve_share(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    reserved: np.ndarray,
+    share: float,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder a ranked list so that every prefix of length ``p`` holds at least
+    ``floor(share * p)`` of the ``reserved`` candidates (bool ``[n]``) while any are left,
+    each group keeping its own order; otherwise the list's order. Scores stay by place: the
+    ``p``-th score is still the ``p``-th, so a sorted list stays sorted (a later merge by score,
+    the delta's, keeps the order) and an item moved up takes the score of the place it takes.
+    ``share`` 0 returns the list unchanged; ``limit`` reorders only the first ``limit`` places
+    (the rest follow in the list's order)."""
+    if share <= 0 or len(ids) == 0 or not reserved.any() or reserved.all():
+        return ids, scores
+    res = np.flatnonzero(reserved)
+    order: list[int] = []
+    taken = np.zeros(len(ids), dtype=bool)
+    n_res, next_res, nxt = 0, 0, 0
+    places = len(ids) if limit is None else min(limit, len(ids))
+    for p in range(1, places + 1):
+        while taken[nxt]:
+            nxt += 1
+        while next_res < len(res) and taken[res[next_res]]:
+            next_res += 1
+        if next_res < len(res) and n_res < int(share * p + 1e-9):
+            pick = int(res[next_res])
+        else:
+            pick = nxt
+        taken[pick] = True
+        n_res += int(reserved[pick])
+        order.append(pick)
+    idx = np.concatenate([np.asarray(order, dtype=np.int64), np.flatnonzero(~taken)])
+    return ids[idx], scores
+
+
+def covisit_rank(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    floor: float,
+    table: CovisitTable,
+    history_ids: np.ndarray,
+    *,
+    prior: Callable[[np.ndarray], np.ndarray] | None = None,
+    prior_weight: float = 0.0,
+    drop: np.ndarray | None = None,
+    max_new: int | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One request's ranking with co-visitation, as the served retriever does it.
+
+    ``ids``/``scores`` are the retrieval candidates (no ``-1``) scored ``cosine +
+    prior_weight * prior`` best first, ``floor`` the lowest cosine fetched; ``history_ids``
+    the history handed on (oldest first). Its :meth:`CovisitTable.neighbours` (or the given
+    ``neighbours``, the same precomputed), less ``drop`` (removed or changed items), the first
+    ``max_new`` of them, join by :func:`blend_covisit` at :meth:`CovisitTable.request_weight`;
+    then :func:`reserve_share` keeps ``table.cold_share`` of every prefix for cold candidates
+    (of the first ``limit`` places: the ones returned). Without neighbours or weight the
+    candidates come back unchanged.
+    """
+    cv_ids, cv = neighbours if neighbours is not None else table.neighbours(history_ids)
+    if drop is not None and len(drop) and len(cv_ids):
+        keep = ~np.isin(cv_ids, drop)
+        cv_ids, cv = cv_ids[keep], cv[keep]
+    if max_new is not None:
+        cv_ids, cv = cv_ids[:max_new], cv[:max_new]
+    weight = table.request_weight(len(history_ids))
+    if len(cv_ids) == 0 or weight <= 0 or len(ids) == 0:
+        return ids, scores
+    out_ids, out = blend_covisit(
+        ids, scores, floor, cv_ids, cv, weight, prior=prior, prior_weight=prior_weight
+    )
+    return reserve_share(out_ids, out, table.is_cold(out_ids), table.cold_share, limit)
+
+
 def covisit_lists(
     cos: np.ndarray,
     ids: np.ndarray,
-    neighbours: Sequence[tuple[np.ndarray, np.ndarray]],
-    weight: float,
+    table: CovisitTable,
+    histories: Sequence[np.ndarray],
     k: int,
     exclude: Sequence[np.ndarray],
     *,
+    depth: int | None = None,
     prior: PriorLookup | None = None,
     prior_weight: float = 0.0,
+    neighbours: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[list[int]]:
     """Each user's top ``k`` item ids as the served retriever ranks a request without a query.
 
-    ``cos``/``ids`` ``[U, C]``: the FAISS candidates by cosine, best first (``-1`` = none);
-    ``neighbours`` each user's :meth:`CovisitTable.scores`; ``exclude`` each user's ids never
-    returned. Candidates are re-ranked with ``prior`` (when its weight is > 0), merged with the
-    neighbours by :func:`blend_covisit`. Shared by training's weight fit and evaluation, so both
-    rank exactly as serving/retriever.py does.
+    ``cos``/``ids`` ``[U, F]``: the FAISS candidates by cosine, best first (``-1`` = none; ``F``
+    the retriever's fetch: ``PRIOR_OVERFETCH * depth`` with a prior, ``depth`` without);
+    ``histories`` each user's history handed on (oldest first, up to ``LONG_HISTORY``);
+    ``exclude`` each user's ids never returned. Candidates are re-ranked with ``prior`` (when its
+    weight is > 0), the best ``depth`` kept (all when ``None``), ranked with the table by
+    :func:`covisit_rank` and cut to ``depth`` again: exactly serving/retriever.py's steps.
+    ``neighbours`` (each user's :meth:`CovisitTable.neighbours`) saves recomputing them
+    while a fit varies the other settings.
     """
     from towers.features import rank_with_prior
 
@@ -323,20 +540,25 @@ def covisit_lists(
         base, ids = rank_with_prior(cos, ids, prior(np.maximum(ids, 0)), prior_weight)
     else:
         base = cos
+    cut = ids.shape[1] if depth is None else depth
+    base, ids = base[:, :cut], ids[:, :cut]
     out = []
     for u, skip in enumerate(exclude):
         ok = ids[u] >= 0
-        top, _ = blend_covisit(
+        top, _ = covisit_rank(
             ids[u][ok].astype(np.int64),
-            base[u][ok],
-            float(floors[u]) if ok.any() else 0.0,
-            *neighbours[u],
-            weight,
+            base[u][ok].astype(np.float32),
+            float(floors[u]) if ok_all[u].any() else 0.0,
+            table,
+            histories[u],
             prior=prior if use_prior else None,
             prior_weight=prior_weight if use_prior else 0.0,
+            max_new=cos.shape[1],
+            neighbours=None if neighbours is None else neighbours[u],
+            limit=cut,
         )
         seen = set(map(int, skip))
-        out.append([int(i) for i in top if int(i) not in seen][:k])
+        out.append([int(i) for i in top[:cut] if int(i) not in seen][:k])
     return out
 
 
@@ -354,17 +576,23 @@ def fit_model_covisit(
     max_users: int = 1000,
     seed: int = 0,
 ) -> tuple[CovisitTable, dict[str, float]]:
-    """The co-visitation table of the events before ``at_ts``, its weight fitted on the last
-    ``validation_s`` seconds before it (default: the prior's validation window).
+    """The co-visitation table of the events before ``at_ts``, its weight and settings fitted
+    on the last ``validation_s`` seconds before it (default: the prior's validation window).
 
     The validation task is the next-item task of ``[at_ts - validation_s, at_ts)``, ranked the
-    way the served retriever ranks a request without a query: the ``PRIOR_OVERFETCH`` x
-    ``n_candidates`` best items by cosine, re-ranked with ``prior`` (computed again as of the
-    window start, with its half-life and weight), merged with the neighbours of the user's
-    history in a table built from the events before the window (:func:`blend_covisit`); the
-    weight of :data:`COVISIT_WEIGHTS` with the best Recall@50 wins (ties: the smaller). With no
-    users to validate on, the weight is 0 (the table is kept but unused). Returns the table and
-    the validation Recall@50 of each weight.
+    way the served retriever ranks a request without a query (:func:`covisit_lists`): the
+    ``PRIOR_OVERFETCH`` x ``n_candidates`` best items by cosine, re-ranked with ``prior``
+    (computed again as of the window start, with its half-life and weight), merged with the
+    neighbours of the user's long history in a table built from the events before the window.
+    Validation Recall@50 picks, in turn (ties: the first of each grid): the weight of
+    :data:`COVISIT_WEIGHTS`; ``history`` and ``decay`` (:data:`HISTORY_LENGTHS` x
+    :data:`DECAYS`); the weight again; ``ramp`` (:data:`RAMPS`); and ``cold_share``
+    (:data:`COLD_SHARES`): the best Recall@50 among the shares whose Recall@50 on cold targets
+    (items without interactions before the window) is at least that of the towers alone
+    (weight 0), else the share with the best cold Recall@50. With no users to validate on,
+    the weight is 0 (the table is kept but unused). Returns the table and the validation
+    scores: ``str(weight)`` (at the final settings), ``history=H,decay=D``, ``ramp=R``,
+    ``cold_share=S`` (with ``cold@...`` twins for the cold Recall@50) and ``cold@text``.
     """
     import faiss
 
@@ -383,29 +611,96 @@ def fit_model_covisit(
         return final, {}
     table = build_covisit(events, item_ids, until_ts=start, kind=final.kind)
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
-    fetch = min(PRIOR_OVERFETCH * max(n_candidates, VALIDATION_K), len(item_ids))
-    index = faiss.IndexFlatIP(item_vectors.shape[1])
-    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
-    cos, rows = index.search(users, fetch)
-    ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
+    depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
     lookup, pw = None, 0.0
     if prior is not None and prior.weight > 0:
         val = compute_prior(events, item_ids, start, prior.half_life_s)
         lookup, pw = PriorLookup(item_ids, val.values, val.default), prior.weight
-    neighbours = [table.scores(h) for h in task.hist_ids]
+    fetch = min(PRIOR_OVERFETCH * depth, len(item_ids)) if pw > 0 else depth
+    index = faiss.IndexFlatIP(item_vectors.shape[1])
+    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
+    cos, rows = index.search(users, fetch)
+    ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
+    histories = task.long_histories
+    cold_items = item_ids[table.is_cold(item_ids)]
+    cold_targets = [t & set(map(int, cold_items)) for t in task.targets]
+    cold_users = [u for u, t in enumerate(cold_targets) if t]
+    cache: dict[tuple[int, float], list[tuple[np.ndarray, np.ndarray]]] = {}
 
-    def recall(weight: float) -> float:
-        lists = covisit_lists(
-            cos, ids, neighbours, weight, VALIDATION_K, task.hist_ids, prior=lookup, prior_weight=pw
+    def lists(t: CovisitTable) -> list[list[int]]:
+        key = (t.history, t.decay)
+        if key not in cache:
+            cache[key] = [t.neighbours(h) for h in histories]
+        return covisit_lists(
+            cos,
+            ids,
+            t,
+            histories,
+            VALIDATION_K,
+            task.hist_ids,
+            depth=depth,
+            prior=lookup,
+            prior_weight=pw,
+            neighbours=cache[key],
         )
-        return recall_at_k(lists, task.targets, VALIDATION_K)
 
-    weight, scores = fit_covisit_weight(recall)
+    def recall(t: CovisitTable) -> float:
+        return recall_at_k(lists(t), task.targets, VALIDATION_K)
+
+    def cold_recall(ranked: list[list[int]]) -> float:
+        if not cold_users:
+            return 0.0
+        return recall_at_k(
+            [ranked[u] for u in cold_users], [cold_targets[u] for u in cold_users], VALIDATION_K
+        )
+
+    scores: dict[str, float] = {}
+    current = table.with_settings(weight=0.0)
+
+    def fit_weight(t: CovisitTable) -> CovisitTable:
+        weight, by_weight = fit_covisit_weight(lambda w: recall(t.with_weight(w)))
+        scores.update(by_weight)
+        return t.with_weight(weight)
+
+    current = fit_weight(current)
+    if current.weight > 0:
+        grid = {
+            (h, d): current.with_settings(history=h, decay=d)
+            for h in HISTORY_LENGTHS
+            for d in DECAYS
+        }
+        by_hd = {key: recall(t) for key, t in grid.items()}
+        scores.update({f"history={h},decay={d}": v for (h, d), v in by_hd.items()})
+        best_hd = max(grid, key=lambda key: by_hd[key])  # ties: the first in grid order
+        current = fit_weight(grid[best_hd])
+    if current.weight > 0:
+        by_ramp = {r: recall(current.with_settings(ramp=r)) for r in RAMPS}
+        scores.update({f"ramp={r}": v for r, v in by_ramp.items()})
+        current = current.with_settings(ramp=max(RAMPS, key=lambda r: by_ramp[r]))
+        text = cold_recall(lists(current.with_weight(0.0)))
+        scores["cold@text"] = text
+        overall, cold = {}, {}
+        for share in COLD_SHARES:
+            ranked = lists(current.with_settings(cold_share=share))
+            overall[share] = recall_at_k(ranked, task.targets, VALIDATION_K)
+            cold[share] = cold_recall(ranked)
+            scores[f"cold_share={share}"] = overall[share]
+            scores[f"cold@cold_share={share}"] = cold[share]
+        meeting = [s for s in COLD_SHARES if cold[s] >= text]
+        share = (
+            max(meeting, key=lambda s: overall[s])
+            if meeting
+            else max(COLD_SHARES, key=lambda s: cold[s])
+        )
+        current = current.with_settings(cold_share=share)
     log.info(
-        "co-visitation: %s, weight %.3f, fitted on %d users of the last %.1f days",
+        "co-visitation: %s, %s, fitted on %d users (%d with cold targets) of the last %.1f "
+        "days, validation Recall@50 %.4f",
         final.kind,
-        weight,
+        current.settings(),
         len(task),
+        len(cold_users),
         window / 86_400,
+        recall(current) if current.weight > 0 else scores.get("0.0", 0.0),
     )
-    return final.with_weight(weight), scores
+    return final.fitted_like(current), scores

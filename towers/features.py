@@ -11,6 +11,10 @@ import numpy as np
 
 #: Most recent items of a user's history the user tower looks at.
 MAX_HISTORY = 20
+#: Most recent items of a user's history handed on past the user tower, to the retriever's
+#: co-visitation candidates (towers/covisit.py reads the newest ``CovisitTable.history`` of
+#: them); the tower itself reads the newest ``MAX_HISTORY``.
+LONG_HISTORY = 1000
 #: Query tokens kept (including [CLS] and [SEP]); longer queries are truncated.
 MAX_QUERY_TOKENS = 32
 #: Characters of a served query that are tokenized at all; the rest is ignored (bounds the

@@ -7,7 +7,8 @@ task, so it lives below both: evaluation imports training, never the reverse.
 
 A task of the window ``[start_ts, end_ts)`` (unix seconds) holds the users with at least one
 positive event (click, add_to_cart, purchase) in the window and at least one event before
-``start_ts``; each user's newest ``MAX_HISTORY`` events before ``start_ts``; and each user's
+``start_ts``; each user's newest ``MAX_HISTORY`` events before ``start_ts`` (and their newest
+``LONG_HISTORY``, for co-visitation); and each user's
 targets, the distinct items of their positive events in the window not already in that history.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from towers.examples import POSITIVE_EVENTS
-from towers.features import MAX_HISTORY, recency_weights
+from towers.features import LONG_HISTORY, MAX_HISTORY, recency_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class NextItemTask:
     ``hist_ids``/``hist_ts`` are oldest first, at most ``MAX_HISTORY`` long, ts in unix s.
     ``exclude`` (random protocol) holds each user's items to leave out of their list when that
     is more than the history (all their training items); ``None``: the history.
+    ``long_ids``/``long_ts``: the same histories up to ``LONG_HISTORY`` long (what a request
+    hands on to the retriever's co-visitation, towers/covisit.py); ``None``: ``hist_ids``.
     """
 
     start_ts: int
@@ -50,6 +53,8 @@ class NextItemTask:
     hist_ts: list[np.ndarray]
     targets: list[set[int]]
     exclude: list[np.ndarray] | None = None
+    long_ids: list[np.ndarray] | None = None
+    long_ts: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -58,6 +63,16 @@ class NextItemTask:
     def excluded(self) -> list[np.ndarray]:
         """Per user, the item ids no system may return (``exclude``, else the history)."""
         return self.exclude if self.exclude is not None else self.hist_ids
+
+    @property
+    def long_histories(self) -> list[np.ndarray]:
+        """Per user, the history up to ``LONG_HISTORY`` ids (``long_ids``, else the history)."""
+        return self.long_ids if self.long_ids is not None else self.hist_ids
+
+    @property
+    def long_times(self) -> list[np.ndarray]:
+        """The unix times (s) of :attr:`long_histories`."""
+        return self.long_ts if self.long_ts is not None else self.hist_ts
 
 
 def next_item_task(
@@ -79,33 +94,46 @@ def next_item_task(
         raise ValueError(f"empty window: end_ts {end_ts} must be after start_ts {start_ts}")
     ts = events["ts"].to_numpy()
     before = events[ts < start_ts].sort_values(["user_id", "ts"], kind="stable")
-    before = before.groupby("user_id", sort=True).tail(MAX_HISTORY)
+    before = before.groupby("user_id", sort=True).tail(LONG_HISTORY)
     in_window = events[
         (ts >= start_ts) & (ts < end_ts) & events["event_type"].isin(POSITIVE_EVENTS).to_numpy()
     ]
     hist_groups = {int(u): g for u, g in before.groupby("user_id", sort=True)}
     target_groups = in_window.groupby("user_id", sort=True)["item_id"]
-    users, hist_ids, hist_ts, targets = [], [], [], []
+    users, hist_ids, hist_ts, targets, long_ids, long_ts = [], [], [], [], [], []
     for user, items in target_groups:
         hist = hist_groups.get(int(user))
         if hist is None:
             continue  # a cold-start user: no history to recommend from
-        h_ids = hist["item_id"].to_numpy(np.int64)
+        all_ids = hist["item_id"].to_numpy(np.int64)
+        all_ts = hist["ts"].to_numpy(np.int64)
+        h_ids = all_ids[-MAX_HISTORY:]
         new = set(map(int, items.to_numpy())) - set(map(int, h_ids))
         if not new:
             continue
         users.append(int(user))
         hist_ids.append(h_ids)
-        hist_ts.append(hist["ts"].to_numpy(np.int64))
+        hist_ts.append(all_ts[-MAX_HISTORY:])
         targets.append(new)
+        long_ids.append(all_ids)
+        long_ts.append(all_ts)
     if max_users is not None and len(users) > max_users:
         keep = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
         users = [users[i] for i in keep]
         hist_ids = [hist_ids[i] for i in keep]
         hist_ts = [hist_ts[i] for i in keep]
         targets = [targets[i] for i in keep]
+        long_ids = [long_ids[i] for i in keep]
+        long_ts = [long_ts[i] for i in keep]
     return NextItemTask(
-        start_ts, end_ts, np.asarray(users, dtype=np.int64), hist_ids, hist_ts, targets
+        start_ts,
+        end_ts,
+        np.asarray(users, dtype=np.int64),
+        hist_ids,
+        hist_ts,
+        targets,
+        long_ids=long_ids,
+        long_ts=long_ts,
     )
 
 
@@ -132,7 +160,7 @@ def random_split_task(
     ordered = train.sort_values(["user_id", "ts"], kind="stable")
     groups = {int(u): g for u, g in ordered.groupby("user_id", sort=True)}
     positive = heldout[heldout["event_type"].isin(POSITIVE_EVENTS).to_numpy()]
-    users, hist_ids, hist_ts, targets, exclude = [], [], [], [], []
+    users, hist_ids, hist_ts, targets, exclude, long_ids, long_ts = [], [], [], [], [], [], []
     for user, items in positive.groupby("user_id", sort=True)["item_id"]:
         hist = groups.get(int(user))
         if hist is None:
@@ -142,11 +170,14 @@ def random_split_task(
         if not new:
             continue
         recent = hist.tail(MAX_HISTORY)
+        longer = hist.tail(LONG_HISTORY)
         users.append(int(user))
         hist_ids.append(recent["item_id"].to_numpy(np.int64))
         hist_ts.append(recent["ts"].to_numpy(np.int64))
         targets.append(new)
         exclude.append(np.unique(seen))
+        long_ids.append(longer["item_id"].to_numpy(np.int64))
+        long_ts.append(longer["ts"].to_numpy(np.int64))
     if max_users is not None and len(users) > max_users:
         keep = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
         users = [users[i] for i in keep]
@@ -154,8 +185,18 @@ def random_split_task(
         hist_ts = [hist_ts[i] for i in keep]
         targets = [targets[i] for i in keep]
         exclude = [exclude[i] for i in keep]
+        long_ids = [long_ids[i] for i in keep]
+        long_ts = [long_ts[i] for i in keep]
     return NextItemTask(
-        start, start + 1, np.asarray(users, np.int64), hist_ids, hist_ts, targets, exclude
+        start,
+        start + 1,
+        np.asarray(users, np.int64),
+        hist_ids,
+        hist_ts,
+        targets,
+        exclude,
+        long_ids,
+        long_ts,
     )
 
 

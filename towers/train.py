@@ -321,7 +321,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         if covisit is None
         else {
             "kind": covisit.kind,
-            "weight": covisit.weight,
+            **covisit.settings(),
             "entries": len(covisit),
             "validation_recall@50": covisit_validation,
         },

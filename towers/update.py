@@ -147,11 +147,11 @@ def update(
     )
     save_prior(prior, out_dir)
     if (artifacts / COVISIT_FILE).is_file():
-        # the neighbours recounted as of the window's end, with the parent's kind and weight
+        # the neighbours recounted as of the window's end, with the parent's kind and fit
         parent_covisit = CovisitTable.load(artifacts / COVISIT_FILE)
         build_covisit(
             events, items["item_id"].to_numpy(np.int64), until_ts=end_ts, kind=parent_covisit.kind
-        ).with_weight(parent_covisit.weight).save(out_dir / COVISIT_FILE)
+        ).fitted_like(parent_covisit).save(out_dir / COVISIT_FILE)
     meta = json.loads((artifacts / "user_tower" / "config.json").read_text())["meta"]
     save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
     digest = hashlib.sha256((out_dir / "user_tower" / "model.safetensors").read_bytes())

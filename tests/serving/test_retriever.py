@@ -7,6 +7,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 import pytest
 
 from serving.bundle import BundleError
@@ -372,3 +373,53 @@ def test_covisit_history_input_is_checked() -> None:
                 "HISTORY_IDS": np.zeros(3, np.float32),
             }
         )
+
+
+@pytest.mark.parametrize("with_prior", [True, False], ids=["prior", "no-prior"])
+def test_served_ranking_equals_the_evaluation_twin(with_prior: bool) -> None:
+    """The retriever's ranking of requests without a query equals towers.covisit.covisit_lists
+    (training's weight fit and the eval system ``student_faiss_covisit``) on the same index,
+    prior and table: long histories, decay, ramp and the cold share included."""
+    from towers.covisit import build_covisit, covisit_lists
+    from towers.features import PRIOR_OVERFETCH
+
+    rng = np.random.default_rng(21)
+    # co-visitation from random baskets over the first 300 items; the other 100 are cold
+    rows = [
+        (u, int(i), t, "purchase")
+        for u in range(200)
+        for t, i in enumerate(rng.choice(IDS[:300], size=8, replace=False))
+    ]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "ts", "event_type"])
+    table = build_covisit(events, IDS, until_ts=None, kind="ease", n_neighbours=10)
+    table = table.with_settings(weight=0.3, history=50, decay=0.9, ramp=5, cold_share=0.2)
+    assert table.is_cold(IDS).sum() >= 100
+    values = rng.normal(size=N).astype(np.float32)
+    lookup = PriorLookup(IDS, values, 0.0) if with_prior else None
+    weight = 0.05 if with_prior else 0.0
+    depth = 20
+    retriever = Retriever(
+        flat_index(), max_k=50, n_candidates=depth, covisit=table, prior=lookup, prior_weight=weight
+    )
+    users = vectors(12, seed=3)
+    histories = [rng.choice(IDS[:300], size=int(rng.integers(1, 80))) for _ in range(12)]
+    fetch = PRIOR_OVERFETCH * depth if with_prior else depth
+    cos, ids = flat_index().search(users, fetch)
+    twin = covisit_lists(
+        cos,
+        ids,
+        table,
+        histories,
+        depth,
+        [np.zeros(0, np.int64)] * 12,
+        depth=depth,
+        prior=lookup,
+        prior_weight=weight,
+    )
+    moved = 0
+    for user, history, expected in zip(users, histories, twin):
+        got, scores = retriever.search(user, k=10, has_query=False, history_ids=history)
+        assert got.tolist() == expected
+        assert np.all(np.diff(scores) <= 0)  # a cold item moved up takes its place's score
+        moved += int(table.is_cold(got[:5]).sum() >= 1)
+    assert moved == 12  # the cold share holds a place in every top 5

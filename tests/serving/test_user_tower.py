@@ -64,6 +64,32 @@ def test_keeps_the_newest_max_history_oldest_first() -> None:
     assert set(h.item_ids.tolist()) == set(ids[:MAX_HISTORY].tolist())  # the newest ones
 
 
+def test_hands_on_a_longer_history_than_it_encodes() -> None:
+    """The tower encodes the newest MAX_HISTORY items; HISTORY_USED (the retriever's
+    co-visitation input) carries the newest ``hand_on`` known ids, oldest first."""
+    fn = StandIn()
+    enc = UserEncoder(ITEM_IDS, VECTORS, recency_tau_s=TAU_S, encode_fn=fn, hand_on=30)
+    ids = np.concatenate([ITEM_IDS[:40], [999]])  # 999: not in the catalog
+    ts = np.arange(len(ids)) * 10
+    out = enc.infer(
+        {
+            "INPUT_IDS": EMPTY[0],
+            "ATTENTION_MASK": EMPTY[1],
+            "HAS_QUERY": np.array([[0.0]], np.float32),
+            "USER_ID": np.array([-1], np.int64),
+            "HISTORY_IDS": ids,
+            "HISTORY_TS": ts,
+        }
+    )
+    assert out["HISTORY_USED"].tolist() == ITEM_IDS[10:40].tolist()
+    assert int((fn.feeds[-1]["history_weights"] > 0).sum()) == MAX_HISTORY
+    np.testing.assert_array_equal(
+        fn.feeds[-1]["history_vectors"][0, :MAX_HISTORY], VECTORS[40 - MAX_HISTORY : 40]
+    )
+    with pytest.raises(ValueError, match="hand_on >= max_history"):
+        UserEncoder(ITEM_IDS, VECTORS, recency_tau_s=TAU_S, encode_fn=fn, hand_on=5)
+
+
 def test_stored_history_when_the_request_has_none_or_only_unknown_ids() -> None:
     enc, _ = encoder()
     empty = np.zeros(0, np.int64)

@@ -12,8 +12,11 @@ from towers.covisit import (
     CovisitTable,
     blend_covisit,
     build_covisit,
+    covisit_rank,
     fit_model_covisit,
+    reserve_share,
 )
+from towers.features import MAX_HISTORY
 
 
 def table() -> CovisitTable:
@@ -123,6 +126,9 @@ def test_fit_gives_weight_where_pairs_predict_the_next_item() -> None:
     )
     assert scores and tab.weight > 0
     assert scores[str(tab.weight)] > scores["0.0"]
+    # the history length and decay were searched too, and the fit is in the table
+    assert f"history={tab.history},decay={tab.decay}" in scores
+    assert "cold@text" in scores and 0 <= tab.cold_share < 1
 
 
 def test_fit_with_a_prior_ranks_with_it() -> None:
@@ -148,3 +154,112 @@ def test_fit_with_a_prior_ranks_with_it() -> None:
     )
     assert scores and tab.weight > 0
     assert all(0.0 <= s <= 1.0 for s in scores.values())
+
+
+def chain(n: int = 6, **settings: float) -> CovisitTable:
+    """Items 0..n-1; item i's only neighbour is item 10 + i (weight 1); items 10.. have none."""
+    ids = np.concatenate([np.arange(n), 10 + np.arange(n)]).astype(np.int64)
+    indptr = np.concatenate([np.arange(n + 1), np.full(n, n)]).astype(np.int64)
+    return CovisitTable(
+        ids, indptr, 10 + np.arange(n, dtype=np.int64), np.ones(n, np.float32), "ease", 1.0
+    ).with_settings(**settings)
+
+
+def test_neighbours_read_the_newest_history_once_per_item_with_decay() -> None:
+    # history oldest first: 0, 1, 2, 1 -> distinct newest first: 1 (pos 0), 2 (pos 1), 0 (pos 3)
+    hist = np.array([0, 1, 2, 1])
+    ids, scores = chain(decay=0.5).neighbours(hist)
+    assert ids.tolist() == [11, 12, 10]
+    np.testing.assert_allclose(scores, [1.0, 0.5, 0.125])
+    ids, scores = chain().neighbours(hist)  # no decay: each distinct item once, equal weights
+    assert ids.tolist() == [10, 11, 12] and np.all(scores == 1.0)
+    ids, _ = chain(history=2).neighbours(hist)  # only the newest two events: 2 and 1
+    assert ids.tolist() == [11, 12]
+
+
+def test_request_weight_ramps_with_history_length() -> None:
+    assert chain(weight=0.4).request_weight(1) == pytest.approx(0.4)
+    tab = chain(weight=0.4, ramp=4, history=3)
+    assert tab.request_weight(1) == pytest.approx(0.1)
+    assert tab.request_weight(10) == pytest.approx(0.3)  # counts at most `history` items
+
+
+def test_cold_items_are_those_without_neighbours() -> None:
+    assert chain().is_cold(np.array([0, 5, 10, 99])).tolist() == [False, False, True, True]
+
+
+def test_reserve_share_keeps_a_share_of_every_prefix() -> None:
+    ids = np.arange(10, dtype=np.int64)
+    scores = np.linspace(1, 0, 10, dtype=np.float32)
+    cold = np.isin(ids, [7, 8, 9])
+    out, out_scores = reserve_share(ids, scores, cold, 0.25)
+    assert sorted(out.tolist()) == ids.tolist()
+    for p in range(1, 11):
+        assert cold[out[:p]].sum() >= min(3, int(0.25 * p))
+    assert out.tolist() == [0, 1, 2, 7, 3, 4, 5, 8, 6, 9]
+    np.testing.assert_array_equal(out_scores, scores)  # scores stay by place: still sorted
+    head, _ = reserve_share(ids, scores, cold, 0.25, limit=4)  # only the first 4 places
+    assert head.tolist() == [0, 1, 2, 7, 3, 4, 5, 6, 8, 9]
+    same, _ = reserve_share(ids, scores, cold, 0.0)
+    assert same.tolist() == ids.tolist()
+
+
+def test_covisit_rank_blends_drops_and_reserves() -> None:
+    tab = chain(weight=1000.0)
+    cand = np.array([10, 20, 21, 22], np.int64)
+    base = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    out, _ = covisit_rank(cand, base, 0.5, tab, np.array([1, 2]))
+    assert out[:2].tolist() == [11, 12]  # neighbours first at a huge weight
+    out, _ = covisit_rank(cand, base, 0.5, tab, np.array([1, 2]), drop=np.array([11]))
+    assert 11 not in out.tolist() and out[0] == 12
+    out, _ = covisit_rank(cand, base, 0.5, tab, np.array([1, 2]), max_new=1)
+    assert 12 not in out.tolist()
+    # a ring: item i's neighbour is (i + 1) % 6, so all of 0..5 are warm; 20, 21 are cold
+    ring = CovisitTable(
+        np.arange(6, dtype=np.int64),
+        np.arange(7, dtype=np.int64),
+        (np.arange(6, dtype=np.int64) + 1) % 6,
+        np.ones(6, np.float32),
+        "ease",
+        1000.0,
+    )
+    warm = np.array([0, 1, 2, 20, 21], np.int64)
+    scores5 = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    out, _ = covisit_rank(warm, scores5, 0.5, ring, np.array([3]))
+    assert out.tolist() == [4, 0, 1, 2, 20, 21]
+    out, _ = covisit_rank(warm, scores5, 0.5, ring.with_settings(cold_share=0.5), np.array([3]))
+    assert out.tolist() == [4, 20, 0, 21, 1, 2]
+    unchanged, _ = covisit_rank(cand, base, 0.5, tab.with_weight(0.0), np.array([1]))
+    assert unchanged.tolist() == cand.tolist()
+
+
+def test_settings_round_trip_and_old_tables_read_with_defaults(tmp_path: Path) -> None:
+    tab = chain(weight=0.3, history=200, decay=0.9, ramp=10, cold_share=0.1)
+    tab.save(tmp_path / "t.npz")
+    assert CovisitTable.load(tmp_path / "t.npz").settings() == tab.settings()
+    with open(tmp_path / "old.npz", "wb") as f:  # a table saved before the settings existed
+        np.savez(
+            f,
+            item_ids=tab.item_ids,
+            indptr=tab.indptr,
+            neighbour_ids=tab.neighbour_ids,
+            weights=tab.weights,
+            kind=np.array("ease"),
+            weight=np.array(0.5),
+        )
+    old = CovisitTable.load(tmp_path / "old.npz")
+    assert old.settings() == {
+        "weight": 0.5,
+        "history": MAX_HISTORY,
+        "decay": 1.0,
+        "ramp": 0,
+        "cold_share": 0.0,
+    }
+    assert chain().fitted_like(tab).settings() == tab.settings()
+    with pytest.raises(ValueError, match="unknown settings"):
+        chain(alpha=1.0)
+    for bad in ({"history": 0}, {"decay": 0.0}, {"ramp": -1}, {"cold_share": 1.0}, {"weight": -1}):
+        with pytest.raises(ValueError):
+            chain(**bad)
+    with pytest.raises(ValueError, match="neighbour id"):
+        CovisitTable(np.array([1, 2]), np.array([0, 1, 1]), np.array([7]), np.array([1.0]))

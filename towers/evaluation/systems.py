@@ -441,11 +441,20 @@ def recommendation_systems(
 
         def student_faiss_covisit(task: NextItemTask, k: int) -> list[list[int]]:
             # the served retriever's ranking of a request without a query (serving/retriever.py)
+            # with the history a request hands on (up to LONG_HISTORY ids)
             want = max(m.n_candidates, k + depth(task))
-            cos, ids = m.index.search(user_vecs(task), PRIOR_OVERFETCH * want)
-            neighbours = [table.scores(h) for h in task.hist_ids]
+            fetch = PRIOR_OVERFETCH * want if pw > 0 else want
+            cos, ids = m.index.search(user_vecs(task), fetch)
             return covisit_lists(
-                cos, ids, neighbours, table.weight, k, task.excluded, prior=plookup, prior_weight=pw
+                cos,
+                ids,
+                table,
+                task.long_histories,
+                k,
+                task.excluded,
+                depth=want,
+                prior=plookup,
+                prior_weight=pw,
             )
 
         systems["student_faiss_covisit"] = student_faiss_covisit

@@ -87,6 +87,7 @@ def test_random_task_excludes_every_training_item() -> None:
     task = random_split_task(train, held)
     assert task.user_ids.tolist() == [1] and task.targets == [{100}]
     assert len(task.hist_ids[0]) == MAX_HISTORY and task.hist_ids[0][-1] == 59  # newest
+    assert task.long_histories[0].tolist() == list(range(60))  # all (<= LONG_HISTORY)
     assert sorted(task.excluded[0].tolist()) == list(range(60))  # every training item
     assert task.start_ts == 70
     with pytest.raises(ValueError, match="no training events"):

@@ -49,6 +49,9 @@ def test_task_history_is_capped_to_the_newest() -> None:
     task = next_item_task(_events(rows), 500, 2000)
     assert len(task.hist_ids[0]) == MAX_HISTORY
     assert task.hist_ids[0][-1] == MAX_HISTORY + 4
+    # the long history (co-visitation's) holds them all, and ends with the short one
+    assert task.long_histories[0].tolist() == list(range(MAX_HISTORY + 5))
+    assert task.long_times[0][-MAX_HISTORY:].tolist() == task.hist_ts[0].tolist()
 
 
 def test_task_sampling_is_seeded() -> None:
