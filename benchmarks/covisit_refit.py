@@ -43,6 +43,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--artifacts", type=Path, required=True, help="trained artifacts folder")
     p.add_argument("--out", type=Path, required=True, help="new artifacts folder (replaced)")
+    p.add_argument(
+        "--validation-days",
+        type=float,
+        default=None,
+        help="days before the cut the settings are fitted on (default: training's)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     report_path = args.artifacts / TRAIN_REPORT_FILE
@@ -84,6 +90,7 @@ def main() -> int:
         np.load(args.artifacts / ITEM_EMBEDDINGS_FILE),
         prior,
         cfg,
+        None if args.validation_days is None else args.validation_days * 86_400,
     )
     seconds = round(time.perf_counter() - start, 2)
     table.save(args.out / COVISIT_FILE)

@@ -84,12 +84,13 @@ N_NEIGHBOURS = 100
 #: float64 ``n x n`` inverse: 800 MB and about 20 s on two cores at 10,000 items).
 COVISIT_EASE_MAX_ITEMS = 10_000
 #: Candidate weights of the normalised co-visitation score (cosine spans [-1, 1]; 1000 ranks
-#: by co-visitation first, cosine breaking ties).
+#: by co-visitation first, cosine breaking ties). A finer grid fitted the validation window's
+#: noise (benchmarks/results/fullhist_2026-11-29.md).
 COVISIT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 1000.0)
 #: Candidate history lengths (newest events read) for the fit; at most ``LONG_HISTORY``.
 HISTORY_LENGTHS = (20, 50, 200, 1000)
 #: Candidate per-position decays of the history (1: every event counts the same).
-DECAYS = (1.0, 0.98, 0.95, 0.9, 0.8)
+DECAYS = (1.0, 0.97, 0.9, 0.8)
 #: Candidate history lengths at which a request's weight reaches the full weight (0: off).
 RAMPS = (0, 3, 10, 30)
 #: Candidate shares of every list prefix reserved for cold candidates (0: none).
@@ -584,15 +585,21 @@ def fit_model_covisit(
     ``PRIOR_OVERFETCH`` x ``n_candidates`` best items by cosine, re-ranked with ``prior``
     (computed again as of the window start, with its half-life and weight), merged with the
     neighbours of the user's long history in a table built from the events before the window.
-    Validation Recall@50 picks, in turn (ties: the first of each grid): the weight of
-    :data:`COVISIT_WEIGHTS`; ``history`` and ``decay`` (:data:`HISTORY_LENGTHS` x
-    :data:`DECAYS`); the weight again; ``ramp`` (:data:`RAMPS`); and ``cold_share``
-    (:data:`COLD_SHARES`): the best Recall@50 among the shares whose Recall@50 on cold targets
-    (items without interactions before the window) is at least that of the towers alone
-    (weight 0), else the share with the best cold Recall@50. With no users to validate on,
-    the weight is 0 (the table is kept but unused). Returns the table and the validation
-    scores: ``str(weight)`` (at the final settings), ``history=H,decay=D``, ``ramp=R``,
-    ``cold_share=S`` (with ``cold@...`` twins for the cold Recall@50) and ``cold@text``.
+    Validation Recall@50 picks, in turn (ties: the first of each grid):
+
+    1. the weight of :data:`COVISIT_WEIGHTS`;
+    2. ``history`` and ``decay`` (:data:`HISTORY_LENGTHS` x :data:`DECAYS`; lengths past the
+       longest validation history are not tried: they read the same events as the first
+       length that covers it);
+    3. the weight again, then ``ramp`` (:data:`RAMPS`);
+    4. ``cold_share`` (:data:`COLD_SHARES`): the best Recall@50 among the shares whose
+       Recall@50 on cold targets (items without interactions before the window) is at least
+       that of the towers alone (weight 0); else the share with the best cold Recall@50.
+
+    With no users to validate on, the weight is 0 (the table is kept but unused). Returns the
+    table and the validation scores: ``str(weight)`` (at the final settings),
+    ``history=H,decay=D``, ``ramp=R``, ``cold_share=S`` (with ``cold@...`` twins for the cold
+    Recall@50) and ``cold@text``.
     """
     import faiss
 
@@ -664,11 +671,12 @@ def fit_model_covisit(
 
     current = fit_weight(current)
     if current.weight > 0:
-        grid = {
-            (h, d): current.with_settings(history=h, decay=d)
-            for h in HISTORY_LENGTHS
-            for d in DECAYS
-        }
+        # a length beyond every validation history reads the same events as the one before it
+        longest = max(len(h) for h in histories)
+        lengths = [
+            h for i, h in enumerate(HISTORY_LENGTHS) if i == 0 or HISTORY_LENGTHS[i - 1] < longest
+        ]
+        grid = {(h, d): current.with_settings(history=h, decay=d) for h in lengths for d in DECAYS}
         by_hd = {key: recall(t) for key, t in grid.items()}
         scores.update({f"history={h},decay={d}": v for (h, d), v in by_hd.items()})
         best_hd = max(grid, key=lambda key: by_hd[key])  # ties: the first in grid order

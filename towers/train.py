@@ -360,10 +360,11 @@ def fit_tower_covisit(
     item_vecs: np.ndarray,
     prior: ItemPrior,
     cfg: TrainConfig,
+    validation_s: float | None = None,
 ) -> tuple[CovisitTable, dict[str, float]]:
     """The retriever's co-visitation table as of ``at_ts``, its weight fitted with
-    ``user_tower`` and ``prior`` on the newest events before it (see
-    :func:`towers.covisit.fit_model_covisit`)."""
+    ``user_tower`` and ``prior`` on the newest ``validation_s`` seconds before it (see
+    :func:`towers.covisit.fit_model_covisit`, which has the default)."""
     row_of = {int(i): r for r, i in enumerate(item_ids)}
 
     def user_vectors(task: NextItemTask) -> np.ndarray:
@@ -371,7 +372,14 @@ def fit_tower_covisit(
         return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
 
     return fit_model_covisit(
-        events, item_ids, at_ts, user_vectors, item_vecs, prior=prior, seed=cfg.seed
+        events,
+        item_ids,
+        at_ts,
+        user_vectors,
+        item_vecs,
+        prior=prior,
+        seed=cfg.seed,
+        validation_s=validation_s,
     )
 
 
