@@ -214,10 +214,12 @@ class CovisitTable:
             return float(self.weight)
         return float(self.weight) * min(1.0, min(n_history, self.history) / self.ramp)
 
-    def neighbours(self, history_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def neighbours(
+        self, history_ids: np.ndarray, limit: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`scores` of a request's history (oldest first, any length): its newest
         ``history`` ids, each distinct item once at its newest position ``i`` (0 = newest),
-        weighted ``decay ** i``."""
+        weighted ``decay ** i``; the best ``limit`` of them (all when ``None``)."""
         hist = np.asarray(history_ids, dtype=np.int64).ravel()[-self.history :]
         if len(hist) == 0:
             return self.scores(hist)
@@ -225,15 +227,20 @@ class CovisitTable:
         _, first = np.unique(newest_first, return_index=True)
         order = np.sort(first)  # distinct items, newest first, at their newest position
         weights = None if self.decay == 1.0 else np.power(self.decay, order).astype(np.float32)
-        return self.scores(newest_first[order], weights)
+        return self.scores(newest_first[order], weights, limit)
 
     def scores(
-        self, history_ids: np.ndarray, history_weights: np.ndarray | None = None
+        self,
+        history_ids: np.ndarray,
+        history_weights: np.ndarray | None = None,
+        limit: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(item_ids int64 [m], scores float32 [m])``: every neighbour of the history with
-        its summed weight (unknown history ids add nothing), best first, normalised so the
-        best is 1; empty when the history has no known item with neighbours.
-        ``history_weights`` (``[h]``, default 1 each) scales each history item's row."""
+        its summed weight (unknown history ids add nothing), best first (ties: by id),
+        normalised so the best is 1; empty when the history has no known item with neighbours.
+        ``history_weights`` (``[h]``, default 1 each) scales each history item's row; ``limit``
+        keeps the best ``limit`` (exactly the first ``limit`` of the whole list, sorted in
+        ``O(m + limit log limit)``)."""
         hist = np.asarray(history_ids, dtype=np.int64).ravel()
         if len(hist) == 0 or len(self.item_ids) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -257,7 +264,14 @@ class CovisitTable:
         dense = np.bincount(self._neighbour_rows[take], weights=vals, minlength=len(self.item_ids))
         hit = np.flatnonzero(dense > 0)  # item order (ids sorted): ties keep id order
         summed = dense[hit].astype(np.float32)
+        if limit is not None and 0 < limit < len(summed):
+            # every candidate at least as good as the limit-th (ties included), in id order
+            kth = np.partition(-summed, limit - 1)[limit - 1]
+            keep = np.flatnonzero(-summed <= kth)
+            hit, summed = hit[keep], summed[keep]
         order = np.argsort(-summed, kind="stable")
+        if limit is not None:
+            order = order[: max(limit, 0)]
         if len(order) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         best = float(summed[order[0]])
@@ -492,7 +506,10 @@ def covisit_rank(
     (of the first ``limit`` places: the ones returned). Without neighbours or weight the
     candidates come back unchanged.
     """
-    cv_ids, cv = neighbours if neighbours is not None else table.neighbours(history_ids)
+    if neighbours is None:  # only the first max_new are used, unless some are dropped
+        limit_new = max_new if drop is None or len(drop) == 0 else None
+        neighbours = table.neighbours(history_ids, limit_new)
+    cv_ids, cv = neighbours
     if drop is not None and len(drop) and len(cv_ids):
         keep = ~np.isin(cv_ids, drop)
         cv_ids, cv = cv_ids[keep], cv[keep]

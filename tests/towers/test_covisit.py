@@ -263,3 +263,21 @@ def test_settings_round_trip_and_old_tables_read_with_defaults(tmp_path: Path) -
             chain(**bad)
     with pytest.raises(ValueError, match="neighbour id"):
         CovisitTable(np.array([1, 2]), np.array([0, 1, 1]), np.array([7]), np.array([1.0]))
+
+
+def test_limited_neighbours_are_the_first_of_the_whole_list() -> None:
+    rng = np.random.default_rng(4)
+    n = 60
+    ids = np.arange(n, dtype=np.int64) * 7
+    counts = rng.integers(0, 6, n)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    nbrs = rng.choice(ids, size=int(counts.sum()))
+    weights = rng.integers(1, 3, size=len(nbrs)).astype(np.float32)  # many ties
+    tab = CovisitTable(ids, indptr, nbrs, weights, "ease", 1.0)
+    for _ in range(20):
+        hist = rng.choice(ids, size=int(rng.integers(1, 30)))
+        all_ids, all_scores = tab.neighbours(hist)
+        for limit in (1, 3, 10, 1000):
+            got, scores = tab.neighbours(hist, limit)
+            assert got.tolist() == all_ids[:limit].tolist()
+            np.testing.assert_array_equal(scores, all_scores[:limit])
