@@ -69,8 +69,8 @@ def bench_cmd(
     rerank_precision: Annotated[
         str,
         typer.Option(
-            help="Precision of the cross-encoder: auto (int8 with openvino, quantized once into "
-            "the cached bundle), int8, bf16 or fp32."
+            help="Precision of the cross-encoder: auto (--cpu-precision), int8 (quantized once "
+            "into the cached bundle), bf16 or fp32."
         ),
     ] = "auto",
     sections: Annotated[
