@@ -422,6 +422,14 @@ def export_cmd(
             max=48,
         ),
     ] = 24,
+    rerank_instances: Annotated[
+        int,
+        typer.Option(
+            help="Triton instances of the cross-encoder (processes, each with --rerank-threads "
+            "threads): more serve more requests at once, each on fewer cores.",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
@@ -448,6 +456,7 @@ def export_cmd(
             rerank_max_call=rerank_max_call,
             rerank_precision=rerank_precision,
             rerank_item_tokens=rerank_item_tokens,
+            rerank_instances=rerank_instances,
         )
     except RepositoryError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -491,6 +500,7 @@ def export_cmd(
         rerank_max_call=rerank_max_call,
         rerank_precision=rerank_precision,
         rerank_item_tokens=rerank_item_tokens,
+        rerank_instances=rerank_instances,
     )
     console.print(
         f"[green]repository {repository}: model {manifest.model_version}, "

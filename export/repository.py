@@ -242,6 +242,9 @@ def _render(
         values["max_call"] = settings.rerank_max_call
         values["reserve_ms"] = settings.reserve_ms
         values["max_item_tokens"] = settings.rerank_item_tokens
+        if settings.device == "cpu":
+            for group in config.instance_group:
+                group.count = settings.rerank_instances
     if model == "item_tower":
         config.max_batch_size = settings.item_batch
     if settings.device == "cuda" and model in GPU_MODELS:
@@ -330,6 +333,7 @@ def write_repository(
     rerank_max_call: int = 64,
     rerank_precision: str = "",
     rerank_item_tokens: int = RERANK_ITEM_TOKENS,
+    rerank_instances: int = 1,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -363,6 +367,7 @@ def write_repository(
         rerank_max_call=rerank_max_call,
         rerank_precision=rerank_precision,
         rerank_item_tokens=rerank_item_tokens,
+        rerank_instances=rerank_instances,
     )
     if settings.device == "cpu" and settings.rerank_precision == "int8":
         absent = [n for n in int8_files("reranker") if not (bundle / n).is_file()]

@@ -44,7 +44,8 @@ class RepositorySettings:
     ``rerank_max_call``: most candidates the cross-encoder scores in one call (whole chunks of
     ``chunk_size``, as many as the budget allows; serving/reranker.py);
     ``rerank_item_tokens``: item-text tokens per cross-encoder pair (1 to ``MAX_ITEM_TOKENS``;
-    :data:`RERANK_ITEM_TOKENS`).
+    :data:`RERANK_ITEM_TOKENS`); ``rerank_instances``: Triton instances of the cross-encoder
+    (each its own process with ``rerank_threads`` threads; requests queue for a free one).
     """
 
     max_k: int
@@ -63,6 +64,7 @@ class RepositorySettings:
     rerank_max_call: int = 64
     rerank_precision: str = ""
     rerank_item_tokens: int = RERANK_ITEM_TOKENS
+    rerank_instances: int = 1
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -96,6 +98,7 @@ class RepositorySettings:
             "intra_op_threads",
             "rerank_threads",
             "rerank_max_call",
+            "rerank_instances",
         ):
             if int(getattr(self, name)) < 1:
                 raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -34,6 +34,8 @@ class BenchConfig:
     cpu_engine: str = "openvino"
     cpu_precision: str = "bf16"
     rerank_precision: str = "auto"  # auto: cpu_precision; int8 is quantized into the cached bundle
+    rerank_instances: int = 1
+    rerank_threads: int = 2
     sections: tuple[str, ...] = ("serving",)
     # -- the request mix
     n_requests: int = 200  # distinct requests in perf_analyzer's input data (half search)

@@ -31,7 +31,7 @@ from client.bench.perf import perf_environment
 from client.bench.report import targets, write_outputs
 from client.bench.requests import build_requests, mix_summary
 from client.bench.sections import BenchContext, Section, available_sections
-from export.repository_settings import RepositoryError
+from export.repository_settings import RERANK_ITEM_TOKENS, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ def prepare(cfg: BenchConfig) -> Prepared:
         cpu_engine=cfg.cpu_engine,
         cpu_precision=cfg.cpu_precision,
         rerank_precision=rerank_precision,
+        rerank_instances=cfg.rerank_instances,
+        rerank_threads=cfg.rerank_threads,
     )
     manifest = load_manifest(bundle)
     return Prepared(
@@ -145,6 +147,9 @@ def prepare(cfg: BenchConfig) -> Prepared:
             "cpu_engine": cfg.cpu_engine,
             "cpu_precision": cfg.cpu_precision,
             "rerank_precision": rerank_precision or cfg.cpu_precision,
+            "rerank_instances": str(cfg.rerank_instances),
+            "rerank_threads": str(cfg.rerank_threads),
+            "rerank_item_tokens": str(RERANK_ITEM_TOKENS),
         },
     )
 
