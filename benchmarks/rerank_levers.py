@@ -12,7 +12,12 @@ candidates, with the levers added one after the other:
 2. + OpenVINO bf16 (AMX);
 3. + 2 threads;
 4. + calls sized by the budget (whole chunks of 8, up to 64 candidates a call);
-5. + int8 matrix multiplications (NNCF-quantized OpenVINO graph), where the bundle has it.
+5. + int8 matrix multiplications (NNCF-quantized OpenVINO graph), where the bundle has it;
+6. then, on whichever of bf16 and int8 was faster in this run: item text cut to 32, 24 and
+   16 tokens (``max_item_tokens``; the context keeps its length).
+
+Every step warms all call shapes first (``Reranker.warm_up``), so no step pays for OpenVINO's
+per-shape kernel compiles.
 
 For each: pairs per second scoring all 100 candidates (median over queries), the median
 milliseconds per request, and NDCG@10 / Recall@10 of the reranked answers against the judged
@@ -39,6 +44,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--queries", type=int, default=200, help="test queries used (200)")
     p.add_argument("--candidates", type=int, default=100, help="candidates per query (100)")
+    p.add_argument(
+        "--item-tokens",
+        default="32,24,16",
+        help="item-text cuts to try after the precision steps (comma-separated; '' for none)",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from serving.graphs import Runtime
@@ -47,7 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
     from towers.bundle_contract import TRAIN_REPORT_FILE, int8_files
     from towers.data import load_dataset
     from towers.examples import graded_labels
-    from towers.features import build_pairs
+    from towers.features import MAX_ITEM_TOKENS, build_pairs
+
+    def _ov(precision: str) -> Runtime:
+        return Runtime(engine="openvino", precision=precision, intra_op_threads=2)
+
     from towers.metrics import ndcg_at_k, recall_at_k
 
     bundle = a.artifacts / "bundle"
@@ -69,33 +83,25 @@ def main(argv: list[str] | None = None) -> dict:
         )
         lengths += mask.sum(1).tolist()
     steps = [
-        ("ONNX Runtime fp32, 1 thread, chunks of 16", Runtime(), 16, 16),
-        ("+ OpenVINO bf16", Runtime(engine="openvino", precision="bf16"), 16, 16),
-        (
-            "+ 2 threads",
-            Runtime(engine="openvino", precision="bf16", intra_op_threads=2),
-            16,
-            16,
-        ),
-        (
-            "+ calls sized by the budget (up to 64)",
-            Runtime(engine="openvino", precision="bf16", intra_op_threads=2),
-            8,
-            64,
-        ),
+        ("ONNX Runtime fp32, 1 thread, chunks of 16", Runtime(), 16, 16, MAX_ITEM_TOKENS),
+        ("+ OpenVINO bf16", Runtime(engine="openvino", precision="bf16"), 16, 16, MAX_ITEM_TOKENS),
+        ("+ 2 threads", _ov("bf16"), 16, 16, MAX_ITEM_TOKENS),
+        ("+ calls sized by the budget (up to 64)", _ov("bf16"), 8, 64, MAX_ITEM_TOKENS),
     ]
     if (bundle / int8_files("reranker")[0]).is_file():
-        steps.append(
-            (
-                "+ int8 (NNCF, OpenVINO)",
-                Runtime(engine="openvino", precision="int8", intra_op_threads=2),
-                8,
-                64,
-            )
+        steps.append(("+ int8 (NNCF, OpenVINO)", _ov("int8"), 8, 64, MAX_ITEM_TOKENS))
+    cuts = [int(x) for x in a.item_tokens.split(",") if x.strip()]
+    rows_out: list[dict] = []
+    queue = list(steps)
+    while queue:
+        label, runtime, chunk, max_call, item_tokens = queue.pop(0)
+        rr = Reranker.from_dir(
+            bundle,
+            runtime=runtime,
+            chunk_size=chunk,
+            max_call=max_call,
+            max_item_tokens=item_tokens,
         )
-    rows_out = []
-    for label, runtime, chunk, max_call in steps:
-        rr = Reranker.from_dir(bundle, runtime=runtime, chunk_size=chunk, max_call=max_call)
         rr.warm_up()
         per_s, ms, ranked = [], [], []
         for q, ctx, (ids, scores) in zip(texts, contexts, cands, strict=True):
@@ -114,8 +120,16 @@ def main(argv: list[str] | None = None) -> dict:
             "ndcg@10": ndcg_at_k(ranked, labels, 10),
             "recall@10": recall_at_k(ranked, relevant, 10),
         }
+        row["max_item_tokens"] = item_tokens
         rows_out.append(row)
         log.info("%s", row)
+        if not queue and cuts and len(rows_out) == len(steps):
+            fast = max(rows_out[-2:], key=lambda r: r["pairs_per_s"])  # bf16 or int8
+            precision = "int8" if fast["lever"].startswith("+ int8") else "bf16"
+            queue = [
+                (f"+ item text cut to {t} tokens ({precision})", _ov(precision), 8, 64, t)
+                for t in cuts
+            ]
     base = rows_out[0]
     for prev, row in zip([None, *rows_out[:-1]], rows_out, strict=True):
         row["x_vs_first"] = row["pairs_per_s"] / base["pairs_per_s"]

@@ -398,10 +398,10 @@ def export_cmd(
     rerank_precision: Annotated[
         str,
         typer.Option(
-            help="Precision of the cross-encoder on the CPU: int8 quantizes it (NNCF, "
-            "calibrated on real pairs; about 20 s) and serves the int8 OpenVINO graph, about "
-            "1.5x bf16 at the same NDCG@10 (README, Fast path); bf16 or fp32; auto (the "
-            "default): int8 with --cpu-engine openvino, else --cpu-precision.",
+            help="Precision of the cross-encoder on the CPU: bf16 or fp32; int8 quantizes it "
+            "(NNCF, calibrated on real pairs; about 20 s) and serves the int8 OpenVINO graph "
+            "(measured no faster than bf16 on these machines: README, Fast path); auto (the "
+            "default): --cpu-precision.",
         ),
     ] = "auto",
     rerank_max_call: Annotated[
@@ -412,6 +412,24 @@ def export_cmd(
             min=1,
         ),
     ] = 64,
+    rerank_item_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Item-text tokens the cross-encoder reads per candidate (1-48): shorter pairs "
+            "score faster; 24 kept NDCG@10 within 0.002 of the full text at 1.5x the pairs/s "
+            "on the demo data (benchmarks/rerank_levers.py measures yours).",
+            min=1,
+            max=48,
+        ),
+    ] = 24,
+    rerank_instances: Annotated[
+        int,
+        typer.Option(
+            help="Triton instances of the cross-encoder (processes, each with --rerank-threads "
+            "threads): more serve more requests at once, each on fewer cores.",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
@@ -424,7 +442,7 @@ def export_cmd(
     from export.repository_settings import RepositoryError, RepositorySettings
 
     if rerank_precision == "auto":
-        rerank_precision = "int8" if device == "cpu" and cpu_engine == "openvino" else ""
+        rerank_precision = ""
 
     try:  # the repository settings, checked before the (slow) bundle is built
         RepositorySettings(
@@ -437,6 +455,8 @@ def export_cmd(
             rerank_threads=rerank_threads,
             rerank_max_call=rerank_max_call,
             rerank_precision=rerank_precision,
+            rerank_item_tokens=rerank_item_tokens,
+            rerank_instances=rerank_instances,
         )
     except RepositoryError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -479,6 +499,8 @@ def export_cmd(
         rerank_threads=rerank_threads,
         rerank_max_call=rerank_max_call,
         rerank_precision=rerank_precision,
+        rerank_item_tokens=rerank_item_tokens,
+        rerank_instances=rerank_instances,
     )
     console.print(
         f"[green]repository {repository}: model {manifest.model_version}, "

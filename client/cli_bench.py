@@ -69,10 +69,16 @@ def bench_cmd(
     rerank_precision: Annotated[
         str,
         typer.Option(
-            help="Precision of the cross-encoder: auto (int8 with openvino, quantized once into "
-            "the cached bundle), int8, bf16 or fp32."
+            help="Precision of the cross-encoder: auto (--cpu-precision), int8 (quantized once "
+            "into the cached bundle), bf16 or fp32."
         ),
     ] = "auto",
+    rerank_instances: Annotated[
+        int, typer.Option(help="Triton instances of the cross-encoder.", min=1)
+    ] = 1,
+    rerank_threads: Annotated[
+        int, typer.Option(help="CPU threads of each cross-encoder instance.", min=1)
+    ] = 2,
     sections: Annotated[
         str,
         typer.Option(
@@ -133,6 +139,8 @@ def bench_cmd(
             cpu_engine=cpu_engine,
             cpu_precision=cpu_precision,
             rerank_precision=rerank_precision,
+            rerank_instances=rerank_instances,
+            rerank_threads=rerank_threads,
             sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
             n_requests=requests,
             k=k,

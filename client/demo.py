@@ -44,7 +44,6 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     """Run every stage and return the offline metrics and sample answers."""
     from client.display import print_recommendation
     from client.grpc_client import TowerServeClient
-    from client.int8_export import add_int8_reranker, training_contexts
     from client.served_eval import (
         load_served,
         served_recommendation_systems,
@@ -72,12 +71,10 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
     console.rule("2/5 train (distil, fine-tune, reranker)")
     report = train(data_dir, artifacts, preset_config(cfg.preset, seed=cfg.seed))  # type: ignore[arg-type]
     console.print(f"trained model {report['model_version']}: seconds per stage {report['seconds']}")
-    console.rule("3/5 export (ONNX + parity, embeddings, FAISS, int8 reranker, repository)")
+    console.rule("3/5 export (ONNX + parity, embeddings, FAISS, repository)")
     manifest = build_bundle(artifacts, data_dir, artifacts / "bundle")
-    diff = add_int8_reranker(artifacts / "bundle", training_contexts(artifacts, data_dir))
-    write_repository(artifacts / "bundle", repository, rerank_precision="int8")
+    write_repository(artifacts / "bundle", repository)
     console.print(f"index {manifest.index}, ONNX parity {manifest.onnx_parity_max_abs_diff}")
-    console.print(f"reranker int8: max abs logit difference from fp32 {diff:.3f}")
     console.rule("4/5 offline metrics: held-out test queries and the week after the cut")
     served = load_served(repository)
     results = run_eval(

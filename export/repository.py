@@ -33,7 +33,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.repository_settings import RepositoryError, RepositorySettings
+from export.repository_settings import RERANK_ITEM_TOKENS, RepositoryError, RepositorySettings
 from export.warmup import (
     WARMUP_FOLDER,
     WARMUP_MODELS,
@@ -241,6 +241,10 @@ def _render(
         values["chunk_size"] = settings.chunk_size
         values["max_call"] = settings.rerank_max_call
         values["reserve_ms"] = settings.reserve_ms
+        values["max_item_tokens"] = settings.rerank_item_tokens
+        if settings.device == "cpu":
+            for group in config.instance_group:
+                group.count = settings.rerank_instances
     if model == "item_tower":
         config.max_batch_size = settings.item_batch
     if settings.device == "cuda" and model in GPU_MODELS:
@@ -328,6 +332,8 @@ def write_repository(
     rerank_threads: int = 2,
     rerank_max_call: int = 64,
     rerank_precision: str = "",
+    rerank_item_tokens: int = RERANK_ITEM_TOKENS,
+    rerank_instances: int = 1,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -360,6 +366,8 @@ def write_repository(
         rerank_threads=rerank_threads,
         rerank_max_call=rerank_max_call,
         rerank_precision=rerank_precision,
+        rerank_item_tokens=rerank_item_tokens,
+        rerank_instances=rerank_instances,
     )
     if settings.device == "cpu" and settings.rerank_precision == "int8":
         absent = [n for n in int8_files("reranker") if not (bundle / n).is_file()]

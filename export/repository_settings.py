@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CPU_ENGINES", "RepositoryError", "RepositorySettings"]
+from towers.features import MAX_ITEM_TOKENS
+
+__all__ = ["CPU_ENGINES", "RERANK_ITEM_TOKENS", "RepositoryError", "RepositorySettings"]
+
+#: Item-text tokens the served cross-encoder reads per pair by default. Measured on the demo
+#: data (benchmarks/rerank_levers.py, README "Fast path on the CPU"): cutting the item text
+#: from its full length (median 27, at most 41 tokens) to 24 raised pairs/s 1.5x at -0.002
+#: NDCG@10 (gate: -0.005); 16 tokens gained only 1.1x more.
+RERANK_ITEM_TOKENS = 24
 
 #: Runtimes of the graphs on the CPU (serving/graphs.py).
 CPU_ENGINES = ("openvino", "onnxruntime")
@@ -34,7 +42,10 @@ class RepositorySettings:
     ``rerank_precision``: the cross-encoder's precision when it differs from ``cpu_precision``
     (``int8``: its quantized OpenVINO IR, which the bundle must hold; "" = ``cpu_precision``);
     ``rerank_max_call``: most candidates the cross-encoder scores in one call (whole chunks of
-    ``chunk_size``, as many as the budget allows; serving/reranker.py).
+    ``chunk_size``, as many as the budget allows; serving/reranker.py);
+    ``rerank_item_tokens``: item-text tokens per cross-encoder pair (1 to ``MAX_ITEM_TOKENS``;
+    :data:`RERANK_ITEM_TOKENS`); ``rerank_instances``: Triton instances of the cross-encoder
+    (each its own process with ``rerank_threads`` threads; requests queue for a free one).
     """
 
     max_k: int
@@ -52,6 +63,8 @@ class RepositorySettings:
     rerank_threads: int = 2
     rerank_max_call: int = 64
     rerank_precision: str = ""
+    rerank_item_tokens: int = RERANK_ITEM_TOKENS
+    rerank_instances: int = 1
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -85,8 +98,13 @@ class RepositorySettings:
             "intra_op_threads",
             "rerank_threads",
             "rerank_max_call",
+            "rerank_instances",
         ):
             if int(getattr(self, name)) < 1:
                 raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.rerank_item_tokens <= MAX_ITEM_TOKENS:
+            raise RepositoryError(
+                f"rerank_item_tokens must be in 1..{MAX_ITEM_TOKENS}, got {self.rerank_item_tokens}"
+            )
         if not 0 <= self.reserve_ms < 1000:
             raise RepositoryError(f"reserve_ms must be in [0, 1000), got {self.reserve_ms}")

@@ -3,12 +3,31 @@
 Deadline rule. A request carries ``BUDGET_MS`` (milliseconds, measured from ``START_NS``, the
 wall-clock time the tokenizer received it, so time spent in earlier stages counts). Candidates
 are cross-scored in retrieval order, in whole chunks of ``chunk_size``. Before each call the
-reranker predicts the cost per candidate from an exponential moving average (EMA) of measured
-costs, and scores in one call as many whole chunks as fit the time left (minus ``reserve_ms``
-kept for answering), at most ``max_call`` candidates: as few calls as the budget allows, since
-each call has a fixed cost and bigger batches use the matrix units better. It never starts a
-call predicted to overrun. So a request never waits past its budget because of the reranker,
-up to the error of the prediction on the one call that was started.
+reranker predicts what the call costs, and scores in one call as many whole chunks as fit the
+time left (minus ``reserve_ms`` kept for answering), at most ``max_call`` candidates: as few
+calls as the budget allows, since each call has a fixed cost and bigger batches use the matrix
+units better. It never starts a call predicted to overrun. So a request never waits past its
+budget because of the reranker, up to the error of the prediction on the one call that was
+started.
+
+Cost model. A call of ``n`` pairs padded to ``w`` tokens is predicted to cost
+``n * w * cost_ns`` (``cost_ns``: ns per pair-token, an exponential moving average (EMA) of
+measured calls). Per token, not per candidate: a homepage pair (two history titles as its
+context) is about half again as long as a search pair, and a per-candidate estimate learnt on
+one kind overran on the other. ``w`` is the padded width of the next call's pairs (context
+plus the longest of its items), known before the call.
+
+Shapes. A call's pairs are right-padded to a multiple of ``PAD_TOKENS_TO`` tokens and its rows
+to a whole number of chunks (the padding rows repeat the last pair; their scores are dropped),
+and :meth:`warm_up` runs every shape a request can produce once at load: OpenVINO compiles
+kernels for each input shape the first time it sees it (measured here: about 10 ms more on
+that call), which put a compile into the tail of requests long after load.
+
+Pair length. Each item's text is cut to ``max_item_tokens`` and the context to
+``max_context_tokens`` (settings of the served model, ``towerserve export
+--rerank-item-tokens``): the cost of a pair grows with its length, and the demo catalog's item
+texts repeat the title's words in their attribute list (benchmarks/rerank_levers.py measures
+the trade).
 
 Answer order: cross-scored candidates by blended score (``bias + w . [rerank logit, retrieval
 score, popularity, lexical]``, ``blend.json``, the :class:`towers.bundle_contract.Blend` that
@@ -22,7 +41,7 @@ user's two most recent history items (most recent first); with neither, an empty
 
 The cost EMA lives in the model instance and carries over between requests; it starts from a
 calibration run at load (``calibrate``). Within a request the prediction uses the larger of
-the EMA and the cost just measured on this request's previous chunk, so a sudden slowdown
+the EMA and the cost just measured on this request's previous call, so a sudden slowdown
 (another stage busy on the same cores) stops the loop at once instead of after several chunks.
 A cost estimate inflated by a slow spell would stop every later request from scoring anything,
 and so from measuring again: each request that could not start its first chunk although some
@@ -51,7 +70,13 @@ from serving.stage_metrics import graph_backend
 from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
 from serving.tokenizer import QueryTokenizer
 from towers.bundle_contract import BLEND_FEATURES, BLEND_FILE, LEXICAL_FILES, Blend
-from towers.features import CONTEXT_ITEMS, MAX_QUERY_TOKENS, build_pairs
+from towers.features import (
+    CLS_ID,
+    CONTEXT_ITEMS,
+    MAX_ITEM_TOKENS,
+    MAX_QUERY_TOKENS,
+    build_pairs,
+)
 from towers.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
@@ -101,11 +126,13 @@ class Reranker:
     ``score_fn`` scores a batch of pairs (see :data:`ScoreFn`); candidates are scored in whole
     chunks of ``chunk_size``, up to ``max_call`` per call (default: ``chunk_size``, one chunk a
     call; module docstring); ``max_k`` is the largest ``K``; ``clock_ns`` the wall clock in ns
-    (the same clock as ``START_NS``); ``initial_cost_ms`` the per-candidate cost assumed before any
-    measurement; ``ema_alpha`` the weight of a new measurement; ``reserve_ms`` the part of the
-    budget kept for answering; ``tokenizer`` is needed only by :meth:`infer` and
-    :meth:`context_tokens` (text in); ``lexical`` (rows as in ``items``) gives the blend's
-    lexical feature for requests with a query (without one, or without an index, it is 0).
+    (the same clock as ``START_NS``); ``initial_cost_us`` the cost of one pair-token (us)
+    assumed before any measurement; ``ema_alpha`` the weight of a new measurement;
+    ``reserve_ms`` the part of the budget kept for answering; ``max_item_tokens`` (1 to
+    ``MAX_ITEM_TOKENS``) and ``max_context_tokens`` (0 to ``MAX_QUERY_TOKENS - 2``) cut the
+    pair's segments; ``tokenizer`` is needed only by :meth:`infer` and :meth:`context_tokens`
+    (text in); ``lexical`` (rows as in ``items``) gives the blend's lexical feature for
+    requests with a query (without one, or without an index, it is 0).
     """
 
     #: What runs the cross-encoder (serving.stage_metrics.graph_backend).
@@ -121,19 +148,31 @@ class Reranker:
         max_call: int | None = None,
         max_k: int = 100,
         clock_ns: Callable[[], int] = time.time_ns,
-        initial_cost_ms: float = 0.5,
+        initial_cost_us: float = 10.0,
         ema_alpha: float = 0.2,
         reserve_ms: float = 0.0,
+        max_item_tokens: int = MAX_ITEM_TOKENS,
+        max_context_tokens: int = MAX_QUERY_TOKENS - 2,
         tokenizer: QueryTokenizer | None = None,
         lexical: LexicalIndex | None = None,
     ) -> None:
         if chunk_size < 1 or max_k < 1:
             raise ValueError(f"chunk_size and max_k must be >= 1, got {chunk_size}, {max_k}")
-        if not initial_cost_ms > 0 or not 0 < ema_alpha <= 1 or reserve_ms < 0:
+        if not initial_cost_us > 0 or not 0 < ema_alpha <= 1 or reserve_ms < 0:
             raise ValueError(
-                "need initial_cost_ms > 0, 0 < ema_alpha <= 1, reserve_ms >= 0; got "
-                f"{initial_cost_ms}, {ema_alpha}, {reserve_ms}"
+                "need initial_cost_us > 0, 0 < ema_alpha <= 1, reserve_ms >= 0; got "
+                f"{initial_cost_us}, {ema_alpha}, {reserve_ms}"
             )
+        if not 1 <= max_item_tokens <= MAX_ITEM_TOKENS:
+            raise ValueError(
+                f"max_item_tokens must be in 1..{MAX_ITEM_TOKENS}, got {max_item_tokens}"
+            )
+        if not 0 <= max_context_tokens <= MAX_QUERY_TOKENS - 2:
+            raise ValueError(
+                f"max_context_tokens must be in 0..{MAX_QUERY_TOKENS - 2}, got {max_context_tokens}"
+            )
+        self.max_item_tokens = max_item_tokens
+        self.max_context_tokens = max_context_tokens
         self.items = items
         self.blend = blend
         self.score_fn = score_fn
@@ -149,8 +188,8 @@ class Reranker:
             raise ValueError(
                 f"the lexical index has {lexical.n_items} items, the item tables {len(items.rows)}"
             )
-        #: Estimated cost of cross-scoring one candidate, ns (EMA of measurements).
-        self.cost_ns = float(initial_cost_ms) * 1e6
+        #: Estimated cost of one pair-token, ns (EMA of measurements; module docstring).
+        self.cost_ns = float(initial_cost_us) * 1e3
         #: The estimate never decays below this without a measurement.
         self.floor_ns = self.cost_ns * FLOOR_SHARE
 
@@ -165,6 +204,8 @@ class Reranker:
         max_k: int | None = None,
         intra_op_threads: int = 1,
         reserve_ms: float = 0.0,
+        max_item_tokens: int = MAX_ITEM_TOKENS,
+        max_context_tokens: int = MAX_QUERY_TOKENS - 2,
         calibrate: bool = True,
         runtime: Runtime | None = None,
     ) -> Reranker:
@@ -190,6 +231,8 @@ class Reranker:
             max_call=max_call,
             max_k=max_k or manifest.max_k,
             reserve_ms=reserve_ms,
+            max_item_tokens=max_item_tokens,
+            max_context_tokens=max_context_tokens,
             tokenizer=QueryTokenizer.from_dir(folder),
             lexical=LexicalIndex.load(folder) if (folder / LEXICAL_FILES[0]).is_file() else None,
         )
@@ -201,26 +244,33 @@ class Reranker:
     # -- cost model --------------------------------------------------------------------------
 
     def calibrate(self, rounds: int = 3) -> float:
-        """Measure one full call (``max_call`` real items) ``rounds`` times (the first also
-        warms the session up) and start the estimate from the fastest (its floor at
-        ``FLOOR_SHARE`` of it); returns
-        ms per candidate."""
+        """Measure one full call (``max_call`` real items, a context of half the longest query)
+        ``rounds`` times (the first also warms the session up) and start the estimate from the
+        fastest (its floor at ``FLOOR_SHARE`` of it); returns microseconds per pair-token."""
         n = min(self.max_call, len(self.items.rows))
         if n == 0:
-            return self.cost_ns / 1e6
-        query = np.full(MAX_QUERY_TOKENS // 2, 2000, dtype=np.int64)
+            return self.cost_ns / 1e3
+        query = np.full(min(MAX_QUERY_TOKENS // 2, self.max_context_tokens), 2000, np.int64)
+        rows = np.arange(n)
+        width = self._width(query, rows)
         best = math.inf
         for _ in range(max(1, rounds)):
             start = self.clock_ns()
-            self._score_rows(query, np.arange(n))
-            best = min(best, (self.clock_ns() - start) / n)
-        self.cost_ns = max(best, 1.0)
+            self._score_rows(query, rows)
+            best = min(best, (self.clock_ns() - start) / (self._padded_rows(n) * width))
+        self.cost_ns = max(best, 1e-3)
         self.floor_ns = self.cost_ns * FLOOR_SHARE
-        log.info("reranker: %.3f ms per candidate (chunks of %d)", self.cost_ns / 1e6, n)
-        return self.cost_ns / 1e6
+        log.info(
+            "reranker: %.2f us per pair-token, %.3f ms per candidate of %d tokens (calls of %d)",
+            self.cost_ns / 1e3,
+            self.cost_ns * width / 1e6,
+            width,
+            n,
+        )
+        return self.cost_ns / 1e3
 
-    def _measured(self, ns_per_candidate: float) -> None:
-        sample = max(ns_per_candidate, 1.0)
+    def _measured(self, ns_per_token: float) -> None:
+        sample = max(ns_per_token, 1e-3)
         self.cost_ns = (1 - self.ema_alpha) * self.cost_ns + self.ema_alpha * sample
 
     def _starved(self) -> None:
@@ -228,39 +278,63 @@ class Reranker:
 
     # -- scoring -----------------------------------------------------------------------------
 
+    def _item_tokens(self, row: int) -> np.ndarray:
+        return self.items.item_tokens(row)[: self.max_item_tokens]
+
+    def _width(self, context: np.ndarray, rows: np.ndarray) -> int:
+        """Padded token width of the pairs of ``context`` with ``rows`` (``[CLS] c [SEP] i
+        [SEP]``, rounded up to ``PAD_TOKENS_TO``)."""
+        offsets = self.items.offsets
+        longest = int(np.max(offsets[rows + 1] - offsets[rows])) if len(rows) else 0
+        raw = min(len(context), self.max_context_tokens) + min(longest, self.max_item_tokens) + 3
+        return -(-raw // PAD_TOKENS_TO) * PAD_TOKENS_TO
+
+    def _padded_rows(self, n: int) -> int:
+        return -(-n // self.chunk_size) * self.chunk_size
+
     def _score_rows(self, context: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        ids, mask, types = build_pairs(context, [self.items.item_tokens(r) for r in rows])
+        """Logits of the pairs of ``context`` with ``rows``: one call, its rows padded to whole
+        chunks and its width to ``PAD_TOKENS_TO`` (module docstring: shapes)."""
+        n = len(rows)
+        padded = np.concatenate([rows, np.full(self._padded_rows(n) - n, rows[-1])]) if n else rows
+        ids, mask, types = build_pairs(
+            context[: self.max_context_tokens], [self._item_tokens(r) for r in padded]
+        )
         pad = -ids.shape[1] % PAD_TOKENS_TO
         if pad:  # fewer distinct shapes: a runtime compiles kernels per shape it first sees
             ids, mask, types = (np.pad(a, ((0, 0), (0, pad))) for a in (ids, mask, types))
         logits = np.asarray(self.score_fn(ids, mask, types), dtype=np.float32).reshape(-1)
-        if len(logits) != len(rows):
-            raise RuntimeError(f"reranker returned {len(logits)} scores for {len(rows)} pairs")
-        return logits
+        if len(logits) != len(padded):
+            raise RuntimeError(f"reranker returned {len(logits)} scores for {len(padded)} pairs")
+        return logits[:n]
 
     def score_within(self, context: np.ndarray, rows: np.ndarray, deadline_ns: int) -> np.ndarray:
         """Cross-encoder logits of the first ``n_scored`` of ``rows`` (retrieval order), float32
         ``[n_scored]``: calls of whole chunks (the last may be short when the rows run out), each
         started only when predicted to end by ``deadline_ns - reserve_ms`` (all times
-        wall-clock ns)."""
+        wall-clock ns; the cost model is in the module docstring)."""
         logits: list[np.ndarray] = []
         done = 0
-        last_ns = 0.0  # per-candidate cost of this request's previous call
+        last_ns = 0.0  # per-token cost of this request's previous call
         while done < len(rows):
             start = self.clock_ns()
-            per_ns = max(self.cost_ns, last_ns)
+            width = self._width(context, rows[done : done + self.max_call])
+            per_ns = max(self.cost_ns, last_ns) * width
             left_ns = deadline_ns - self.reserve_ns - start
             fit = int(left_ns // per_ns) if left_ns > 0 else 0
             remaining = len(rows) - done
             size = min(remaining, self.max_call, fit - fit % self.chunk_size)
-            if fit >= remaining and remaining <= self.max_call:
+            if remaining <= self.max_call and fit >= self._padded_rows(remaining):
                 size = remaining
             if size < 1:
                 if done == 0 and left_ns > 0:
                     self._starved()
                 break
-            logits.append(self._score_rows(context, rows[done : done + size]))
-            last_ns = (self.clock_ns() - start) / size
+            call = rows[done : done + size]
+            logits.append(self._score_rows(context, call))
+            last_ns = (self.clock_ns() - start) / (
+                self._padded_rows(size) * self._width(context, call)
+            )
             self._measured(last_ns)
             done += size
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
@@ -376,16 +450,45 @@ class Reranker:
 
     # -- warm-up -----------------------------------------------------------------------------
 
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every ``(rows, width)`` a call can have with this catalog: rows in whole chunks up to
+        ``max_call``, widths in steps of ``PAD_TOKENS_TO`` from the shortest item with an empty
+        context to the longest with the longest context."""
+        if not len(self.items.rows):
+            return []
+        lengths = np.minimum(np.diff(self.items.offsets), self.max_item_tokens)
+        low = -(-(int(lengths.min()) + 3) // PAD_TOKENS_TO) * PAD_TOKENS_TO
+        high = -(-(int(lengths.max()) + 3 + self.max_context_tokens) // PAD_TOKENS_TO)
+        widths = range(low, high * PAD_TOKENS_TO + 1, PAD_TOKENS_TO)
+        sizes = range(self.chunk_size, self._padded_rows(self.max_call) + 1, self.chunk_size)
+        return [(n, w) for n in sizes for w in widths]
+
+    def warm_shapes(self) -> int:
+        """Run the cross-encoder once at every shape of :meth:`shapes` (dummy pairs), so no
+        request pays for a kernel compile; returns the number of shapes."""
+        shapes = self.shapes()
+        for n, width in shapes:
+            ids = np.full((n, width), 2000, dtype=np.int64)
+            ids[:, 0] = CLS_ID
+            types = np.zeros_like(ids)
+            types[:, width // 2 :] = 1
+            self.score_fn(ids, np.ones_like(ids), types)
+        return len(shapes)
+
     def warm_up(self) -> None:
-        """Run two requests through :meth:`infer` (or :meth:`rerank` without a tokenizer) with
-        the largest budget, so every candidate is cross-scored: a query over one chunk of
-        catalog items, then an empty query whose context is the titles of two history items.
-        The cost estimate and its floor are restored afterwards: warm-up timings are not
-        request timings. ``2 * max_call`` pairs (the largest call's shape): well under a
-        second. Raises what :meth:`infer` raises; does nothing for an empty catalog."""
+        """Run every call shape once (:meth:`warm_shapes`), then two requests through
+        :meth:`infer` (or :meth:`rerank` without a tokenizer) with the largest budget, so every
+        candidate is cross-scored: a query over one chunk of catalog items, then an empty query
+        whose context is the titles of two history items. The cost estimate and its floor are
+        restored afterwards: warm-up timings are not request timings. About two seconds for
+        the demo model (80 shapes). Raises what :meth:`infer` raises; does nothing for an
+        empty catalog."""
         n = min(self.max_call, len(self.items.rows))
         if n == 0:
             return
+        started = time.perf_counter()
+        count = self.warm_shapes()
+        log.info("reranker: %d call shapes warmed in %.1f s", count, time.perf_counter() - started)
         cand = self.items.rows.item_ids[:n]
         scores = np.linspace(1.0, 0.0, n, dtype=np.float32)
         history = cand[: min(CONTEXT_ITEMS, n)]

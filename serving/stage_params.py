@@ -21,6 +21,7 @@ from serving.reranker import Reranker
 from serving.retriever import Retriever
 from serving.user_tower import UserEncoder
 from serving.versions import pinned_version, version_folders, version_parameters
+from towers.features import MAX_ITEM_TOKENS, MAX_QUERY_TOKENS
 
 __all__ = [
     "VERSION",
@@ -104,6 +105,8 @@ def reranker(folder: Path, params: Mapping[str, str]) -> Reranker:
         max_k=int_parameter(params, "max_k", 0, low=0) or None,
         runtime=runtime_from_params(params, _threads(params)),
         reserve_ms=float_parameter(params, "reserve_ms", 1.0),
+        max_item_tokens=int_parameter(params, "max_item_tokens", MAX_ITEM_TOKENS),
+        max_context_tokens=int_parameter(params, "max_context_tokens", MAX_QUERY_TOKENS - 2, low=0),
     )
 
 

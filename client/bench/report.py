@@ -459,11 +459,11 @@ def _calibration_line(doc: dict[str, Any]) -> list[str]:
     cal = _get(doc, "server", "reranker_calibration")
     if not cal:
         return []
-    ms, chunk = cal["ms_per_candidate"], cal["chunk_size"]
     return [
-        f"- reranker cost measured by the server at load: {ms:.3f} ms per candidate, chunks "
-        f"of {chunk:.0f}, so a chunk is started only with about {ms * chunk:.0f} ms of budget "
-        "left (the estimate never falls below this calibration)"
+        f"- reranker cost measured by the server at load: {cal['us_per_token']:.2f} us per "
+        f"pair-token ({cal['ms_per_candidate']:.3f} ms per candidate of {cal['width']:.0f} "
+        f"tokens, calls of {cal['call_size']:.0f}); each call is predicted from it and its "
+        "moving average, which never falls below a quarter of it"
     ]
 
 

@@ -31,7 +31,7 @@ from client.bench.perf import perf_environment
 from client.bench.report import targets, write_outputs
 from client.bench.requests import build_requests, mix_summary
 from client.bench.sections import BenchContext, Section, available_sections
-from export.repository_settings import RepositoryError
+from export.repository_settings import RERANK_ITEM_TOKENS, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ def prepare(cfg: BenchConfig) -> Prepared:
         cfg.artifacts, data_dir, cache, catalog_key=catalog_key, index=cfg.index, nprobe=cfg.nprobe
     )
     rerank_precision = cfg.rerank_precision
-    if rerank_precision == "auto":
-        rerank_precision = "int8" if cfg.cpu_engine == "openvino" else ""
+    if rerank_precision == "auto":  # bf16 measured as fast as int8 here (README, Fast path)
+        rerank_precision = ""
     quantized = all((bundle / n).is_file() for n in int8_files("reranker"))
     if rerank_precision == "int8" and not quantized:
         from client.int8_export import add_int8_reranker, training_contexts
@@ -129,6 +129,8 @@ def prepare(cfg: BenchConfig) -> Prepared:
         cpu_engine=cfg.cpu_engine,
         cpu_precision=cfg.cpu_precision,
         rerank_precision=rerank_precision,
+        rerank_instances=cfg.rerank_instances,
+        rerank_threads=cfg.rerank_threads,
     )
     manifest = load_manifest(bundle)
     return Prepared(
@@ -145,6 +147,9 @@ def prepare(cfg: BenchConfig) -> Prepared:
             "cpu_engine": cfg.cpu_engine,
             "cpu_precision": cfg.cpu_precision,
             "rerank_precision": rerank_precision or cfg.cpu_precision,
+            "rerank_instances": str(cfg.rerank_instances),
+            "rerank_threads": str(cfg.rerank_threads),
+            "rerank_item_tokens": str(RERANK_ITEM_TOKENS),
         },
     )
 
@@ -266,18 +271,26 @@ def run_bench(
     return doc
 
 
-_CALIBRATION = re.compile(r"reranker: ([0-9.]+) ms per candidate \(chunks of (\d+)\)")
+_CALIBRATION = re.compile(
+    r"reranker: ([0-9.]+) us per pair-token, ([0-9.]+) ms per candidate of (\d+) tokens "
+    r"\(calls of (\d+)\)"
+)
 
 
 def reranker_calibration(server_log: str) -> dict[str, float] | None:
-    """The reranker's cost estimate measured at load, from the server log: ``ms_per_candidate``
-    and ``chunk_size``. Every chunk is predicted from it, and the estimate never drops below
-    it, so a budget under ``ms_per_candidate * chunk_size`` scores nothing."""
+    """The reranker's cost estimate measured at load, from the server log: ``us_per_token``
+    (per pair-token, what every call is predicted from; serving/reranker.py), and for reading
+    ``ms_per_candidate`` at ``width`` tokens with calls of ``call_size``."""
     found = _CALIBRATION.findall(server_log)
     if not found:
         return None
-    ms, chunk = found[-1]
-    return {"ms_per_candidate": float(ms), "chunk_size": float(chunk)}
+    us, ms, width, call = found[-1]
+    return {
+        "us_per_token": float(us),
+        "ms_per_candidate": float(ms),
+        "width": float(width),
+        "call_size": float(call),
+    }
 
 
 def _warm_up(ctx: BenchContext) -> None:

@@ -219,10 +219,15 @@ def test_report_renders_from_results(tmp_path: Path) -> None:
 
 def test_reranker_calibration_from_the_server_log() -> None:
     log = (
-        'I1128 11:27:59.341539 22047 backend.py:99] "serving.reranker: reranker: 3.554 ms per '
-        'candidate (chunks of 16)"\n'
+        'I1128 11:27:59.341539 22047 backend.py:99] "serving.reranker: reranker: 9.61 us per '
+        'pair-token, 0.308 ms per candidate of 32 tokens (calls of 64)"\n'
     )
-    assert reranker_calibration(log) == {"ms_per_candidate": 3.554, "chunk_size": 16.0}
+    assert reranker_calibration(log) == {
+        "us_per_token": 9.61,
+        "ms_per_candidate": 0.308,
+        "width": 32.0,
+        "call_size": 64.0,
+    }
     assert reranker_calibration("nothing here") is None
 
 

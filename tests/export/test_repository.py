@@ -103,6 +103,8 @@ def test_layout_and_configs(tmp_path: Path) -> None:
     assert _params(parse(repo / "retriever" / "config.pbtxt"))["max_k"]["string_value"] == "50"
     reranker = _params(parse(repo / "reranker" / "config.pbtxt"))
     assert reranker["chunk_size"]["string_value"] == "8"
+    assert reranker["max_item_tokens"]["string_value"] == "24"  # RERANK_ITEM_TOKENS
+    assert [g.count for g in parse(repo / "reranker" / "config.pbtxt").instance_group] == [1]
     item = parse(repo / "item_tower" / "config.pbtxt")
     assert item.max_batch_size == 32 and item.dynamic_batching.max_queue_delay_microseconds > 0
     assert parse(repo / "recommend" / "config.pbtxt").platform == "ensemble"
@@ -258,3 +260,14 @@ def test_warmup_samples_without_a_usable_tokenizer(
     assert cand.tolist() == [5, 6, 7]
     vec = parse(repo / "retriever" / "config.pbtxt").model_warmup[0].inputs["USER_VECTOR"]
     assert list(vec.dims) == [1, 4]  # the manifest's dim
+
+
+def test_reranker_pair_length_and_instances_are_settings(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    repo = write_repository(bundle, tmp_path / "repo", rerank_item_tokens=12, rerank_instances=2)
+    config = parse(repo / "reranker" / "config.pbtxt")
+    assert _params(config)["max_item_tokens"]["string_value"] == "12"
+    assert [g.count for g in config.instance_group] == [2]
+    for bad in ({"rerank_item_tokens": 0}, {"rerank_item_tokens": 49}, {"rerank_instances": 0}):
+        with pytest.raises(RepositoryError, match="rerank_"):
+            write_repository(bundle, tmp_path / "bad", **bad)

@@ -17,6 +17,9 @@ from towers.features import SEP_ID
 from towers.lexical import LexicalIndex
 
 MS = 1_000_000
+#: Padded width of every test pair (a context of at most 2 tokens, one item token): the cost
+#: model is per pair-token, so a per-candidate cost of c ms is c / W ms per token.
+W = 8
 N = 40
 ITEM_IDS = np.arange(500, 500 + N, dtype=np.int64)
 #: Item at row r is represented by the single token 2000 + r; its logit is LOGITS[r].
@@ -71,7 +74,7 @@ def make(cost_ms: float = 1.0, *, chunk_size: int = 4, initial_cost_ms: float = 
         chunk_size=chunk_size,
         max_k=N,
         clock_ns=clock,
-        initial_cost_ms=initial_cost_ms,
+        initial_cost_us=initial_cost_ms * 1e3 / W,
         **kw,
     )
     return reranker, clock, scorer
@@ -131,8 +134,12 @@ def test_max_call_scores_as_many_whole_chunks_as_fit_in_one_call() -> None:
 def test_max_call_takes_a_short_tail_in_the_same_call() -> None:
     reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, max_call=32)
     cand, ret = candidates(18)
+    res = reranker.rerank(np.array([7]), cand, ret, k=18, budget_ms=21, start_ns=clock())
+    # one call, its rows padded to whole chunks (20: one shape per chunk count)
+    assert scorer.calls == [20] and res.n_scored == 18
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, max_call=32)
     res = reranker.rerank(np.array([7]), cand, ret, k=18, budget_ms=19, start_ns=clock())
-    assert scorer.calls == [18] and res.n_scored == 18
+    assert scorer.calls == [16] and res.n_scored == 16  # the padded tail would not fit
 
 
 def test_time_spent_in_earlier_stages_counts() -> None:
@@ -170,7 +177,7 @@ def test_estimate_follows_measurements_across_requests() -> None:
     cand, ret = candidates(20)
     for _ in range(20):
         reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=1000, start_ns=clock())
-    assert reranker.cost_ns == pytest.approx(2.0 * MS, rel=1e-3)
+    assert reranker.cost_ns * W == pytest.approx(2.0 * MS, rel=1e-3)
     start = clock()
     res = reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=17, start_ns=start)
     assert res.n_scored == 8 and clock() - start <= 17 * MS  # 2 chunks of 8 ms fit, not 3
@@ -178,7 +185,7 @@ def test_estimate_follows_measurements_across_requests() -> None:
 
 def test_an_inflated_estimate_decays_back_to_the_floor() -> None:
     reranker, clock, _ = make(cost_ms=1.0, chunk_size=4, initial_cost_ms=1.0)
-    reranker.cost_ns = 100.0 * MS  # left behind by a slow spell
+    reranker.cost_ns = 100.0 * MS / W  # left behind by a slow spell
     cand, ret = candidates(20)
     n_scored = []
     for _ in range(40):
@@ -201,9 +208,10 @@ def test_a_calibration_taken_under_load_does_not_lock_scoring_out() -> None:
 
 def test_calibrate_sets_estimate_and_floor() -> None:
     reranker, _, scorer = make(cost_ms=0.25, chunk_size=8, initial_cost_ms=5.0)
-    assert reranker.calibrate(rounds=3) == pytest.approx(0.25)
+    # the calibration context is 16 tokens: pairs of 16 + 1 + 3 tokens, padded to 24
+    assert reranker.calibrate(rounds=3) == pytest.approx(0.25e3 / 24)
     assert scorer.calls == [8, 8, 8]
-    assert reranker.cost_ns == pytest.approx(0.25 * MS)
+    assert reranker.cost_ns * 24 == pytest.approx(0.25 * MS)
     assert reranker.floor_ns == pytest.approx(0.25 * reranker.cost_ns)  # FLOOR_SHARE
 
 
@@ -365,9 +373,12 @@ def test_warm_up_scores_two_chunks_and_keeps_the_cost_estimate(
         cost_ms=3.0, chunk_size=4, initial_cost_ms=0.5, tokenizer=tokenizer
     )
     reranker.warm_up()
-    assert scorer.calls == [4, 4]  # a query, then an empty query: one whole chunk each
-    assert reranker.cost_ns == pytest.approx(0.5 * MS)
-    assert reranker.floor_ns == pytest.approx(0.25 * 0.5 * MS)
+    # every shape once (calls of 4 rows, widths 8 to 40: items of 1 token, contexts of 0 to
+    # 30), then a query and an empty query: one whole chunk each
+    assert reranker.shapes() == [(4, w) for w in (8, 16, 24, 32, 40)]
+    assert scorer.calls == [4] * 5 + [4, 4]
+    assert reranker.cost_ns * W == pytest.approx(0.5 * MS)
+    assert reranker.floor_ns * W == pytest.approx(0.25 * 0.5 * MS)
     fresh, fresh_clock, _ = make(cost_ms=3.0, chunk_size=4, initial_cost_ms=0.5)
     cand, ret = candidates(20)
     res = reranker.rerank(np.array([7]), cand, ret, k=10, budget_ms=10, start_ns=clock())
@@ -390,3 +401,52 @@ def test_warm_up_on_a_loaded_version_folder(repository: Path) -> None:
         budget_ms=1000,
     )
     assert res.n_scored == 12 and len(res.item_ids) == 5
+
+
+class TokenScorer(FakeScorer):
+    """``score_fn`` that costs ``cost_ms`` per pair-token (padding included)."""
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        self.widths = [*getattr(self, "widths", []), ids.shape[1]]
+        self.calls.append(len(ids))
+        self.clock.advance_ms(self.cost_ms * ids.size)
+        item_token = np.where((types == 1) & (ids != SEP_ID), ids, 0).max(axis=1)
+        return LOGITS[item_token - 2000]
+
+
+def test_the_cost_model_is_per_token_so_long_contexts_do_not_overrun() -> None:
+    """Learnt on short search pairs, the estimate still holds for homepage pairs twice as
+    long (a per-candidate estimate overran them by half)."""
+    clock = FakeClock()
+    scorer = TokenScorer(clock, 0.125)  # 1 ms per candidate at width 8
+    reranker = Reranker(
+        items(), BLEND, scorer, chunk_size=4, max_call=16, max_k=N, clock_ns=clock,
+        initial_cost_us=125.0,
+    )  # fmt: skip
+    cand, ret = candidates(20)
+    for _ in range(10):  # search: context of 1 token, width 8
+        reranker.rerank(np.array([7]), cand, ret, k=5, budget_ms=1e3, start_ns=clock())
+    assert reranker.cost_ns == pytest.approx(0.125 * MS, rel=1e-3)
+    long_context = np.full(12, 7)  # 12 + 1 + 3 = 16 tokens: 2 ms per candidate
+    start = clock()
+    res = reranker.rerank(long_context, cand, ret, k=5, budget_ms=17, start_ns=start)
+    assert res.n_scored == 8 and clock() - start <= 17 * MS
+    assert scorer.calls[-1] == 8 and scorer.widths[-1] == 16  # one call, not 16 that overrun
+
+
+def test_pair_segments_are_cut_to_the_configured_lengths() -> None:
+    tokens = np.tile(2000 + np.arange(N), 30).reshape(30, N).T.reshape(-1).astype(np.int32)
+    table = ItemTexts(ITEM_IDS, np.arange(0, 30 * N + 1, 30), tokens, ["t"] * N, POPULARITY)
+    clock = FakeClock()
+    scorer = TokenScorer(clock, 0.0)
+    reranker = Reranker(
+        table, BLEND, scorer, chunk_size=4, max_k=N, clock_ns=clock,
+        max_item_tokens=10, max_context_tokens=4,
+    )  # fmt: skip
+    cand, ret = candidates(8)
+    res = reranker.rerank(np.full(20, 7), cand, ret, k=8, budget_ms=1e3, start_ns=clock())
+    assert res.n_scored == 8
+    assert scorer.widths == [24, 24]  # 4 + 10 + 3 = 17, padded to 24
+    for bad in ({"max_item_tokens": 0}, {"max_item_tokens": 49}, {"max_context_tokens": -1}):
+        with pytest.raises(ValueError, match="max_"):
+            Reranker(table, BLEND, scorer, **bad)
