@@ -113,14 +113,23 @@ def test_blend_merges_and_ranks_the_union() -> None:
     assert out[0] == 50
 
 
-def test_fit_gives_weight_where_pairs_predict_the_next_item() -> None:
+def fit_inputs():
+    """Pair events over 400 items (the validation window holds each user's last event, the
+    partner of an item in the history), the cut, random user and item vectors."""
     events = pair_events(n_users=300, seed=1, n_pairs=200)
-    # validation window: each user's last event, the partner of an item in the history
     events["ts"] = events["ts"] * 1000
     at = int(events["ts"].max()) + 1
     vectors = np.random.default_rng(2).normal(size=(400, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    users = lambda task: np.random.default_rng(3).normal(size=(len(task), 8)).astype(np.float32)  # noqa: E731
+
+    def users(task) -> np.ndarray:
+        return np.random.default_rng(3).normal(size=(len(task), 8)).astype(np.float32)
+
+    return events, at, users, vectors
+
+
+def test_fit_gives_weight_where_pairs_predict_the_next_item() -> None:
+    events, at, users, vectors = fit_inputs()
     tab, scores = fit_model_covisit(
         events, np.arange(400), at, users, vectors, validation_s=at - 300_000, n_candidates=5
     )
@@ -135,12 +144,7 @@ def test_fit_with_a_prior_ranks_with_it() -> None:
     """The weight search re-ranks with the model's prior when it has one (the served order)."""
     from towers.prior import compute_prior
 
-    events = pair_events(n_users=300, seed=1, n_pairs=200)
-    events["ts"] = events["ts"] * 1000
-    at = int(events["ts"].max()) + 1
-    vectors = np.random.default_rng(2).normal(size=(400, 8)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    users = lambda task: np.random.default_rng(3).normal(size=(len(task), 8)).astype(np.float32)  # noqa: E731
+    events, at, users, vectors = fit_inputs()
     prior = compute_prior(events, np.arange(400), at, 86_400.0, weight=0.2)
     tab, scores = fit_model_covisit(
         events,
