@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.backend import float_parameter, int_parameter
 from serving.events.store import DEFAULT_MAX_PER_USER, EventStore, EventStoreError
 
 log = logging.getLogger(__name__)
@@ -90,20 +91,8 @@ class EventSettings:
     def from_params(cls, params: Mapping[str, str], repository: Path) -> EventSettings:
         """The settings in a model's ``params``; the SQLite path defaults to
         :func:`default_path` of ``repository``."""
-        text = params.get("events_per_user", "").strip() or str(DEFAULT_MAX_PER_USER)
-        try:
-            per_user = int(text)
-        except ValueError:
-            raise ValueError(
-                f"config parameter events_per_user must be an integer, got {text!r}"
-            ) from None
-        refresh = params.get("prior_refresh_s", "").strip() or str(DEFAULT_REFRESH_S)
-        try:
-            refresh_s = float(refresh)
-        except ValueError:
-            raise ValueError(
-                f"config parameter prior_refresh_s must be a number of seconds, got {refresh!r}"
-            ) from None
+        per_user = int_parameter(params, "events_per_user", DEFAULT_MAX_PER_USER)
+        refresh_s = float_parameter(params, "prior_refresh_s", DEFAULT_REFRESH_S)
         path = params.get("events_path", "").strip()
         return cls(
             store=params.get("events_store", "").strip() or "sqlite",
