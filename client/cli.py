@@ -117,16 +117,84 @@ def train(
     update_epochs: Annotated[
         float, typer.Option(help="With --from: passes over the newest events' pairs.")
     ] = 2.0,
+    reranker_only: Annotated[
+        bool,
+        typer.Option(
+            "--reranker-only",
+            help="With --from: train only a new reranker and blend over the parent's towers, "
+            "on its data and training window (e.g. a smaller one: --reranker-layers 1); the "
+            "parent's index stays valid. Export the new artifacts folder to serve it.",
+        ),
+    ] = False,
+    reranker_layers: Annotated[
+        int | None, typer.Option(help="Layers of the cross-encoder (1-6; default 2).")
+    ] = None,
+    rerank_steps: Annotated[
+        int | None, typer.Option(help="Optimiser steps of the reranker (default 1000).")
+    ] = None,
+    rerank_item_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Item-text tokens the reranker trains on (4-48; default all): the export's "
+            "--rerank-item-tokens trains on exactly what is served."
+        ),
+    ] = None,
+    rerank_distil_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="With --reranker-only: distil from the parent's reranker; the share (0-1) of "
+            "the loss that is the squared error to its logits (default 0: no teacher).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
 ) -> None:
     """Distil the towers from the teacher, fine-tune them, train the reranker and blend.
 
     With --from and --since: an incremental update of an existing model on the newest events.
+    With --from and --reranker-only: a new reranker over an existing model's towers.
     """
     from pydantic import ValidationError
 
     until_ts = parse_time(until, "--until") if until else None
+    rerank_overrides = {
+        k: v
+        for k, v in {
+            "reranker_layers": reranker_layers,
+            "rerank_steps": rerank_steps,
+            "rerank_item_tokens": rerank_item_tokens,
+            "rerank_distil_weight": rerank_distil_weight,
+        }.items()
+        if v is not None
+    }
     try:
+        if rerank_distil_weight and not reranker_only:
+            raise typer.BadParameter(
+                "--rerank-distil-weight distils from a parent's reranker: add --from ARTIFACTS "
+                "--reranker-only"
+            )
+        if reranker_only:
+            if from_ is None:
+                raise typer.BadParameter("--reranker-only needs --from ARTIFACTS (the parent)")
+            if since is not None or data is not None:
+                raise typer.BadParameter(
+                    "--reranker-only trains on the parent's data and window: drop --since/--data"
+                )
+            from towers.rerank_retrain import retrain_reranker
+
+            report = retrain_reranker(from_, out, rerank_overrides)
+            console.print(
+                f"[green]model {report['model_version']} (reranker of "
+                f"{report['parent_version']} retrained) written to {out}[/green]"
+            )
+            console.print_json(json.dumps(report["seconds"]))
+            return
         if from_ is not None:
+            if rerank_overrides:
+                raise typer.BadParameter(
+                    "an update keeps the parent's reranker: the reranker settings need "
+                    "--reranker-only"
+                )
             if since is None:
                 raise typer.BadParameter("--from needs --since (the start of the newest events)")
             from towers.update import UpdateConfig, update
@@ -155,6 +223,7 @@ def train(
             student_layers=student_layers,
             until_ts=until_ts,
             until_frac=until_frac,
+            **rerank_overrides,
         )
         if all_events:
             cfg = cfg.model_copy(update={"until_ts": None, "until_frac": None})
@@ -430,6 +499,15 @@ def export_cmd(
             min=1,
         ),
     ] = 1,
+    rerank_depth: Annotated[
+        int,
+        typer.Option(
+            help="Most candidates the cross-encoder scores per request, best retrieved first "
+            "(0: as many as the budget allows). A cap ends requests early where scoring "
+            "deeper adds little (benchmarks/reranker_depth.py measures NDCG@10 by depth).",
+            min=0,
+        ),
+    ] = 0,
 ) -> None:
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
@@ -457,6 +535,7 @@ def export_cmd(
             rerank_precision=rerank_precision,
             rerank_item_tokens=rerank_item_tokens,
             rerank_instances=rerank_instances,
+            rerank_depth=rerank_depth,
         )
     except RepositoryError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -501,6 +580,7 @@ def export_cmd(
         rerank_precision=rerank_precision,
         rerank_item_tokens=rerank_item_tokens,
         rerank_instances=rerank_instances,
+        rerank_depth=rerank_depth,
     )
     console.print(
         f"[green]repository {repository}: model {manifest.model_version}, "

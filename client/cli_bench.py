@@ -79,6 +79,13 @@ def bench_cmd(
     rerank_threads: Annotated[
         int, typer.Option(help="CPU threads of each cross-encoder instance.", min=1)
     ] = 2,
+    rerank_depth: Annotated[
+        int,
+        typer.Option(
+            help="Most candidates cross-scored per request (0: as many as the budget allows).",
+            min=0,
+        ),
+    ] = 0,
     sections: Annotated[
         str,
         typer.Option(
@@ -141,6 +148,7 @@ def bench_cmd(
             rerank_precision=rerank_precision,
             rerank_instances=rerank_instances,
             rerank_threads=rerank_threads,
+            rerank_depth=rerank_depth,
             sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
             n_requests=requests,
             k=k,

@@ -242,6 +242,7 @@ def _render(
         values["max_call"] = settings.rerank_max_call
         values["reserve_ms"] = settings.reserve_ms
         values["max_item_tokens"] = settings.rerank_item_tokens
+        values["max_scored"] = settings.rerank_depth
         if settings.device == "cpu":
             for group in config.instance_group:
                 group.count = settings.rerank_instances
@@ -334,6 +335,7 @@ def write_repository(
     rerank_precision: str = "",
     rerank_item_tokens: int = RERANK_ITEM_TOKENS,
     rerank_instances: int = 1,
+    rerank_depth: int = 0,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -368,6 +370,7 @@ def write_repository(
         rerank_precision=rerank_precision,
         rerank_item_tokens=rerank_item_tokens,
         rerank_instances=rerank_instances,
+        rerank_depth=rerank_depth,
     )
     if settings.device == "cpu" and settings.rerank_precision == "int8":
         absent = [n for n in int8_files("reranker") if not (bundle / n).is_file()]

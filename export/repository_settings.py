@@ -45,7 +45,8 @@ class RepositorySettings:
     ``chunk_size``, as many as the budget allows; serving/reranker.py);
     ``rerank_item_tokens``: item-text tokens per cross-encoder pair (1 to ``MAX_ITEM_TOKENS``;
     :data:`RERANK_ITEM_TOKENS`); ``rerank_instances``: Triton instances of the cross-encoder
-    (each its own process with ``rerank_threads`` threads; requests queue for a free one).
+    (each its own process with ``rerank_threads`` threads; requests queue for a free one);
+    ``rerank_depth``: most candidates cross-scored per request (0: all the budget allows).
     """
 
     max_k: int
@@ -65,6 +66,7 @@ class RepositorySettings:
     rerank_precision: str = ""
     rerank_item_tokens: int = RERANK_ITEM_TOKENS
     rerank_instances: int = 1
+    rerank_depth: int = 0
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -105,6 +107,10 @@ class RepositorySettings:
         if not 1 <= self.rerank_item_tokens <= MAX_ITEM_TOKENS:
             raise RepositoryError(
                 f"rerank_item_tokens must be in 1..{MAX_ITEM_TOKENS}, got {self.rerank_item_tokens}"
+            )
+        if self.rerank_depth < 0:
+            raise RepositoryError(
+                f"rerank_depth must be >= 0 (0: all candidates), got {self.rerank_depth}"
             )
         if not 0 <= self.reserve_ms < 1000:
             raise RepositoryError(f"reserve_ms must be in [0, 1000), got {self.reserve_ms}")

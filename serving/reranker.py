@@ -132,7 +132,9 @@ class Reranker:
     ``MAX_ITEM_TOKENS``) and ``max_context_tokens`` (0 to ``MAX_QUERY_TOKENS - 2``) cut the
     pair's segments; ``tokenizer`` is needed only by :meth:`infer` and :meth:`context_tokens`
     (text in); ``lexical`` (rows as in ``items``) gives the blend's lexical feature for
-    requests with a query (without one, or without an index, it is 0).
+    requests with a query (without one, or without an index, it is 0). ``max_scored`` caps
+    the candidates cross-scored per request (``None``: all the budget allows): past a depth the
+    reranker adds little quality and only spends the budget, so a cap ends requests early.
     """
 
     #: What runs the cross-encoder (serving.stage_metrics.graph_backend).
@@ -155,7 +157,10 @@ class Reranker:
         max_context_tokens: int = MAX_QUERY_TOKENS - 2,
         tokenizer: QueryTokenizer | None = None,
         lexical: LexicalIndex | None = None,
+        max_scored: int | None = None,
     ) -> None:
+        if max_scored is not None and max_scored < 1:
+            raise ValueError(f"max_scored must be >= 1 or None (all), got {max_scored}")
         if chunk_size < 1 or max_k < 1:
             raise ValueError(f"chunk_size and max_k must be >= 1, got {chunk_size}, {max_k}")
         if not initial_cost_us > 0 or not 0 < ema_alpha <= 1 or reserve_ms < 0:
@@ -173,6 +178,7 @@ class Reranker:
             )
         self.max_item_tokens = max_item_tokens
         self.max_context_tokens = max_context_tokens
+        self.max_scored = max_scored
         self.items = items
         self.blend = blend
         self.score_fn = score_fn
@@ -206,6 +212,7 @@ class Reranker:
         reserve_ms: float = 0.0,
         max_item_tokens: int = MAX_ITEM_TOKENS,
         max_context_tokens: int = MAX_QUERY_TOKENS - 2,
+        max_scored: int | None = None,
         calibrate: bool = True,
         runtime: Runtime | None = None,
     ) -> Reranker:
@@ -233,6 +240,7 @@ class Reranker:
             reserve_ms=reserve_ms,
             max_item_tokens=max_item_tokens,
             max_context_tokens=max_context_tokens,
+            max_scored=max_scored,
             tokenizer=QueryTokenizer.from_dir(folder),
             lexical=LexicalIndex.load(folder) if (folder / LEXICAL_FILES[0]).is_file() else None,
         )
@@ -380,7 +388,9 @@ class Reranker:
         start = now if not start_ns or start_ns > now else int(start_ns)
         if budget_ms > 0 and len(cand):
             deadline = start + int(budget_ms * 1e6)
-            logits = self.score_within(np.asarray(context, dtype=np.int64), rows, deadline)
+            logits = self.score_within(
+                np.asarray(context, dtype=np.int64), rows[: self.max_scored], deadline
+            )
         else:
             logits = np.zeros(0, dtype=np.float32)
         n_scored = len(logits)

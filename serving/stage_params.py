@@ -107,6 +107,7 @@ def reranker(folder: Path, params: Mapping[str, str]) -> Reranker:
         reserve_ms=float_parameter(params, "reserve_ms", 1.0),
         max_item_tokens=int_parameter(params, "max_item_tokens", MAX_ITEM_TOKENS),
         max_context_tokens=int_parameter(params, "max_context_tokens", MAX_QUERY_TOKENS - 2, low=0),
+        max_scored=int_parameter(params, "max_scored", 0, low=0) or None,
     )
 
 

@@ -58,6 +58,20 @@ class TrainConfig(BaseModel):
     rerank_batch: int = Field(64, ge=2)
     rerank_lr: float = 3e-4
     rerank_group: int = Field(8, ge=2, description="items per query in a listwise group")
+    rerank_distil_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="with a teacher cross-encoder (train --from A --reranker-only: A's "
+        "reranker): the share of the loss that is the squared error to its logits",
+    )
+    rerank_item_tokens: int | None = Field(
+        None,
+        ge=4,
+        le=48,
+        description="item-text tokens the reranker trains on (None: all, up to 48); set it to "
+        "the export's --rerank-item-tokens to train on exactly what is served",
+    )
     hard_negatives: int = Field(30, ge=0, description="retrieved items mined per query")
     blend_candidates: int = Field(50, ge=10, description="candidates per query to fit the blend")
     # time cut: events at or after it are never trained on (kept for evaluation)

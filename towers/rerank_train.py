@@ -84,6 +84,7 @@ def train_cross_encoder(
     item_tokens: Sequence[np.ndarray],
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
     cfg: TrainConfig,
+    teacher: CrossEncoder | None = None,
 ) -> list[float]:
     """Train for ``cfg.rerank_steps`` steps on groups of ``cfg.rerank_group`` items per query.
 
@@ -91,6 +92,9 @@ def train_cross_encoder(
     hard negatives. The loss is listwise (ListNet: cross-entropy between the softmax of the
     logits and the gains ``2**grade - 1``, normalised) plus half a pointwise binary
     cross-entropy towards ``grade / 3``, which keeps logits comparable across queries.
+    With a ``teacher`` (a trained cross-encoder, e.g. a deeper one) and
+    ``cfg.rerank_distil_weight`` w > 0, the loss is ``(1 - w)`` times that plus ``w`` times the
+    mean squared error to the teacher's logits on the same pairs (distillation).
     """
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
@@ -113,6 +117,8 @@ def train_cross_encoder(
         weight_decay=0.01,
     )
     model.train()
+    if teacher is not None:
+        teacher.eval()
     losses: list[float] = []
     group = cfg.rerank_group
     n_queries = max(cfg.rerank_batch // group, 1)
@@ -131,6 +137,16 @@ def train_cross_encoder(
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
         logits = logits.float()
         g = torch.from_numpy(grades[rows]).float()
+        distil = None
+        if teacher is not None and cfg.rerank_distil_weight > 0:
+            with (
+                torch.no_grad(),
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16),
+            ):
+                target_logits = teacher(
+                    torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)
+                ).float()
+            distil = torch.nn.functional.mse_loss(logits, target_logits)
         pointwise = torch.nn.functional.binary_cross_entropy_with_logits(logits, g / 3.0)
         # rows come back grouped by query, ``group`` per query (in query-id order)
         grouped_logits = logits.view(-1, group)
@@ -138,6 +154,9 @@ def train_cross_encoder(
         target = gains / gains.sum(1, keepdim=True).clamp(min=1e-6)
         listwise = -(target * torch.log_softmax(grouped_logits, dim=1)).sum(1).mean()
         loss = listwise + 0.5 * pointwise
+        if distil is not None:
+            w = cfg.rerank_distil_weight
+            loss = (1.0 - w) * loss + w * distil
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -235,7 +235,88 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         else (None, {})
     )
 
-    # reranker: graded pairs plus hard negatives mined with the trained retriever
+    item_tokens = item_token_lists(tok, texts)
+    reranker, rerank_losses, blend, n_rerank_pairs = fit_reranker(
+        ds, texts, item_tokens, tok, teacher, user_tower, item_vecs, hist, cfg, timer
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"dim": cfg.dim, "recency_tau_s": cfg.recency_tau_s}
+    save_module(item_tower, item_tower.text.bert.config, out_dir / "item_tower", **meta)
+    save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
+    save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
+    blend.write(out_dir)
+    np.save(out_dir / TEACHER_ITEM_EMBEDDINGS_FILE, teacher_items)
+    np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_vecs)
+    save_prior(prior, out_dir)
+    if covisit is not None:
+        covisit.save(out_dir / COVISIT_FILE)
+    digest = hashlib.sha256((out_dir / "item_tower" / "model.safetensors").read_bytes())
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + digest.hexdigest()[:8]
+    report = {
+        "model_version": version,
+        "data_dir": str(data_dir.resolve()),
+        "config": cfg.model_dump(),
+        "n_items": len(items),
+        "events_until_ts": until_ts,
+        "n_train_events": len(ds.events),
+        "n_train_queries": len(qpos.texts),
+        "n_history_pairs": int(len(hist.target_pos)),
+        "n_rerank_pairs": n_rerank_pairs,
+        "seconds": timer.seconds,
+        "losses": {
+            "distil_per_epoch": distil_losses,
+            "towers_first_last": _ends(tower_losses),
+            "reranker_first_last": _ends(rerank_losses),
+        },
+        "item_ids": towers.id_report,
+        "blend": blend.to_dict(),
+        "prior": {**prior.meta(), "validation_recall@50": prior_validation},
+        "covisit": None
+        if covisit is None
+        else {
+            "kind": covisit.kind,
+            **covisit.settings(),
+            "entries": len(covisit),
+            "validation_recall@50": covisit_validation,
+        },
+    }
+    (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
+    log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
+    return report
+
+
+def fit_reranker(
+    ds: Dataset,
+    texts: list[str],
+    item_tokens: list[np.ndarray],
+    tok: Tokenizer,
+    teacher: BertModel,
+    user_tower: UserTower,
+    item_vecs: np.ndarray,
+    hist: HistoryPairs,
+    cfg: TrainConfig,
+    timer: StageTimer | None = None,
+    teacher_reranker: CrossEncoder | None = None,
+) -> tuple[CrossEncoder, list[float], Blend, int]:
+    """Train a ``cfg.reranker_layers``-layer cross-encoder (initialised from the teacher's
+    first layers) and fit the blend over the trained retriever ``user_tower`` / ``item_vecs``.
+
+    ``ds`` is already cut to the training window; ``texts`` / ``item_tokens`` are the items'
+    texts and token ids in items-table row order. Labelled train-split queries are the
+    training contexts; without any, history contexts (``hist``) stand in;
+    ``teacher_reranker`` a cross-encoder to distil from (``cfg.rerank_distil_weight``). Returns the
+    reranker, its losses, the blend and the number of training pairs.
+
+    Raises:
+        ValueError: nothing to train the reranker on.
+    """
+    timer = timer or StageTimer()
+    items = ds.items.reset_index(drop=True)
+    item_ids = items["item_id"].to_numpy(np.int64)
+    if cfg.rerank_item_tokens is not None:
+        item_tokens = [t[: cfg.rerank_item_tokens] for t in item_tokens]
+    # graded pairs plus hard negatives mined with the trained retriever
     _, q_texts, q_labels = graded_labels(ds.queries, ds.qrels, "train")
     if q_texts:
         q_vecs = embed_queries(user_tower, tok, q_texts, bf16=cfg.bf16)
@@ -263,10 +344,17 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     retrieved = [[int(item_ids[p]) for p in row if p >= 0] for row in top]
     pos_map = {int(i): int(p) for i, p in zip(item_ids, range(len(item_ids)))}
     pairs = training_pairs(q_labels, retrieved, pos_map)
-    item_tokens = item_token_lists(tok, texts)
     reranker = CrossEncoder(make_student(teacher, cfg.reranker_layers))
     rerank_losses = timer.run(
-        "rerank", train_cross_encoder, reranker, tok, q_texts, item_tokens, pairs, cfg
+        "rerank",
+        train_cross_encoder,
+        reranker,
+        tok,
+        q_texts,
+        item_tokens,
+        pairs,
+        cfg,
+        teacher_reranker,
     )
 
     popularity = item_popularity(ds.events, item_ids)
@@ -284,51 +372,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         popularity,
         cfg,
     )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"dim": cfg.dim, "recency_tau_s": cfg.recency_tau_s}
-    save_module(item_tower, item_tower.text.bert.config, out_dir / "item_tower", **meta)
-    save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
-    save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
-    blend.write(out_dir)
-    np.save(out_dir / TEACHER_ITEM_EMBEDDINGS_FILE, teacher_items)
-    np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_vecs)
-    save_prior(prior, out_dir)
-    if covisit is not None:
-        covisit.save(out_dir / COVISIT_FILE)
-    digest = hashlib.sha256((out_dir / "item_tower" / "model.safetensors").read_bytes())
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + digest.hexdigest()[:8]
-    report = {
-        "model_version": version,
-        "data_dir": str(data_dir.resolve()),
-        "config": cfg.model_dump(),
-        "n_items": len(items),
-        "events_until_ts": until_ts,
-        "n_train_events": len(ds.events),
-        "n_train_queries": len(qpos.texts),
-        "n_history_pairs": int(len(hist.target_pos)),
-        "n_rerank_pairs": int(len(pairs[0])),
-        "seconds": timer.seconds,
-        "losses": {
-            "distil_per_epoch": distil_losses,
-            "towers_first_last": _ends(tower_losses),
-            "reranker_first_last": _ends(rerank_losses),
-        },
-        "item_ids": towers.id_report,
-        "blend": blend.to_dict(),
-        "prior": {**prior.meta(), "validation_recall@50": prior_validation},
-        "covisit": None
-        if covisit is None
-        else {
-            "kind": covisit.kind,
-            **covisit.settings(),
-            "entries": len(covisit),
-            "validation_recall@50": covisit_validation,
-        },
-    }
-    (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
-    log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
-    return report
+    return reranker, rerank_losses, blend, int(len(pairs[0]))
 
 
 def fit_tower_prior(

@@ -36,6 +36,7 @@ class BenchConfig:
     rerank_precision: str = "auto"  # auto: cpu_precision; int8 is quantized into the cached bundle
     rerank_instances: int = 1
     rerank_threads: int = 2
+    rerank_depth: int = 0  # most candidates cross-scored per request (0: all the budget allows)
     sections: tuple[str, ...] = ("serving",)
     # -- the request mix
     n_requests: int = 200  # distinct requests in perf_analyzer's input data (half search)

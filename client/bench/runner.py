@@ -131,6 +131,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
         rerank_precision=rerank_precision,
         rerank_instances=cfg.rerank_instances,
         rerank_threads=cfg.rerank_threads,
+        rerank_depth=cfg.rerank_depth,
     )
     manifest = load_manifest(bundle)
     return Prepared(
@@ -150,6 +151,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
             "rerank_instances": str(cfg.rerank_instances),
             "rerank_threads": str(cfg.rerank_threads),
             "rerank_item_tokens": str(RERANK_ITEM_TOKENS),
+            "rerank_depth": str(cfg.rerank_depth or "all"),
         },
     )
 

@@ -264,10 +264,18 @@ def test_warmup_samples_without_a_usable_tokenizer(
 
 def test_reranker_pair_length_and_instances_are_settings(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "bundle")
-    repo = write_repository(bundle, tmp_path / "repo", rerank_item_tokens=12, rerank_instances=2)
+    repo = write_repository(
+        bundle, tmp_path / "repo", rerank_item_tokens=12, rerank_instances=2, rerank_depth=48
+    )
     config = parse(repo / "reranker" / "config.pbtxt")
     assert _params(config)["max_item_tokens"]["string_value"] == "12"
+    assert _params(config)["max_scored"]["string_value"] == "48"
     assert [g.count for g in config.instance_group] == [2]
-    for bad in ({"rerank_item_tokens": 0}, {"rerank_item_tokens": 49}, {"rerank_instances": 0}):
+    for bad in (
+        {"rerank_item_tokens": 0},
+        {"rerank_item_tokens": 49},
+        {"rerank_instances": 0},
+        {"rerank_depth": -1},
+    ):
         with pytest.raises(RepositoryError, match="rerank_"):
             write_repository(bundle, tmp_path / "bad", **bad)

@@ -450,3 +450,15 @@ def test_pair_segments_are_cut_to_the_configured_lengths() -> None:
     for bad in ({"max_item_tokens": 0}, {"max_item_tokens": 49}, {"max_context_tokens": -1}):
         with pytest.raises(ValueError, match="max_"):
             Reranker(table, BLEND, scorer, **bad)
+
+
+def test_max_scored_caps_the_depth_and_ends_the_request_early() -> None:
+    reranker, clock, scorer = make(cost_ms=1.0, chunk_size=4, max_scored=8)
+    cand, ret = candidates(20)
+    start = clock()
+    res = reranker.rerank(np.array([7]), cand, ret, k=20, budget_ms=1000, start_ns=start)
+    assert sum(scorer.calls) == 8 and res.n_scored == 8 and res.degraded
+    assert clock() - start <= 9 * MS  # two chunks of 1 ms each per candidate, not the budget
+    np.testing.assert_array_equal(res.item_ids[8:], cand[8:])
+    with pytest.raises(ValueError, match="max_scored"):
+        make(max_scored=0)
