@@ -86,6 +86,14 @@ def bench_cmd(
             min=0,
         ),
     ] = 0,
+    rerank_max_call: Annotated[
+        int,
+        typer.Option(
+            help="Most candidates per cross-encoder call (shorter calls overrun the budget by "
+            "less when the machine is busy).",
+            min=1,
+        ),
+    ] = 64,
     sections: Annotated[
         str,
         typer.Option(
@@ -149,6 +157,7 @@ def bench_cmd(
             rerank_instances=rerank_instances,
             rerank_threads=rerank_threads,
             rerank_depth=rerank_depth,
+            rerank_max_call=rerank_max_call,
             sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
             n_requests=requests,
             k=k,

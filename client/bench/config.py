@@ -37,6 +37,7 @@ class BenchConfig:
     rerank_instances: int = 1
     rerank_threads: int = 2
     rerank_depth: int = 0  # most candidates cross-scored per request (0: all the budget allows)
+    rerank_max_call: int = 64  # most candidates per cross-encoder call
     sections: tuple[str, ...] = ("serving",)
     # -- the request mix
     n_requests: int = 200  # distinct requests in perf_analyzer's input data (half search)

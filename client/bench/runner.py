@@ -132,6 +132,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
         rerank_instances=cfg.rerank_instances,
         rerank_threads=cfg.rerank_threads,
         rerank_depth=cfg.rerank_depth,
+        rerank_max_call=cfg.rerank_max_call,
     )
     manifest = load_manifest(bundle)
     return Prepared(
@@ -152,6 +153,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
             "rerank_threads": str(cfg.rerank_threads),
             "rerank_item_tokens": str(RERANK_ITEM_TOKENS),
             "rerank_depth": str(cfg.rerank_depth or "all"),
+            "rerank_max_call": str(cfg.rerank_max_call),
         },
     )
 
