@@ -14,7 +14,9 @@ differs between the variants:
 * ``tokens``: each shard tokenized whole, batches of like token count (client/embed/pipeline.py;
   the engine's default);
 * ``tokens+prefetch``: the same with the next shard tokenized on a background thread
-  (``LocalEngine(prefetch=True)``).
+  (``LocalEngine(prefetch=True)``);
+* ``tokens+2streams``: token batches run by OpenVINO with the throughput hint, two streams
+  of one thread each fed by an async queue (``LocalEngine(streams=2)``).
 
 The variants take turns, ``--repeats`` rounds; items/s is counted from the job's start (after
 the catalog is read and the runtime opened) to its end, and the table gives the median.
@@ -47,10 +49,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from embed_bench import build_bundle  # noqa: E402
+from model_bench import gemm_ceiling  # noqa: E402
 
 log = logging.getLogger("embed_fast")
 
-VARIANTS = ("main", "tokens", "tokens+prefetch")
+VARIANTS = ("main", "tokens", "tokens+prefetch", "tokens+2streams")
 
 
 def make_engine(variant: str, bundle: Path, runtime: str, precision: str, threads: int) -> Any:
@@ -71,26 +74,30 @@ def make_engine(variant: str, bundle: Path, runtime: str, precision: str, thread
     kwargs: dict[str, Any] = dict(runtime=runtime, precision=precision, threads=threads)
     if variant == "main":
         return MainEngine(bundle, **kwargs)
+    if variant == "tokens+2streams":
+        return LocalEngine(bundle, streams=2, **kwargs)
     return LocalEngine(bundle, prefetch=variant == "tokens+prefetch", **kwargs)
 
 
-def run_job(engine: Any, catalog: Any, path: Path, out: Path, shard_size: int) -> float:
-    """One whole job; items/s from its start (catalog read, runtime open) to its end."""
+def run_job(
+    engine: Any, catalog: Any, path: Path, out: Path, shard_size: int
+) -> tuple[float, float]:
+    """One whole job: items per second from its start (after the catalog read and the
+    runtime's opening) to its end, and items per CPU-second of this process meanwhile."""
     from client.embed import run_embed
 
     marks: dict[str, float] = {}
+
+    def start(total: int, done: int) -> None:
+        marks["start"], marks["cpu"] = time.perf_counter(), time.process_time()
+
     result = run_embed(
-        path,
-        out,
-        engine,
-        shard_size=shard_size,
-        restart=True,
-        catalog=catalog,
-        on_start=lambda total, done: marks.setdefault("start", time.perf_counter()),
+        path, out, engine, shard_size=shard_size, restart=True, catalog=catalog, on_start=start
     )
     rate = result.items_embedded / (time.perf_counter() - marks["start"])
+    cpu_rate = result.items_embedded / (time.process_time() - marks["cpu"])
     engine.close()
-    return rate
+    return rate, cpu_rate
 
 
 def profile_job(engine: Any, catalog: Any, path: Path, out: Path, shard_size: int) -> dict:
@@ -203,6 +210,17 @@ def model_alone(bundle: Path, texts: list[str], threads: int, repeats: int) -> d
         tb = tokenize_shard(tok, texts, batch)
         settings[f"latency hint, 1 stream x {threads} threads, batch {batch}"] = (sync, tb.batches)
         settings[f"throughput hint, 2 streams, batch {batch}"] = (two_streams, tb.batches)
+    int8, int8_cosine = int8_tower(core, model, tok, texts, bundle, threads)
+    int8_request = int8.create_infer_request()
+
+    def int8_sync(batches: list) -> None:
+        for ids, mask in batches:
+            int8_request.infer({"input_ids": ids, "attention_mask": mask})
+
+    settings["int8 (NNCF, matmuls int8, rest bf16), latency hint, batch 64"] = (
+        int8_sync,
+        settings[f"latency hint, 1 stream x {threads} threads, batch 64"][1],
+    )
     for fn, batches in settings.values():  # warm-up: every shape compiled once
         fn(batches)
     rates: dict[str, list[float]] = defaultdict(list)
@@ -218,7 +236,49 @@ def model_alone(bundle: Path, texts: list[str], threads: int, repeats: int) -> d
         "items_per_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
         "all_items_per_s": {k: [round(x) for x in v] for k, v in rates.items()},
         "node_time_share": node_profile(core, model, tb64.batches, threads),
+        "flops_per_item": batch_flops(bundle, tb64.batches) / len(texts),
+        "int8_cosine_to_fp32": int8_cosine,
     }
+
+
+def int8_tower(
+    core: Any, model: Any, tok: Any, texts: list[str], bundle: Path, threads: int
+) -> tuple[Any, dict[str, float]]:
+    """The item tower quantized by NNCF (transformer preset, as client/int8_export.py does
+    the reranker), calibrated on the last 1,024 texts, compiled like the bf16 one; and the
+    cosine of its vectors to ONNX Runtime fp32's on the first 1,024 texts."""
+    import nncf
+
+    from client.embed.pipeline import tokenize_shard
+    from serving.onnx_session import OnnxModel
+
+    calib = tokenize_shard(tok, texts[-1024:], 64).batches
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset([{"input_ids": i, "attention_mask": m} for i, m in calib]),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calib) * 64,
+    )
+    compiled = core.compile_model(
+        quantized,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": "bf16",
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(threads),
+            "ENABLE_CPU_PINNING": "NO",
+        },
+    )
+    request = compiled.create_infer_request()
+    fp32 = OnnxModel(bundle / "item_tower.onnx")
+    cosines = []
+    for ids, mask in tokenize_shard(tok, texts[:1024], 64).batches:
+        request.infer({"input_ids": ids, "attention_mask": mask})
+        got = request.get_output_tensor(0).data
+        cosines.append((got * fp32(input_ids=ids, attention_mask=mask)).sum(1))
+    cos = np.concatenate(cosines)
+    return compiled, {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 6)}
 
 
 def node_profile(core: Any, model: Any, batches: list, threads: int) -> dict[str, float]:
@@ -245,54 +305,19 @@ def node_profile(core: Any, model: Any, batches: list, threads: int) -> dict[str
     return {k: round(v / whole, 3) for k, v in top if v / whole >= 0.005}
 
 
-def model_flops_per_token(bundle: Path, tokens: float) -> float:
-    """FLOPs per token of the item tower: 2 * K * N per weight matrix (every MatMul/Gemm
-    with a 2-D constant weight; the pooled projection counted per token too, < 1% over)
-    plus attention's two products, 4 * L * hidden per token per layer at length ``tokens``."""
-    import onnx
-    from onnx import numpy_helper
+def batch_flops(bundle: Path, batches: list) -> float:
+    """FLOPs of the item tower over ``batches`` (model_bench.matmul_flops per distinct batch
+    shape: every MatMul and Gemm, attention's included)."""
+    from model_bench import matmul_flops
 
-    graph = onnx.load(str(bundle / "item_tower.onnx")).graph
-    weights = {i.name: numpy_helper.to_array(i).shape for i in graph.initializer}
-    linear = 0
-    products = 0  # activation x activation MatMuls: Q K^T and P V, two per layer
-    hidden = 0
-    for node in graph.node:
-        if node.op_type in ("MatMul", "Gemm"):
-            shape = next((weights[i] for i in node.input if i in weights), None)
-            if shape is not None and len(shape) == 2:
-                linear += 2 * shape[0] * shape[1]
-                hidden = max(hidden, min(shape))
-            elif shape is None:
-                products += 1
-    attention = products * 2 * tokens * hidden  # each product: 2 * L * hidden per token
-    return float(linear + attention)
-
-
-def matmul_ceiling(threads: int) -> dict[str, float]:
-    """torch bf16 GEMM GFLOP/s, ``threads`` threads: 2048^3, and one shaped like the tower's
-    FFN at batch 64 x 28 tokens (1792 x 384 x 1536)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    out = {}
-    for name, (m, k, n) in {
-        "2048^3": (2048, 2048, 2048),
-        "1792x384x1536": (1792, 384, 1536),
-    }.items():
-        a = torch.randn(m, k, dtype=torch.bfloat16)
-        b = torch.randn(k, n, dtype=torch.bfloat16)
-        for _ in range(3):
-            a @ b
-        reps = max(3, int(2e10 / (2 * m * k * n)))
-        best = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            best.append(time.perf_counter() - start)
-        out[name] = round(2 * m * k * n * reps / statistics.median(best) / 1e9, 1)
-    return out
+    per_shape: dict[tuple[int, int], float] = {}
+    total = 0.0
+    for ids, mask in batches:
+        if ids.shape not in per_shape:
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            per_shape[ids.shape] = matmul_flops(bundle / "item_tower.onnx", feeds)
+        total += per_shape[ids.shape]
+    return total
 
 
 def main() -> None:
@@ -346,15 +371,21 @@ def main() -> None:
     log.info("tokens: %s", doc["tokens"])
 
     rates: dict[str, list[float]] = defaultdict(list)
+    cpu_rates: dict[str, list[float]] = defaultdict(list)
     for r in range(args.repeats):
         for v in variants:
             engine = make_engine(v, bundle, args.runtime, args.precision, args.threads)
-            rate = run_job(engine, catalog, catalog_path, args.out / "job", args.shard_size)
+            rate, cpu = run_job(engine, catalog, catalog_path, args.out / "job", args.shard_size)
             rates[v].append(rate)
+            cpu_rates[v].append(cpu)
             log.info("round %d %s: %.0f items/s (load %.1f)", r + 1, v, rate, os.getloadavg()[0])
     load.append(os.getloadavg()[0])
     doc["jobs"] = {
-        v: {"median_items_per_s": round(statistics.median(x), 1), "runs": [round(y) for y in x]}
+        v: {
+            "median_items_per_s": round(statistics.median(x), 1),
+            "runs": [round(y) for y in x],
+            "median_items_per_cpu_s": round(statistics.median(cpu_rates[v]), 1),
+        }
         for v, x in rates.items()
     }
     doc["profile_s"] = {
@@ -372,9 +403,8 @@ def main() -> None:
         doc["model_alone"] = model_alone(
             bundle, texts[: args.model_items], args.threads, args.repeats
         )
-        tokens = doc["model_alone"]["padded_tokens_per_item_batch_64"]
-        doc["flops_per_token"] = model_flops_per_token(bundle, tokens)
-        doc["matmul_gflops"] = matmul_ceiling(args.threads)
+        ceilings = [gemm_ceiling(2048, 5) for _ in range(3)]  # a ceiling: the best of three
+        doc["matmul_gflops"] = {k: round(max(c[k] for c in ceilings), 1) for k in ceilings[0]}
     load.append(os.getloadavg()[0])
     doc["load_average_1min"] = load
     doc["command"] = "python " + " ".join(sys.argv)
@@ -394,13 +424,14 @@ def write_markdown(path: Path, doc: dict) -> None:
         f"{doc['started']}; 1-minute load average {loads} "
         "(start, after the jobs, end).",
         "",
-        "| variant | job items/s (median) | runs | vs main |",
-        "| --- | ---: | --- | ---: |",
+        "| variant | job items/s (median) | runs | vs main | items per CPU-second |",
+        "| --- | ---: | --- | ---: | ---: |",
     ]
     for v, j in jobs.items():
         ratio = f"{j['median_items_per_s'] / base:.2f}x" if base else "-"
         lines.append(
-            f"| {v} | {j['median_items_per_s']:,.0f} | {', '.join(map(str, j['runs']))} | {ratio} |"
+            f"| {v} | {j['median_items_per_s']:,.0f} | {', '.join(map(str, j['runs']))} | "
+            f"{ratio} | {j['median_items_per_cpu_s']:,.0f} |"
         )
     t = doc["tokens"]
     lines += [
@@ -432,16 +463,19 @@ def write_markdown(path: Path, doc: dict) -> None:
         for k, v in m["items_per_s"].items():
             lines.append(f"| {k} | {v:,.0f} | {', '.join(map(str, m['all_items_per_s'][k]))} |")
         best = max(m["items_per_s"].values())
-        flops = doc["flops_per_token"] * m["padded_tokens_per_item_batch_64"]
-        ceiling = doc["matmul_gflops"]["2048^3"]
+        flops = m["flops_per_item"]
+        key = f"bf16@{doc['threads']}"
+        ceiling = doc["matmul_gflops"].get(key, float("nan"))
         lines += [
             "",
             f"Model time per OpenVINO node type (batch 64): {m['node_time_share']}.",
-            f"FLOPs per item: {flops / 1e6:.0f} M ({doc['flops_per_token'] / 1e6:.2f} M per "
-            f"token x {m['padded_tokens_per_item_batch_64']} padded tokens). bf16 GEMM "
-            f"(torch, same threads): {doc['matmul_gflops']} GFLOP/s. Best model-alone rate "
-            f"{best:,.0f} items/s = {best * flops / 1e9:,.0f} GFLOP/s = "
-            f"{best * flops / 1e9 / ceiling:.0%} of the 2048^3 ceiling.",
+            f"int8 vectors' cosine to ONNX Runtime fp32 (1,024 texts): {m['int8_cosine_to_fp32']}.",
+            f"FLOPs per item (every MatMul, at batch 64's padding): {flops / 1e6:.0f} M. "
+            f"torch GEMM 2048^3 (GFLOP/s, precision@threads, best of three medians): "
+            f"{doc['matmul_gflops']}. Best "
+            f"model-alone rate {best:,.0f} items/s = {best * flops / 1e9:,.0f} GFLOP/s = "
+            f"{best * flops / 1e9 / ceiling:.0%} of the bf16 GEMM ceiling at {doc['threads']} "
+            "threads.",
         ]
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

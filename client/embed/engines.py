@@ -26,10 +26,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from client.embed.pipeline import TokenBatches, prefetch, restore_order, tokenize_shard
+from client.embed.pipeline import (
+    StreamedTower,
+    TokenBatches,
+    prefetch,
+    restore_order,
+    tokenize_shard,
+)
 from serving.graphs import Runtime
 from serving.item_tower import ItemEncoder
-from towers.bundle_contract import load_manifest
+from towers.bundle_contract import load_manifest, onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +190,7 @@ class LocalEngine:
         threads: int | None = None,
         batch_size: int = 64,
         prefetch: bool = False,
+        streams: int = 1,
     ) -> None:
         self.bundle = Path(bundle)
         self.model_version = load_manifest(self.bundle).model_version
@@ -191,11 +198,15 @@ class LocalEngine:
         self.threads = threads or os.cpu_count() or 1
         self.batch_size = batch_size
         self.prefetch = prefetch
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        self.streams = streams
+        self.tower: StreamedTower | None = None
         self.choice: RuntimeChoice | None = None
         self.encoder: ItemEncoder | None = None
 
     def prepare(self, sample: list[str]) -> None:
-        self.choice, self.encoder = choose_runtime(
+        choice, self.encoder = choose_runtime(
             self.bundle,
             sample,
             runtime=self.runtime,
@@ -203,6 +214,15 @@ class LocalEngine:
             threads=self.threads,
             batch_size=self.batch_size,
         )
+        self.choice = choice
+        self.tower = None
+        if self.streams > 1 and choice.engine == "openvino" and choice.precision != "int8":
+            self.tower = StreamedTower(
+                self.bundle / onnx_file("item_tower"),
+                precision=choice.precision,
+                threads=max(self.threads, self.streams),
+                streams=self.streams,
+            )
 
     def embed_shards(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]:
         """Each shard tokenized whole and run in batches of like token count
@@ -218,7 +238,10 @@ class LocalEngine:
 
         source = prefetch(shards, tokenize) if self.prefetch else map(tokenize, shards)
         for shard, tokens in source:
-            parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
+            if self.tower is not None:
+                parts = self.tower.run(tokens.batches)
+            else:
+                parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
             vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
             yield shard, restore_order(vectors, tokens.order)
 
@@ -231,12 +254,14 @@ class LocalEngine:
             "threads": self.threads,
             "batch_size": self.batch_size,
             "prefetch": self.prefetch,
+            "streams": self.streams if self.tower is not None else 1,
             "measured_items_per_s": c.items_per_s if c else {},
             "min_cosine_to_fp32": c.min_cosine if c else {},
         }
 
     def close(self) -> None:
         self.encoder = None
+        self.tower = None
 
 
 class TritonEngine:

@@ -22,17 +22,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from serving.item_tower import MAX_ITEM_CHARS
+from serving.item_tower import ITEM_TOWER_INPUTS, MAX_ITEM_CHARS
 from towers.text import encode_items
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TokenBatches", "prefetch", "restore_order", "tokenize_shard"]
+__all__ = ["StreamedTower", "TokenBatches", "prefetch", "restore_order", "tokenize_shard"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -110,3 +111,60 @@ def prefetch(items: Iterable[In], fn: Callable[[In], Out], *, depth: int = 1) ->
         finally:
             for future in pending:
                 future.cancel()
+
+
+class StreamedTower:
+    """The item tower's graph compiled by OpenVINO for throughput: ``streams`` streams, each
+    running one batch at a time on its share of ``threads``, kept busy by an async queue of
+    ``streams`` requests (instead of one request whose ``threads`` threads split every
+    operation of one batch between them).
+
+    ``graph``: the ``.onnx`` file; ``precision``: ``bf16`` or ``fp32`` (OpenVINO's hint, as
+    serving.openvino_engine compiles it); ``threads`` >= ``streams`` >= 1. The vectors are the
+    graph's output, as serving.item_tower.ItemEncoder.embed_tokens returns them.
+    """
+
+    def __init__(self, graph: Path, *, precision: str, threads: int, streams: int) -> None:
+        import openvino as ov
+
+        from serving.openvino_engine import OPENVINO_PRECISIONS
+
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"StreamedTower runs bf16 or fp32, got {precision!r}")
+        if not 1 <= streams <= threads:
+            raise ValueError(f"need 1 <= streams <= threads, got {streams} and {threads}")
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "NUM_STREAMS": str(streams),
+            "INFERENCE_NUM_THREADS": str(threads),
+            "ENABLE_CPU_PINNING": "NO",
+        }
+        self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
+        names = {p.get_any_name() for p in self.compiled.inputs}
+        if names != set(ITEM_TOWER_INPUTS):
+            raise ValueError(f"{graph} has inputs {sorted(names)}, expected {ITEM_TOWER_INPUTS}")
+        self.streams = streams
+        self.queue = ov.AsyncInferQueue(self.compiled, streams)
+        log.info(
+            "item tower %s: OpenVINO %s, %d streams, %d threads", graph, precision, streams, threads
+        )
+
+    def run(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """The vectors of each batch (float32 ``[b, D]``), in batch order."""
+        out: list[np.ndarray | None] = [None] * len(batches)
+
+        def done(request: Any, k: int) -> None:
+            out[k] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+        self.queue.set_callback(done)
+        for k, (ids, mask) in enumerate(batches):
+            self.queue.start_async({"input_ids": ids, "attention_mask": mask}, k)
+        self.queue.wait_all()
+        vectors = []
+        for k, v in enumerate(out):
+            if v is None or v.ndim != 2 or len(v) != len(batches[k][0]):
+                got = None if v is None else v.shape
+                raise RuntimeError(f"item tower returned {got} for {len(batches[k][0])} texts")
+            vectors.append(v)
+        return vectors

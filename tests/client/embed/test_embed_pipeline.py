@@ -131,3 +131,32 @@ def test_local_engine_surfaces_a_tokenizer_error_from_the_prefetch_thread(untrai
     with pytest.raises(TypeError):
         next(gen)
     assert not [t for t in threading.enumerate() if t.name.startswith("prefetch")]
+
+
+def test_streamed_tower_gives_the_served_encoders_vectors_in_batch_order(untrained_bundle):
+    pytest.importorskip("openvino")
+    engine = LocalEngine(
+        untrained_bundle, runtime="openvino", precision="fp32", threads=2, batch_size=8, streams=2
+    )
+    engine.prepare([])
+    assert engine.tower is not None and engine.encoder is not None
+    assert engine.describe()["streams"] == 2
+    texts = [f"{t} {i}" * (1 + i % 3) for i, t in enumerate(TEXTS * 5)]
+    got = dict(engine.embed_shards(iter([(0, texts[:20]), (1, texts[20:])])))
+    want = engine.encoder.embed(texts)  # the served path: one request, fp32
+    np.testing.assert_allclose(np.concatenate([got[0], got[1]]), want, atol=1e-4)
+    tokens = tokenize_shard(engine.encoder.tokenizer, texts, 8)
+    parts = engine.tower.run(tokens.batches)
+    assert [len(p) for p in parts] == [len(ids) for ids, _ in tokens.batches]
+    with pytest.raises(ValueError, match="streams"):
+        LocalEngine(untrained_bundle, streams=0)
+
+
+def test_streams_need_openvino_and_fall_back_to_one_request_otherwise(untrained_bundle):
+    engine = LocalEngine(
+        untrained_bundle, runtime="onnxruntime", precision="fp32", threads=1, streams=2
+    )
+    engine.prepare([])
+    assert engine.tower is None and engine.describe()["streams"] == 1
+    (shard, vectors), *_ = engine.embed_shards(iter([(4, TEXTS)]))
+    assert shard == 4 and len(vectors) == len(TEXTS)
