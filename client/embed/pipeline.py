@@ -28,12 +28,19 @@ from typing import Any, TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
-from serving.item_tower import ITEM_TOWER_INPUTS, MAX_ITEM_CHARS
+from serving.item_tower import ITEM_TOWER_INPUTS, MAX_ITEM_CHARS, ItemEncoder
 from towers.text import encode_items
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StreamedTower", "TokenBatches", "prefetch", "restore_order", "tokenize_shard"]
+__all__ = [
+    "StreamedTower",
+    "TokenBatches",
+    "embed_texts",
+    "prefetch",
+    "restore_order",
+    "tokenize_shard",
+]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -84,6 +91,14 @@ def restore_order(vectors: np.ndarray, order: np.ndarray) -> np.ndarray:
     out = np.empty_like(vectors)
     out[order] = vectors
     return out
+
+
+def embed_texts(encoder: ItemEncoder, texts: Sequence[str]) -> np.ndarray:
+    """Text vectors of ``texts``, float32 ``[n, D]`` in their order: tokenized in one call,
+    run in batches of ``encoder.batch_size`` rows of like token count (a Ray actor's batch)."""
+    tokens = tokenize_shard(encoder.tokenizer, texts, encoder.batch_size)
+    parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
+    return restore_order(np.concatenate(parts), tokens.order) if parts else encoder.embed([])
 
 
 def prefetch(items: Iterable[In], fn: Callable[[In], Out], *, depth: int = 1) -> Iterator[Out]:

@@ -11,7 +11,7 @@ import pytest
 
 from client.embed import LocalEngine
 from client.embed.engines import embed_by_length
-from client.embed.pipeline import prefetch, restore_order, tokenize_shard
+from client.embed.pipeline import embed_texts, prefetch, restore_order, tokenize_shard
 from towers.bundle_contract import TOKENIZER_FILE
 from towers.text import encode_items, load_tokenizer
 
@@ -118,6 +118,7 @@ def test_local_engine_matches_the_served_encoder_in_catalog_order(untrained_bund
     want = embed_by_length(engine.encoder.embed, texts)
     np.testing.assert_allclose(np.concatenate([v for _, v in got]), want, atol=1e-5)
     assert engine.describe()["prefetch"] is prefetching
+    np.testing.assert_allclose(embed_texts(engine.encoder, texts), want, atol=1e-5)  # ray's
 
 
 def test_local_engine_surfaces_a_tokenizer_error_from_the_prefetch_thread(untrained_bundle):
