@@ -16,7 +16,8 @@ differs between the variants:
 * ``tokens+prefetch``: the same with the next shard tokenized on a background thread
   (``LocalEngine(prefetch=True)``);
 * ``tokens+2streams``: token batches run by OpenVINO with the throughput hint, two streams
-  of one thread each fed by an async queue (``LocalEngine(streams=2)``).
+  of one thread each fed by an async queue (``LocalEngine(streams=2)``);
+* ``tokens+prefetch+2streams``: both.
 
 The variants take turns, ``--repeats`` rounds; items/s is counted from the job's start (after
 the catalog is read and the runtime opened) to its end, and the table gives the median.
@@ -53,7 +54,7 @@ from model_bench import gemm_ceiling  # noqa: E402
 
 log = logging.getLogger("embed_fast")
 
-VARIANTS = ("main", "tokens", "tokens+prefetch", "tokens+2streams")
+VARIANTS = ("main", "tokens", "tokens+prefetch", "tokens+2streams", "tokens+prefetch+2streams")
 
 
 def make_engine(variant: str, bundle: Path, runtime: str, precision: str, threads: int) -> Any:
@@ -74,9 +75,8 @@ def make_engine(variant: str, bundle: Path, runtime: str, precision: str, thread
     kwargs: dict[str, Any] = dict(runtime=runtime, precision=precision, threads=threads)
     if variant == "main":
         return MainEngine(bundle, **kwargs)
-    if variant == "tokens+2streams":
-        return LocalEngine(bundle, streams=2, **kwargs)
-    return LocalEngine(bundle, prefetch=variant == "tokens+prefetch", **kwargs)
+    streams = 2 if variant.endswith("+2streams") else 1
+    return LocalEngine(bundle, prefetch="+prefetch" in variant, streams=streams, **kwargs)
 
 
 def run_job(
@@ -385,6 +385,12 @@ def main() -> None:
             "median_items_per_s": round(statistics.median(x), 1),
             "runs": [round(y) for y in x],
             "median_items_per_cpu_s": round(statistics.median(cpu_rates[v]), 1),
+            # the rounds are pairs in time: the ratio within a round cancels slow load drift
+            "median_ratio_to_main_in_round": (
+                round(statistics.median(a / b for a, b in zip(x, rates["main"], strict=True)), 3)
+                if "main" in rates
+                else None
+            ),
         }
         for v, x in rates.items()
     }
@@ -424,14 +430,17 @@ def write_markdown(path: Path, doc: dict) -> None:
         f"{doc['started']}; 1-minute load average {loads} "
         "(start, after the jobs, end).",
         "",
-        "| variant | job items/s (median) | runs | vs main | items per CPU-second |",
-        "| --- | ---: | --- | ---: | ---: |",
+        "| variant | job items/s (median) | runs | median / main's | median of the rounds' "
+        "ratios to main | items per CPU-second (median) |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
     for v, j in jobs.items():
         ratio = f"{j['median_items_per_s'] / base:.2f}x" if base else "-"
+        paired = j.get("median_ratio_to_main_in_round")
         lines.append(
             f"| {v} | {j['median_items_per_s']:,.0f} | {', '.join(map(str, j['runs']))} | "
-            f"{ratio} | {j['median_items_per_cpu_s']:,.0f} |"
+            f"{ratio} | {f'{paired:.2f}x' if paired else '-'} | "
+            f"{j['median_items_per_cpu_s']:,.0f} |"
         )
     t = doc["tokens"]
     lines += [
