@@ -173,10 +173,11 @@ class LocalEngine:
     ``runtime`` ``auto`` | ``openvino`` | ``onnxruntime``, ``precision`` ``auto`` | ``bf16`` |
     ``fp32`` (``auto``: measured, module docstring); ``threads`` the runtime's threads
     (default: every core); ``batch_size`` texts per tower run; ``prefetch`` tokenize the next
-    shard on a background thread while the tower runs (client/embed/pipeline.py). Off by
-    default: when the tower's threads already use every core, the tokenizer's threads only
-    take cores from it (measured slower: benchmarks/results/embed_fast_2026-11-29.md); on a
-    machine with cores to spare beside ``threads``, turn it on.
+    shard on a background thread while the tower runs; ``streams`` > 1 runs an OpenVINO
+    runtime with its throughput hint, that many streams fed by an async queue (ignored for
+    ONNX Runtime). Both are off by default: when the tower's threads already use every core,
+    neither was faster (benchmarks/results/embed_fast_2026-11-29.md); try them on a machine
+    with cores to spare.
     """
 
     name = "local"
