@@ -186,6 +186,13 @@ class ItemEncoder:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(out)
 
+    def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Text vectors, float32 ``[b, D]``, of rows already tokenized as
+        towers.text.encode_items tokenizes them (int64 ``[b, L]`` each, at most
+        :attr:`batch_size` rows: one tower run). For callers that tokenize ahead of the tower
+        (the re-embedding job: client/embed/pipeline.py)."""
+        return self._run(input_ids, attention_mask, len(input_ids))
+
     def _run(self, ids: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
         vecs = np.asarray(self.encode_fn(input_ids=ids, attention_mask=mask), np.float32)
         if vecs.ndim != 2 or len(vecs) != n:

@@ -8,7 +8,8 @@ in the order given, so the job writes each shard as soon as it is done (its chec
 ``item_tower.onnx`` in whichever runtime and precision measures fastest on this CPU among
 those within the parity gate: OpenVINO bf16 (where the CPU computes bf16), OpenVINO fp32 and
 ONNX Runtime fp32 are each timed on a sample of the catalog's own texts, and one whose vectors
-are not within :data:`PARITY_MIN_COSINE` of ONNX Runtime fp32's is never chosen.
+are not within :data:`PARITY_MIN_COSINE` of ONNX Runtime fp32's is never chosen. Each shard
+is tokenized whole and run in batches of like token count (client/embed/pipeline.py).
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from client.embed.pipeline import (
+    StreamedTower,
+    TokenBatches,
+    prefetch,
+    restore_order,
+    tokenize_shard,
+)
 from serving.graphs import Runtime
 from serving.item_tower import ItemEncoder
-from towers.bundle_contract import load_manifest
+from towers.bundle_contract import load_manifest, onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +172,12 @@ class LocalEngine:
 
     ``runtime`` ``auto`` | ``openvino`` | ``onnxruntime``, ``precision`` ``auto`` | ``bf16`` |
     ``fp32`` (``auto``: measured, module docstring); ``threads`` the runtime's threads
-    (default: every core); ``batch_size`` texts per tower run.
+    (default: every core); ``batch_size`` texts per tower run; ``prefetch`` tokenize the next
+    shard on a background thread while the tower runs; ``streams`` > 1 runs an OpenVINO
+    runtime with its throughput hint, that many streams fed by an async queue (ignored for
+    ONNX Runtime). Both are off by default: when the tower's threads already use every core,
+    neither was faster (benchmarks/results/embed_fast_2026-11-29.md); try them on a machine
+    with cores to spare.
     """
 
     name = "local"
@@ -177,17 +190,24 @@ class LocalEngine:
         precision: str = "auto",
         threads: int | None = None,
         batch_size: int = 64,
+        prefetch: bool = False,
+        streams: int = 1,
     ) -> None:
         self.bundle = Path(bundle)
         self.model_version = load_manifest(self.bundle).model_version
         self.runtime, self.precision = runtime, precision
         self.threads = threads or os.cpu_count() or 1
         self.batch_size = batch_size
+        self.prefetch = prefetch
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        self.streams = streams
+        self.tower: StreamedTower | None = None
         self.choice: RuntimeChoice | None = None
         self.encoder: ItemEncoder | None = None
 
     def prepare(self, sample: list[str]) -> None:
-        self.choice, self.encoder = choose_runtime(
+        choice, self.encoder = choose_runtime(
             self.bundle,
             sample,
             runtime=self.runtime,
@@ -195,13 +215,36 @@ class LocalEngine:
             threads=self.threads,
             batch_size=self.batch_size,
         )
+        self.choice = choice
+        self.tower = None
+        if self.streams > 1 and choice.engine == "openvino" and choice.precision != "int8":
+            self.tower = StreamedTower(
+                self.bundle / onnx_file("item_tower"),
+                precision=choice.precision,
+                threads=max(self.threads, self.streams),
+                streams=self.streams,
+            )
 
     def embed_shards(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]:
+        """Each shard tokenized whole and run in batches of like token count
+        (client/embed/pipeline.py); with :attr:`prefetch`, the next shard is tokenized on a
+        background thread while the tower runs this one."""
         if self.encoder is None:
             self.prepare([])
-        assert self.encoder is not None
-        for shard, texts in shards:
-            yield shard, embed_by_length(self.encoder.embed, texts)
+        encoder = self.encoder
+        assert encoder is not None
+
+        def tokenize(item: tuple[int, list[str]]) -> tuple[int, TokenBatches]:
+            return item[0], tokenize_shard(encoder.tokenizer, item[1], self.batch_size)
+
+        source = prefetch(shards, tokenize) if self.prefetch else map(tokenize, shards)
+        for shard, tokens in source:
+            if self.tower is not None:
+                parts = self.tower.run(tokens.batches)
+            else:
+                parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
+            vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+            yield shard, restore_order(vectors, tokens.order)
 
     def describe(self) -> dict[str, Any]:
         c = self.choice
@@ -210,12 +253,16 @@ class LocalEngine:
             "runtime": c.engine if c else self.runtime,
             "precision": c.precision if c else self.precision,
             "threads": self.threads,
+            "batch_size": self.batch_size,
+            "prefetch": self.prefetch,
+            "streams": self.streams if self.tower is not None else 1,
             "measured_items_per_s": c.items_per_s if c else {},
             "min_cosine_to_fp32": c.min_cosine if c else {},
         }
 
     def close(self) -> None:
         self.encoder = None
+        self.tower = None
 
 
 class TritonEngine:

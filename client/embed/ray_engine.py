@@ -25,8 +25,8 @@ from client.embed.engines import (
     Shards,
     _open,
     choose_runtime,
-    embed_by_length,
 )
+from client.embed.pipeline import embed_texts
 from towers.bundle_contract import load_manifest
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class _Encoder:
         self.encoder = _open(Path(bundle), engine, precision, threads, batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = embed_by_length(self.encoder.embed, [str(t) for t in batch["text"]])
+        vectors = embed_texts(self.encoder, [str(t) for t in batch["text"]])
         return {"shard": batch["shard"], "vector": vectors}
 
 
