@@ -127,7 +127,11 @@ def train(
         ),
     ] = False,
     reranker_layers: Annotated[
-        int | None, typer.Option(help="Layers of the cross-encoder (1-6; default 2).")
+        int | None,
+        typer.Option(
+            help="Layers of the cross-encoder (1-6; default 1: twice the candidates of 2 "
+            "within a 25 ms budget; 2 rank better at 50 ms and up)."
+        ),
     ] = None,
     rerank_steps: Annotated[
         int | None, typer.Option(help="Optimiser steps of the reranker (default 1000).")
