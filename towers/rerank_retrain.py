@@ -30,6 +30,7 @@ from towers.examples import history_pairs, positions
 from towers.models import CrossEncoder, UserTower, load_module, save_module
 from towers.teacher import load_teacher, tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
+from towers.update import parent_report
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,7 @@ def retrain_reranker(
     from towers.train import StageTimer, cut_events, fit_reranker  # heavy: torch, faiss
 
     started = time.perf_counter()
-    report_path = artifacts / TRAIN_REPORT_FILE
-    if not report_path.is_file() or not (artifacts / ITEM_EMBEDDINGS_FILE).is_file():
-        raise FileNotFoundError(
-            f"{artifacts} is not a trained artifacts folder (needs train_report.json and "
-            "item_embeddings.npy from `towerserve train`)"
-        )
-    if out_dir.resolve() == artifacts.resolve():
-        raise ValueError("--out must differ from --from: a retrain never overwrites its parent")
-    parent = json.loads(report_path.read_text())
+    parent = parent_report(artifacts, out_dir)
     cfg = TrainConfig(**{**parent["config"], **overrides})
     data_dir = Path(parent["data_dir"])
     ds = cut_events(load_dataset(data_dir), parent.get("events_until_ts"))

@@ -30,6 +30,7 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +82,24 @@ def trainable_parameters(tower: UserTower) -> list[torch.nn.Parameter]:
     return chosen
 
 
+def parent_report(artifacts: Path, out_dir: Path) -> dict[str, Any]:
+    """The train report of the parent ``artifacts`` of a run that writes ``out_dir``.
+
+    Raises:
+        FileNotFoundError: ``artifacts`` is not a trained artifacts folder.
+        ValueError: ``out_dir`` is ``artifacts`` (a run never overwrites its parent).
+    """
+    report_path = artifacts / TRAIN_REPORT_FILE
+    if not report_path.is_file() or not (artifacts / ITEM_EMBEDDINGS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{artifacts} is not a trained artifacts folder (needs train_report.json and "
+            "item_embeddings.npy from `towerserve train`)"
+        )
+    if out_dir.resolve() == artifacts.resolve():
+        raise ValueError("--out must differ from --from: a run never overwrites its parent")
+    return dict(json.loads(report_path.read_text()))
+
+
 def update(
     artifacts: Path, data_dir: Path | None, out_dir: Path, cfg: UpdateConfig
 ) -> dict[str, object]:
@@ -93,15 +112,7 @@ def update(
             ``out_dir`` is ``artifacts`` itself.
     """
     started = time.perf_counter()
-    report_path = artifacts / TRAIN_REPORT_FILE
-    if not report_path.is_file() or not (artifacts / ITEM_EMBEDDINGS_FILE).is_file():
-        raise FileNotFoundError(
-            f"{artifacts} is not a trained artifacts folder (needs train_report.json and "
-            "item_embeddings.npy from `towerserve train`)"
-        )
-    if out_dir.resolve() == artifacts.resolve():
-        raise ValueError("--out must differ from --from: an update never overwrites its parent")
-    parent = json.loads(report_path.read_text())
+    parent = parent_report(artifacts, out_dir)
     data_dir = data_dir or Path(parent["data_dir"])
     ds = load_dataset(data_dir)
     items = ds.items.reset_index(drop=True)
