@@ -12,13 +12,11 @@ the parent's FAISS index and re-embedded shards stay valid (``item_tower_version
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +25,10 @@ from towers.bundle_contract import ITEM_EMBEDDINGS_FILE, TRAIN_REPORT_FILE
 from towers.config import TrainConfig
 from towers.data import item_texts, load_dataset
 from towers.examples import history_pairs, positions
-from towers.models import CrossEncoder, UserTower, load_module, save_module
+from towers.models import CrossEncoder, UserTower, load_module
 from towers.teacher import load_teacher, tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
-from towers.update import parent_report
+from towers.update import child_report, parent_report, save_child_module
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +106,14 @@ def retrain_reranker(
             shutil.copy2(src, dst)
         else:
             log.info("not copied: %s (export the new artifacts again)", src)
-    meta = json.loads((artifacts / "reranker" / "config.json").read_text())["meta"]
-    save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
+    version = save_child_module(reranker, "reranker", artifacts, out_dir, tag="r")
     blend.write(out_dir)
-    digest = hashlib.sha256((out_dir / "reranker" / "model.safetensors").read_bytes())
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-r" + digest.hexdigest()[:7]
     seconds = round(time.perf_counter() - started, 2)
     report = {
-        **parent,
-        "model_version": version,
-        "parent_version": parent["model_version"],
-        "item_tower_version": parent.get("item_tower_version", parent["model_version"]),
+        **child_report(parent, version),
         "config": cfg.model_dump(),
         "n_rerank_pairs": n_pairs,
         "seconds": timer.seconds,
-        "full_train_seconds": parent.get("full_train_seconds", parent.get("seconds", {})),
         "losses": {
             **parent.get("losses", {}),
             "reranker_first_last": [

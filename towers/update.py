@@ -100,6 +100,32 @@ def parent_report(artifacts: Path, out_dir: Path) -> dict[str, Any]:
     return dict(json.loads(report_path.read_text()))
 
 
+def save_child_module(
+    module: torch.nn.Module, kind: str, artifacts: Path, out_dir: Path, *, tag: str
+) -> str:
+    """Save the retrained ``kind`` (``user_tower`` or ``reranker``) of a run descending from
+    ``artifacts`` into ``out_dir`` with the parent's saved meta, and return the child's model
+    version: the time and ``tag`` + the first digits of the new weights' sha256."""
+    bert = module.text.bert if kind == "user_tower" else module.bert
+    meta = json.loads((artifacts / kind / "config.json").read_text())["meta"]
+    save_module(module, bert.config, out_dir / kind, **meta)
+    digest = hashlib.sha256((out_dir / kind / "model.safetensors").read_bytes())
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + tag + digest.hexdigest()[:7]
+
+
+def child_report(parent: dict[str, Any], version: str) -> dict[str, Any]:
+    """The parent's train report with the lineage fields of a child model ``version``: its
+    parent, the item tower it shares (so indexes stay valid) and the stages of the full run
+    it descends from."""
+    return {
+        **parent,
+        "model_version": version,
+        "parent_version": parent["model_version"],
+        "item_tower_version": parent.get("item_tower_version", parent["model_version"]),
+        "full_train_seconds": parent.get("full_train_seconds", parent.get("seconds", {})),
+    }
+
+
 def update(
     artifacts: Path, data_dir: Path | None, out_dir: Path, cfg: UpdateConfig
 ) -> dict[str, object]:
@@ -163,20 +189,11 @@ def update(
         build_covisit(
             events, items["item_id"].to_numpy(np.int64), until_ts=end_ts, kind=parent_covisit.kind
         ).fitted_like(parent_covisit).save(out_dir / COVISIT_FILE)
-    meta = json.loads((artifacts / "user_tower" / "config.json").read_text())["meta"]
-    save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
-    digest = hashlib.sha256((out_dir / "user_tower" / "model.safetensors").read_bytes())
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-u" + digest.hexdigest()[:7]
+    version = save_child_module(user_tower, "user_tower", artifacts, out_dir, tag="u")
     seconds = round(time.perf_counter() - started, 2)
     report = {
-        **parent,
-        "model_version": version,
-        "parent_version": parent["model_version"],
-        "item_tower_version": parent.get("item_tower_version", parent["model_version"]),
+        **child_report(parent, version),
         "seconds": {"update": seconds},
-        "full_train_seconds": parent.get(
-            "full_train_seconds", parent.get("seconds", {})
-        ),  # the stages of the full run this model descends from
         "data_dir": str(data_dir.resolve()),
         "events_until_ts": end_ts,
         "prior": prior.meta(),
