@@ -69,8 +69,9 @@ def make_engine(variant: str, bundle: Path, runtime: str, precision: str, thread
             if self.encoder is None:
                 self.prepare([])
             assert self.encoder is not None
-            for shard, texts in shards:
-                yield shard, embed_by_length(self.encoder.embed, texts)
+            for shard, item_ids, texts in shards:
+                vectors = embed_by_length(self.encoder.embed, texts)
+                yield shard, self.encoder.combine_ids(vectors, item_ids)
 
     kwargs: dict[str, Any] = dict(runtime=runtime, precision=precision, threads=threads)
     if variant == "main":

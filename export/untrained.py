@@ -19,6 +19,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from towers.bundle_contract import BLEND_FEATURES, TRAIN_REPORT_FILE, Blend
+from towers.data import load_dataset
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,33 @@ def write_untrained_artifacts(
     hidden: int = DEMO_HIDDEN,
     heads: int = DEMO_HEADS,
     seed: int = 0,
+    id_share: float = 0.0,
 ) -> Path:
     """Write untrained ``item_tower``, ``user_tower`` and ``reranker`` (``layers`` BERT layers
     of width ``hidden``, ``dim``-dimensional vectors), a neutral blend (cross-encoder logit
-    only) and a train report pointing at ``data_dir`` to ``out_dir``; return ``out_dir``."""
+    only) and a train report pointing at ``data_dir`` to ``out_dir``; return ``out_dir``.
+
+    ``id_share`` (0 to 1): that share of the catalog's items, drawn at random, get a random
+    id vector of norm about 1 (the item-identity path, towers.models.ItemTower), so a check
+    of that path sees vectors that differ from the text vectors; 0 (the default): none."""
+    if not 0.0 <= id_share <= 1.0:
+        raise ValueError(f"id_share must be in [0, 1], got {id_share}")
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    version = f"untrained-l{layers}-h{hidden}-d{dim}-s{seed}"
+    version = f"untrained-l{layers}-h{hidden}-d{dim}-s{seed}" + (
+        f"-ids{id_share:g}" if id_share else ""
+    )
     meta = {"dim": dim, "model_version": version}
-    item = ItemTower(_bert(layers, hidden, heads), dim).eval()
+    id_keys = None
+    if id_share:
+        all_ids = load_dataset(data_dir).items["item_id"].to_numpy(np.int64)
+        rng = np.random.default_rng(seed)
+        id_keys = rng.choice(all_ids, size=round(id_share * len(all_ids)), replace=False)
+    item = ItemTower(_bert(layers, hidden, heads), dim, id_keys=id_keys).eval()
+    if item.n_ids:
+        with torch.no_grad():
+            item.ids.weight[1:] = torch.randn(item.n_ids, dim) / dim**0.5
     user = UserTower(_bert(layers, hidden, heads), dim).eval()
     reranker = CrossEncoder(_bert(layers, hidden, heads)).eval()
     save_module(item, item.text.bert.config, out_dir / "item_tower", **meta)

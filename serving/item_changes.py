@@ -403,14 +403,16 @@ class ChangeChecker:
 
 class CatalogStage:
     """The ``catalog`` model's logic: check a batch (:class:`ChangeChecker`), embed the
-    upserted texts with ``embed`` (texts -> float32 ``[n, D]``, the served item tower), append
-    the batch to ``changes`` (fsynced) and answer with the log's new version."""
+    upserted texts with ``embed`` (texts and their item ids int64 ``[n]`` -> float32
+    ``[n, D]``: the served item tower, which combines an id the model learned a vector for
+    with the text, so an updated item keeps its identity), append the batch to ``changes``
+    (fsynced) and answer with the log's new version."""
 
     def __init__(
         self,
         changes: ItemChangeLog,
         checker: ChangeChecker,
-        embed: Callable[[list[str]], np.ndarray],
+        embed: Callable[[list[str], np.ndarray], np.ndarray],
         *,
         model_version: str,
     ) -> None:
@@ -426,7 +428,9 @@ class CatalogStage:
         upserts = [i for i, op in enumerate(ops) if op != "delete"]
         vectors = np.zeros((0, self.checker.watcher.dim), np.float32)
         if upserts:
-            vectors = np.ascontiguousarray(self.embed([texts[i] for i in upserts]), np.float32)
+            up_ids = np.asarray([ids[i] for i in upserts], np.int64)
+            vectors = self.embed([texts[i] for i in upserts], up_ids)
+            vectors = np.ascontiguousarray(vectors, np.float32)
             faiss.normalize_L2(vectors)
         by_row = dict(zip(upserts, vectors))
         batch = [
@@ -451,7 +455,7 @@ class CatalogStage:
 
     def warm_up(self) -> None:
         """Embed one text and read the log's version; nothing is written."""
-        self.embed(["red cotton shirt"])
+        self.embed(["red cotton shirt"], np.full(1, -1, np.int64))
         self.checker.watcher.current()
 
 

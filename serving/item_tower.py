@@ -158,10 +158,21 @@ class ItemEncoder:
         ids = None if item_ids is None else np.asarray(item_ids, np.int64).reshape(-1)
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(ids)} item ids: give one id per text")
-        vectors = self._embed_texts(texts)
-        if ids is None or self.id_table is None or not len(texts):
-            return vectors
-        return self.id_table.combine(vectors, ids)
+        return self.combine_ids(self._embed_texts(texts), ids)
+
+    def combine_ids(
+        self, text_vectors: np.ndarray, item_ids: Sequence[int] | np.ndarray | None
+    ) -> np.ndarray:
+        """The served item vectors of text vectors ``[n, D]`` (from :meth:`embed_tokens`)
+        with ``item_ids`` ``[n]`` (``-1`` for none): each row combined with its id's learned
+        vector where the bundle's id table has one, the text vector elsewhere. ``item_ids``
+        ``None``, or a bundle without an id table, returns ``text_vectors`` as they are."""
+        if item_ids is None or self.id_table is None or not len(text_vectors):
+            return text_vectors
+        ids = np.asarray(item_ids, np.int64).reshape(-1)
+        if len(ids) != len(text_vectors):
+            raise ValueError(f"{len(text_vectors)} vectors but {len(ids)} item ids")
+        return self.id_table.combine(text_vectors, ids)
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text-only vectors of ``texts`` (see :meth:`embed`)."""

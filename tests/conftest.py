@@ -68,16 +68,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def build_untrained_bundle(work, *, n_items: int, layers: int, hidden: int, heads: int):
-    """Generated data, untrained towers (export/untrained.py) and a real bundle with ONNX
-    graphs and torch programs: ``work / "bundle"``. About 10 s at hidden 64 on 2 cores."""
+def build_untrained_bundle(
+    work, *, n_items: int, layers: int, hidden: int, heads: int, id_share: float = 0.0
+):
+    """Generated data, untrained towers (export/untrained.py; ``id_share`` of the items with
+    a random id vector) and a real bundle with ONNX graphs and torch programs:
+    ``work / "bundle"``. About 10 s at hidden 64 on 2 cores."""
     from export.bundle import build_bundle
     from export.untrained import write_untrained_artifacts
     from towers.data import GenerateConfig, generate
 
     generate(GenerateConfig(n_items=n_items, n_users=80, n_queries=60, seed=5), work / "data")
     write_untrained_artifacts(
-        work / "data", work / "artifacts", layers=layers, hidden=hidden, heads=heads
+        work / "data",
+        work / "artifacts",
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        id_share=id_share,
     )
     build_bundle(work / "artifacts", None, work / "bundle", index_kind="flat", torch_programs=True)
     return work / "bundle"
@@ -88,6 +96,20 @@ def untrained_bundle(tmp_path_factory):
     """A small untrained bundle (1 layer, hidden 64, 400 items) with torch programs."""
     return build_untrained_bundle(
         tmp_path_factory.mktemp("untrained"), n_items=400, layers=1, hidden=64, heads=2
+    )
+
+
+@pytest.fixture(scope="session")
+def untrained_id_bundle(tmp_path_factory):
+    """As :func:`untrained_bundle`, with half of the items given a random learned id vector
+    (towers.bundle_contract.ItemIdTable): what item identity does to every item-vector path."""
+    return build_untrained_bundle(
+        tmp_path_factory.mktemp("untrained_ids"),
+        n_items=400,
+        layers=1,
+        hidden=64,
+        heads=2,
+        id_share=0.5,
     )
 
 

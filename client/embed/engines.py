@@ -1,8 +1,11 @@
 """What runs the item tower for a re-embedding job: ``local`` (in-process) and ``triton``
 (a running server's ``item_tower`` over gRPC); ``ray`` is in client/embed/ray_engine.py.
 
-Every engine takes shards ``(shard, texts)`` and yields ``(shard, vectors float32 [n, D])``
-in the order given, so the job writes each shard as soon as it is done (its checkpoint).
+Every engine takes shards (:class:`Shard`: number, item ids, texts) and yields ``(shard,
+vectors float32 [n, D])`` in the order given, so the job writes each shard as soon as it is
+done (its checkpoint). Each item's id goes with its text: where the bundle has a learned id
+vector for it (towers.bundle_contract.ItemIdTable), the vector is the text vector combined
+with it, exactly what ``towerserve export`` put in the index; a new item gets its text vector.
 
 ``local`` runs serving.item_tower.ItemEncoder (the served code) on the bundle's
 ``item_tower.onnx`` in whichever runtime and precision measures fastest on this CPU among
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -45,6 +48,7 @@ __all__ = [
     "EngineError",
     "LocalEngine",
     "RuntimeChoice",
+    "Shard",
     "TritonEngine",
     "choose_runtime",
     "embed_by_length",
@@ -56,7 +60,17 @@ PARITY_MIN_COSINE = 0.99
 #: Runtimes ``local`` may choose from, ``(engine, precision)``, fastest first where measured.
 LOCAL_RUNTIMES = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 
-Shards = Iterable[tuple[int, list[str]]]
+
+class Shard(NamedTuple):
+    """One shard of a job: its number ``shard``, its rows' ``item_ids`` (int64 ``[n]``) and
+    ``texts`` (``n`` strings), in catalog order."""
+
+    shard: int
+    item_ids: np.ndarray
+    texts: list[str]
+
+
+Shards = Iterable[Shard]
 
 
 def embed_by_length(embed: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
@@ -234,8 +248,8 @@ class LocalEngine:
         encoder = self.encoder
         assert encoder is not None
 
-        def tokenize(item: tuple[int, list[str]]) -> tuple[int, TokenBatches]:
-            return item[0], tokenize_shard(encoder.tokenizer, item[1], self.batch_size)
+        def tokenize(item: Shard) -> tuple[Shard, TokenBatches]:
+            return item, tokenize_shard(encoder.tokenizer, item.texts, self.batch_size)
 
         source = prefetch(shards, tokenize) if self.prefetch else map(tokenize, shards)
         for shard, tokens in source:
@@ -244,7 +258,8 @@ class LocalEngine:
             else:
                 parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
             vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-            yield shard, restore_order(vectors, tokens.order)
+            vectors = restore_order(vectors, tokens.order)
+            yield shard.shard, encoder.combine_ids(vectors, shard.item_ids)
 
     def describe(self) -> dict[str, Any]:
         c = self.choice
@@ -266,9 +281,10 @@ class LocalEngine:
 
 
 class TritonEngine:
-    """A client of a running server's ``item_tower``: texts go in requests of ``batch_size``
-    (at most the model's ``max_batch_size``), ``max_in_flight`` of them at once over gRPC,
-    so the server's dynamic batcher and every model instance stay busy.
+    """A client of a running server's ``item_tower``: texts (``ITEM_TEXT``) and their ids
+    (``ITEM_ID``: the server combines them with the bundle's id vectors) go in requests of
+    ``batch_size`` (at most the model's ``max_batch_size``), ``max_in_flight`` of them at once
+    over gRPC, so the server's dynamic batcher and every model instance stay busy.
     ``timeout_s`` bounds each request."""
 
     name = "triton"
@@ -344,22 +360,26 @@ class TritonEngine:
                     yield first, out
 
         orders: dict[int, np.ndarray] = {}
-        for shard, texts in shards:
+        for shard, item_ids, texts in shards:
             # sorted by length, as for local (embed_by_length); put back in order when done
             orders[shard] = np.argsort([len(t) for t in texts], kind="stable")
             texts = [texts[i] for i in orders[shard]]
-            chunks = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-            parts[shard] = [None] * len(chunks)
+            item_ids = np.asarray(item_ids, np.int64)[orders[shard]]
+            starts = range(0, len(texts), self.batch_size)
+            parts[shard] = [None] * len(starts)
             order.append(shard)
-            for part, chunk in enumerate(chunks):
+            for part, lo in enumerate(starts):
+                chunk = texts[lo : lo + self.batch_size]
                 data = np.array([t.encode("utf-8") for t in chunk], dtype=np.object_)
                 tensor = self._grpc.InferInput("ITEM_TEXT", [len(chunk), 1], "BYTES")
                 tensor.set_data_from_numpy(data.reshape(-1, 1))
+                id_tensor = self._grpc.InferInput("ITEM_ID", [len(chunk), 1], "INT64")
+                id_tensor.set_data_from_numpy(item_ids[lo : lo + len(chunk)].reshape(-1, 1))
                 while not slots.acquire(timeout=0.05):
                     yield from collect(block=False)
                 self.client.async_infer(
                     self.model,
-                    [tensor],
+                    [tensor, id_tensor],
                     callback=lambda result, error, s=shard, p=part: callback(s, p, result, error),
                     outputs=[self._grpc.InferRequestedOutput("ITEM_VECTOR")],
                     client_timeout=self.timeout_s,

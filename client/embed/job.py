@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from client.embed.catalog import Catalog, read_catalog
-from client.embed.engines import Engine
+from client.embed.engines import Engine, Shard
 from client.embed.shards import EmbedManifest, ShardInfo, read_shard, write_shard
 from towers.bundle_contract import (
     BAD_ROWS_FILE,
@@ -149,10 +149,10 @@ def run_embed(
     dim = 0
     if pending:
 
-        def work() -> Iterator[tuple[int, list[str]]]:
+        def work() -> Iterator[Shard]:
             for i in pending:
                 lo, hi = bounds[i]
-                yield i, catalog.texts[lo:hi]
+                yield Shard(i, catalog.item_ids[lo:hi], catalog.texts[lo:hi])
 
         for i, vectors in engine.embed_shards(work()):
             lo, hi = bounds[i]

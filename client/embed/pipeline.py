@@ -93,12 +93,18 @@ def restore_order(vectors: np.ndarray, order: np.ndarray) -> np.ndarray:
     return out
 
 
-def embed_texts(encoder: ItemEncoder, texts: Sequence[str]) -> np.ndarray:
-    """Text vectors of ``texts``, float32 ``[n, D]`` in their order: tokenized in one call,
-    run in batches of ``encoder.batch_size`` rows of like token count (a Ray actor's batch)."""
+def embed_texts(
+    encoder: ItemEncoder, texts: Sequence[str], item_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Item vectors of ``texts``, float32 ``[n, D]`` in their order: tokenized in one call,
+    run in batches of ``encoder.batch_size`` rows of like token count (a Ray actor's batch),
+    then combined with ``item_ids``' learned vectors where the bundle has them
+    (ItemEncoder.combine_ids; ``None``: text vectors)."""
     tokens = tokenize_shard(encoder.tokenizer, texts, encoder.batch_size)
     parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
-    return restore_order(np.concatenate(parts), tokens.order) if parts else encoder.embed([])
+    if not parts:
+        return encoder.embed([])
+    return encoder.combine_ids(restore_order(np.concatenate(parts), tokens.order), item_ids)
 
 
 def prefetch(items: Iterable[In], fn: Callable[[In], Out], *, depth: int = 1) -> Iterator[Out]:

@@ -42,13 +42,14 @@ def ray_available() -> bool:
 
 
 class _Encoder:
-    """One Ray actor: the item tower, opened once, applied to each batch of texts."""
+    """One Ray actor: the item tower, opened once, applied to each batch of ids and texts."""
 
     def __init__(self, bundle: str, engine: str, precision: str, threads: int, batch: int):
         self.encoder = _open(Path(bundle), engine, precision, threads, batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = embed_texts(self.encoder, [str(t) for t in batch["text"]])
+        item_ids = np.asarray(batch["item_id"], np.int64)
+        vectors = embed_texts(self.encoder, [str(t) for t in batch["text"]], item_ids)
         return {"shard": batch["shard"], "vector": vectors}
 
 
@@ -115,16 +116,16 @@ class RayEngine:
         if self.choice is None:
             self.prepare([])
         assert self.choice is not None
-        rows: list[tuple[int, str]] = []
+        rows: list[tuple[int, int, str]] = []
         sizes: dict[int, int] = {}
         order: list[int] = []
-        for shard, texts in shards:
-            rows.extend((shard, t) for t in texts)
+        for shard, item_ids, texts in shards:
+            rows.extend(zip([shard] * len(texts), np.asarray(item_ids).tolist(), texts))
             sizes[shard] = len(texts)
             order.append(shard)
         if not rows:
             return
-        frame = pd.DataFrame(rows, columns=["shard", "text"])
+        frame = pd.DataFrame(rows, columns=["shard", "item_id", "text"])
         # Blocks made here, in the driver: no Ray task needs a CPU beside the actors (a
         # repartition would, and wait forever for one when the actors hold every CPU).
         n_blocks = max(1, min(len(order), 4 * self.actors))

@@ -19,12 +19,14 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.embed import EmbedJobError, LocalEngine, read_job_vectors, run_embed
+from client.embed.catalog import read_catalog
 from client.embed.engines import PARITY_MIN_COSINE
 from towers.bundle_contract import (
     BAD_ROWS_FILE,
     EMBED_MANIFEST_FILE,
     ITEM_EMBEDDINGS_FILE,
     ITEM_IDS_FILE,
+    ItemIdTable,
     embed_shard_file,
 )
 from towers.index_version import check_index_version, load_index_version
@@ -42,18 +44,28 @@ def _fp32(bundle: Path) -> LocalEngine:
     return LocalEngine(bundle, runtime="onnxruntime", precision="fp32", threads=1)
 
 
-def test_local_job_matches_the_exported_table_and_builds_an_index(untrained_bundle, tmp_path):
-    items = untrained_bundle.parent / "data" / "items.parquet"
-    engine = LocalEngine(untrained_bundle)  # runtime and precision chosen by measurement
+def test_local_job_matches_the_exported_table_and_builds_an_index(untrained_id_bundle, tmp_path):
+    items = untrained_id_bundle.parent / "data" / "items.parquet"
+    engine = LocalEngine(untrained_id_bundle)  # runtime and precision chosen by measurement
     result = run_embed(items, tmp_path / "emb", engine, shard_size=150)
     manifest, ids, vecs, deleted = read_job_vectors(tmp_path / "emb")
     assert result.shards_embedded == len(manifest.shards) == 3
     assert manifest.model_version == engine.model_version and manifest.mode == "full"
     assert manifest.engine["runtime"] in ("openvino", "onnxruntime")
     assert set(manifest.engine["measured_items_per_s"]) >= {"onnxruntime/fp32"}
-    assert np.array_equal(ids, np.load(untrained_bundle / ITEM_IDS_FILE)) and len(deleted) == 0
-    cosine = (vecs * np.load(untrained_bundle / ITEM_EMBEDDINGS_FILE)).sum(1)
+    assert np.array_equal(ids, np.load(untrained_id_bundle / ITEM_IDS_FILE)) and len(deleted) == 0
+    table = np.load(untrained_id_bundle / ITEM_EMBEDDINGS_FILE)
+    cosine = (vecs * table).sum(1)
     assert cosine.min() >= PARITY_MIN_COSINE, cosine.min()
+    # half the items have a learned id vector: the job sent their ids (text alone is not it)
+    id_table = ItemIdTable.load(untrained_id_bundle)
+    assert id_table is not None
+    _, known = id_table.lookup(ids)
+    assert 0 < known.sum() < len(ids)
+    engine.prepare([])
+    assert engine.encoder is not None
+    text_only = engine.encoder.embed(read_catalog(items).texts)
+    assert (text_only[known] * table[known]).sum(1).max() < 0.99
 
     got = runner.invoke(
         app, ["index", "build", "--shards", str(tmp_path / "emb"), "--out", str(tmp_path / "idx")]
@@ -62,7 +74,7 @@ def test_local_job_matches_the_exported_table_and_builds_an_index(untrained_bund
     index, version = load_index_version(tmp_path / "idx", model_version=engine.model_version)
     assert version.n_items == len(ids) and version.dim == vecs.shape[1]
     got = runner.invoke(
-        app, ["index", "check", str(tmp_path / "idx"), "--bundle", str(untrained_bundle)]
+        app, ["index", "check", str(tmp_path / "idx"), "--bundle", str(untrained_id_bundle)]
     )
     assert got.exit_code == 0 and "ok" in got.output
     got = runner.invoke(app, ["index", "check", str(tmp_path / "idx"), "--model-version", "v0"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from client.embed import LocalEngine
-from client.embed.engines import embed_by_length
+from client.embed.engines import Shard, embed_by_length
 from client.embed.pipeline import embed_texts, prefetch, restore_order, tokenize_shard
 from towers.bundle_contract import TOKENIZER_FILE
 from towers.text import encode_items, load_tokenizer
@@ -100,10 +100,11 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
 
 
 @pytest.mark.parametrize("prefetching", [True, False])
-def test_local_engine_matches_the_served_encoder_in_catalog_order(untrained_bundle, prefetching):
+def test_local_engine_matches_the_served_encoder_in_catalog_order(untrained_id_bundle, prefetching):
     texts = [f"{t} model {i}" * (1 + i % 4) for i, t in enumerate(TEXTS * 30)]
+    item_ids = np.arange(len(texts), dtype=np.int64) * 2  # half of them past the catalog's ids
     engine = LocalEngine(
-        untrained_bundle,
+        untrained_id_bundle,
         runtime="onnxruntime",
         precision="fp32",
         threads=1,
@@ -112,20 +113,26 @@ def test_local_engine_matches_the_served_encoder_in_catalog_order(untrained_bund
     )
     engine.prepare([])
     assert engine.encoder is not None
-    shards = [(7, texts[:100]), (3, texts[100:101]), (9, texts[101:])]
+    cuts = [(7, 0, 100), (3, 100, 101), (9, 101, len(texts))]
+    shards = [Shard(i, item_ids[lo:hi], texts[lo:hi]) for i, lo, hi in cuts]
     got = list(engine.embed_shards(iter(shards)))
     assert [shard for shard, _ in got] == [7, 3, 9]
-    want = embed_by_length(engine.encoder.embed, texts)
+    # the served encoder given the same ids: the text vector combined with the id's vector
+    want = engine.encoder.embed(texts, item_ids)
+    text_only = embed_by_length(engine.encoder.embed, texts)
+    assert np.abs(want - text_only).max() > 0.1, "the id bundle changed no vector"
     np.testing.assert_allclose(np.concatenate([v for _, v in got]), want, atol=1e-5)
     assert engine.describe()["prefetch"] is prefetching
-    np.testing.assert_allclose(embed_texts(engine.encoder, texts), want, atol=1e-5)  # ray's
+    np.testing.assert_allclose(embed_texts(engine.encoder, texts, item_ids), want, atol=1e-5)
+    np.testing.assert_allclose(embed_texts(engine.encoder, texts), text_only, atol=1e-5)
 
 
 def test_local_engine_surfaces_a_tokenizer_error_from_the_prefetch_thread(untrained_bundle):
     engine = LocalEngine(
         untrained_bundle, runtime="onnxruntime", precision="fp32", threads=1, prefetch=True
     )
-    shards = [(0, ["red shirt", "blue hat"]), (1, ["green socks", None])]  # None: not a text
+    ids = np.arange(2, dtype=np.int64)
+    shards = [Shard(0, ids, ["red shirt", "blue hat"]), Shard(1, ids, ["green socks", None])]
     gen = engine.embed_shards(iter(shards))  # type: ignore[arg-type]
     shard, vectors = next(gen)
     assert shard == 0 and vectors.shape[0] == 2
@@ -143,7 +150,10 @@ def test_streamed_tower_gives_the_served_encoders_vectors_in_batch_order(untrain
     assert engine.tower is not None and engine.encoder is not None
     assert engine.describe()["streams"] == 2
     texts = [f"{t} {i}" * (1 + i % 3) for i, t in enumerate(TEXTS * 5)]
-    got = dict(engine.embed_shards(iter([(0, texts[:20]), (1, texts[20:])])))
+    ids = np.full(len(texts), -1, np.int64)
+    got = dict(
+        engine.embed_shards(iter([Shard(0, ids[:20], texts[:20]), Shard(1, ids[20:], texts[20:])]))
+    )
     want = engine.encoder.embed(texts)  # the served path: one request, fp32
     np.testing.assert_allclose(np.concatenate([got[0], got[1]]), want, atol=1e-4)
     tokens = tokenize_shard(engine.encoder.tokenizer, texts, 8)
@@ -159,5 +169,5 @@ def test_streams_need_openvino_and_fall_back_to_one_request_otherwise(untrained_
     )
     engine.prepare([])
     assert engine.tower is None and engine.describe()["streams"] == 1
-    (shard, vectors), *_ = engine.embed_shards(iter([(4, TEXTS)]))
+    (shard, vectors), *_ = engine.embed_shards(iter([Shard(4, np.arange(len(TEXTS)), TEXTS)]))
     assert shard == 4 and len(vectors) == len(TEXTS)

@@ -19,13 +19,13 @@ def _loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def item_server(untrained_bundle, tmp_path_factory) -> Iterator[str]:
+def item_server(untrained_id_bundle, tmp_path_factory) -> Iterator[str]:
     """The real tritonserver on the untrained bundle's repository; yields its gRPC url."""
     from export.repository import write_repository
     from serving.triton import TritonServer, free_ports
 
     work = tmp_path_factory.mktemp("embed_triton")
-    repo = write_repository(untrained_bundle, work / "repository", warmup=False)
+    repo = write_repository(untrained_id_bundle, work / "repository", warmup=False)
     grpc_port, http_port, metrics_port = free_ports(3)
     server = TritonServer(
         repo,
@@ -40,7 +40,7 @@ def item_server(untrained_bundle, tmp_path_factory) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_triton_engine_matches_the_local_tower(
-    item_server, untrained_bundle, tmp_path, make_catalog, texts_for
+    item_server, untrained_id_bundle, tmp_path, make_catalog, texts_for
 ) -> None:
     n = 700
     catalog = make_catalog(tmp_path / "c.parquet", list(range(n)), texts_for(n))
@@ -48,14 +48,17 @@ def test_triton_engine_matches_the_local_tower(
     result = run_embed(catalog, tmp_path / "emb", engine, shard_size=100)
     engine.close()
     manifest, ids, vecs, _ = read_job_vectors(tmp_path / "emb")
-    local = LocalEngine(untrained_bundle, runtime="onnxruntime", precision="fp32", threads=1)
+    local = LocalEngine(untrained_id_bundle, runtime="onnxruntime", precision="fp32", threads=1)
     assert manifest.model_version == local.model_version
     assert manifest.engine["name"] == "triton" and result.items_embedded == n
     assert ids.tolist() == list(range(n))
     local.prepare([])
     assert local.encoder is not None
-    cosine = (vecs * local.encoder.embed(texts_for(n))).sum(1)
+    want = local.encoder.embed(texts_for(n), ids)  # with the items' learned id vectors
+    cosine = (vecs * want).sum(1)
     assert cosine.min() >= PARITY_MIN_COSINE, cosine.min()  # served in OpenVINO bf16
+    text_only = (vecs * local.encoder.embed(texts_for(n))).sum(1)
+    assert text_only.min() < 0.95, "the server's vectors are text-only: ids were not sent"
 
 
 def test_no_server_is_a_clear_error() -> None:

@@ -161,7 +161,10 @@ def test_catalog_stage_embeds_upserts_and_logs_the_batch(tmp_path: Path) -> None
     log = ItemChangeLog(tmp_path / "items.sqlite")
     watcher = DeltaWatcher(log, model_version=VERSION, dim=DIM, poll_s=0.0)
 
-    def embed(texts: list[str]) -> np.ndarray:
+    embedded: list[tuple[list[str], list[int]]] = []
+
+    def embed(texts: list[str], item_ids: np.ndarray) -> np.ndarray:
+        embedded.append((texts, item_ids.tolist()))
         return np.array([[len(t), 1.0, 0.0, 0.0] for t in texts], np.float32)
 
     stage = CatalogStage(log, ChangeChecker(np.array([1]), watcher), embed, model_version=VERSION)
@@ -173,6 +176,7 @@ def test_catalog_stage_embeds_upserts_and_logs_the_batch(tmp_path: Path) -> None
         }
     )
     assert out["N_APPLIED"].tolist() == [2] and out["VERSION"][0] == log.version()
+    assert embedded == [(["seven"], [7])]  # each upsert's id goes with its text
     delta = watcher.current()
     assert delta.ids.tolist() == [7] and delta.deleted.tolist() == [1]
     ids, scores = delta.search(unit(5, 1, 0, 0)[None], 1)

@@ -36,17 +36,24 @@ def repo(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_repository(bundle, tmp_path_factory.mktemp("items") / "repo", warmup=False)
 
 
-def start(repo: Path):
+def start(repo: Path, log_file: Path | None = None):
     from serving.triton import TritonServer, free_ports
 
     g, h, m = free_ports(3)
-    return TritonServer(repo, grpc_port=g, http_port=h, metrics_port=m), f"127.0.0.1:{g}"
+    server = TritonServer(repo, grpc_port=g, http_port=h, metrics_port=m, log_file=log_file)
+    return server, f"127.0.0.1:{g}"
 
 
 @pytest.fixture(scope="module")
-def running(repo: Path) -> Iterator:
+def server_log(repo: Path) -> Path:
+    """The first server's log file (its tail is shown when a change is not served in time)."""
+    return repo.parent / "tritonserver.log"
+
+
+@pytest.fixture(scope="module")
+def running(repo: Path, server_log: Path) -> Iterator:
     """The first server of the module."""
-    srv, _ = start(repo)
+    srv, _ = start(repo, server_log)
     with srv:
         yield srv
 
@@ -103,27 +110,37 @@ def embed(url: str, text: str) -> np.ndarray:
         return client.embed_items([text])[0]
 
 
-def wait_until(check, what: str) -> float:
-    """Poll ``check()`` until true; the seconds it took. Fails after :data:`SERVED_WITHIN_S`."""
+def wait_until(check, what: str, server_log: Path | None = None) -> float:
+    """Poll ``check()`` until true; the seconds it took. Fails after :data:`SERVED_WITHIN_S`,
+    with the tail of ``server_log`` (what the server said meanwhile) when given."""
     start_s = time.monotonic()
     while not check():
         if time.monotonic() - start_s > SERVED_WITHIN_S:
-            pytest.fail(f"{what} not served within {SERVED_WITHIN_S} s")
+            tail = ""
+            if server_log is not None and server_log.is_file():
+                tail = "\nserver log tail:\n" + "\n".join(
+                    server_log.read_text(errors="replace").splitlines()[-40:]
+                )
+            pytest.fail(f"{what} not served within {SERVED_WITHIN_S} s{tail}")
         time.sleep(0.1)
     return time.monotonic() - start_s
 
 
-def test_added_updated_and_deleted_items_are_served_within_5_s(server: str, bundle: Path) -> None:
+def test_added_updated_and_deleted_items_are_served_within_5_s(
+    server: str, bundle: Path, server_log: Path
+) -> None:
     from client.items import ItemsClient
 
     query = embed(server, NEW_TEXT)
     assert NEW_ID not in retrieve(server, query)
     with ItemsClient(server) as items:
         items.add({NEW_ID: NEW_TEXT})
-    wait_until(lambda: retrieve(server, query)[0] == NEW_ID, "the added item")
+    wait_until(lambda: retrieve(server, query)[0] == NEW_ID, "the added item", server_log)
     # the reranker scores it and answers with its text as the title
     base = [int(i) for i in np.load(bundle / "item_ids.npy")[:3]]
-    wait_until(lambda: NEW_ID in rerank(server, [NEW_ID, *base])[0], "the added item's text")
+    wait_until(
+        lambda: NEW_ID in rerank(server, [NEW_ID, *base])[0], "the added item's text", server_log
+    )
     ids, titles = rerank(server, [NEW_ID, *base])
     assert titles[ids.index(NEW_ID)] == NEW_TEXT
 
