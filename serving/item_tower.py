@@ -3,8 +3,9 @@
 Triton's dynamic batcher hands one ``execute`` several requests (each ``ITEM_TEXT`` BYTES
 ``[b, 1]``, at most ``max_batch_size`` rows in all). They are decoded one request at a time, so
 a request with non-UTF-8 text gets its own error while the others go on, then every valid text
-is tokenized and padded together and the tower runs once (in slices of ``batch_size`` rows),
-and the vectors are split back per request.
+is tokenized in one call, the rows are run in batches of ``batch_size`` rows of like token
+count (serving/token_batches.py: less padding than batches in request order), and the vectors
+are put back in order and split back per request.
 
 Each text keeps ``MAX_ITEM_TOKENS`` tokens plus [CLS]/[SEP] (longer texts are truncated, as at
 index-build time); only its first ``MAX_ITEM_CHARS`` characters are tokenized.
@@ -31,6 +32,7 @@ from serving.errors import RequestError
 from serving.graphs import Runtime, open_graph
 from serving.stage_metrics import graph_backend
 from serving.tensors import require
+from serving.token_batches import MAX_ITEM_CHARS, restore_order, tokenize_shard
 from towers.bundle_contract import TOKENIZER_FILE, ItemIdTable
 from towers.text import encode_items, load_tokenizer
 
@@ -38,8 +40,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_ITEM_CHARS", "ItemEncoder", "decode_item_ids", "decode_texts"]
 
-#: Characters of an item text that are tokenized; the rest is ignored.
-MAX_ITEM_CHARS = 4096
 ITEM_TOWER_INPUTS = ("input_ids", "attention_mask")
 
 #: ``encode_fn(input_ids=..., attention_mask=...) -> float32 [B, D]``.
@@ -152,9 +152,11 @@ class ItemEncoder:
         id, it is combined with the text vector (the vector export put in the index); other
         rows, and every row without ``item_ids``, are the text vector alone.
 
-        With :attr:`prefetch` (on when the tower runs on a GPU), the next batch is tokenized on
-        a second thread while the tower runs on this one: on a GPU, tokenizing is the slower
-        half, so the tower's time is hidden."""
+        The texts are tokenized in one call and run in batches of like token count, then put
+        back in order. With :attr:`prefetch` (on when the tower runs on a GPU), batches are
+        taken in order instead and the next one is tokenized on a second thread while the
+        tower runs on this one: on a GPU, tokenizing is the slower half, so the tower's time
+        is hidden."""
         ids = None if item_ids is None else np.asarray(item_ids, np.int64).reshape(-1)
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(ids)} item ids: give one id per text")
@@ -176,12 +178,18 @@ class ItemEncoder:
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text-only vectors of ``texts`` (see :meth:`embed`)."""
+        if not self.prefetch:
+            tokens = tokenize_shard(self.tokenizer, texts, self.batch_size)
+            parts = [self._run(ids, mask, len(ids)) for ids, mask in tokens.batches]
+            if not parts:
+                return np.zeros((0, 0), dtype=np.float32)
+            return restore_order(np.concatenate(parts), tokens.order)
         chunks = [
             [t[:MAX_ITEM_CHARS] for t in texts[start : start + self.batch_size]]
             for start in range(0, len(texts), self.batch_size)
         ]
         out = []
-        if self.prefetch and len(chunks) > 1:
+        if len(chunks) > 1:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
                 pending = pool.submit(encode_items, self.tokenizer, chunks[0])
                 for i, chunk in enumerate(chunks):

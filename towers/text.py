@@ -67,6 +67,14 @@ def encode_items(tok: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.n
     return encode(tok, texts, MAX_ITEM_TOKENS + 2)
 
 
+def item_token_counts(tok: Tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """Each item text's token count as item-tower input (``[CLS]``/``[SEP]`` included, at
+    most ``MAX_ITEM_TOKENS`` + 2), int64 ``[len(texts)]``: the width :func:`encode_items` gives
+    its row. Texts must already be cut to the served character limit."""
+    counts = [len(e.ids) for e in _encode_batch(tok, list(texts))]
+    return np.minimum(np.asarray(counts, np.int64), MAX_ITEM_TOKENS + 2)
+
+
 def item_token_lists(tok: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     """Each item's WordPiece ids without special tokens, truncated to ``MAX_ITEM_TOKENS``."""
     return [

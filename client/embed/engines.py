@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from client.embed.pipeline import (
     StreamedTower,
@@ -38,7 +39,9 @@ from client.embed.pipeline import (
 )
 from serving.graphs import Runtime
 from serving.item_tower import ItemEncoder
+from serving.token_batches import MAX_ITEM_CHARS
 from towers.bundle_contract import load_manifest, onnx_file
+from towers.text import item_token_counts, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +288,13 @@ class TritonEngine:
     (``ITEM_ID``: the server combines them with the bundle's id vectors) go in requests of
     ``batch_size`` (at most the model's ``max_batch_size``), ``max_in_flight`` of them at once
     over gRPC, so the server's dynamic batcher and every model instance stay busy.
-    ``timeout_s`` bounds each request."""
+    ``timeout_s`` bounds each request.
+
+    A shard's rows are sent in order of token count (the project's tokenizer, the one every
+    exported bundle carries: towers.teacher), so each request of ``batch_size`` rows is padded
+    little on the server; ``sort_by_tokens=False`` sorts by characters instead (no client-side
+    tokenizing: about 10% of one core at 2,000 items/s). Vectors come back in catalog order
+    either way."""
 
     name = "triton"
 
@@ -297,6 +306,7 @@ class TritonEngine:
         batch_size: int = 64,
         max_in_flight: int = 8,
         timeout_s: float = 60.0,
+        sort_by_tokens: bool = True,
     ) -> None:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
@@ -306,6 +316,11 @@ class TritonEngine:
         self.url, self.model = url, model
         self.batch_size, self.max_in_flight, self.timeout_s = batch_size, max_in_flight, timeout_s
         self._grpc = grpcclient
+        self.tokenizer: Tokenizer | None = None
+        if sort_by_tokens:
+            from towers.teacher import tokenizer_path  # imports torch: only when asked
+
+            self.tokenizer = load_tokenizer(tokenizer_path())
         self.client = grpcclient.InferenceServerClient(url)
         try:
             ready = self.client.is_model_ready(model)
@@ -361,8 +376,8 @@ class TritonEngine:
 
         orders: dict[int, np.ndarray] = {}
         for shard, item_ids, texts in shards:
-            # sorted by length, as for local (embed_by_length); put back in order when done
-            orders[shard] = np.argsort([len(t) for t in texts], kind="stable")
+            # sorted by length (module docstring); put back in order when done
+            orders[shard] = self._order(texts)
             texts = [texts[i] for i in orders[shard]]
             item_ids = np.asarray(item_ids, np.int64)[orders[shard]]
             starts = range(0, len(texts), self.batch_size)
@@ -388,6 +403,13 @@ class TritonEngine:
         while order:
             yield from collect(block=True)
 
+    def _order(self, texts: list[str]) -> np.ndarray:
+        """Row positions by ascending token count (characters without a tokenizer)."""
+        if self.tokenizer is None:
+            return np.argsort([len(t) for t in texts], kind="stable")
+        counts = item_token_counts(self.tokenizer, [t[:MAX_ITEM_CHARS] for t in texts])
+        return np.argsort(counts, kind="stable")
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -395,6 +417,7 @@ class TritonEngine:
             "model": self.model,
             "batch_size": self.batch_size,
             "max_in_flight": self.max_in_flight,
+            "sort_by": "tokens" if self.tokenizer is not None else "characters",
         }
 
     def close(self) -> None:

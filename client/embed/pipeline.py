@@ -1,18 +1,10 @@
 """The ``local`` engine's hot loop: a shard tokenized whole, its rows cut into batches of like
-token count, and the next shard tokenized on a background thread while the tower runs.
+token count (serving/token_batches.py, which the served item tower uses too), and optionally
+the next shard tokenized on a background thread while the tower runs.
 
-Why (benchmarks/results/embed_fast_2026-11-29.md): the tower's cost grows with the padded
-tokens it is given (a batch pads to its longest row), and character length is a poor proxy for
-token count: sorting a shard's rows by their token count pads about 20% less than sorting them
-by characters. Tokenizing a whole shard in one call also replaces one tokenizer call per batch
-(64 rows) by one per shard: the fast tokenizer's and OpenVINO's threads then take turns on the
-cores 64 times less often.
-
-Every row keeps exactly the tokens towers.text.encode_items gives it (the served item tower's
-tokenization: its first ``MAX_ITEM_CHARS`` characters, ``[CLS]``, at most ``MAX_ITEM_TOKENS``
-tokens, ``[SEP]``); a batch is those rows right-padded to the batch's longest one, as
-``encode_items`` pads a batch. Padding is masked, so a row's vector does not depend on its
-batch beyond rounding.
+Tokenizing a whole shard in one call replaces one tokenizer call per batch (64 rows) by one
+per shard: the fast tokenizer's and OpenVINO's threads then take turns on the cores 64 times
+less often.
 """
 
 from __future__ import annotations
@@ -21,15 +13,13 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tokenizers import Tokenizer
 
-from serving.item_tower import ITEM_TOWER_INPUTS, MAX_ITEM_CHARS, ItemEncoder
-from towers.text import encode_items
+from serving.item_tower import ITEM_TOWER_INPUTS, ItemEncoder
+from serving.token_batches import TokenBatches, restore_order, tokenize_shard
 
 log = logging.getLogger(__name__)
 
@@ -44,53 +34,6 @@ __all__ = [
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-
-@dataclass(frozen=True)
-class TokenBatches:
-    """A shard's rows as tower input.
-
-    ``order`` int64 ``[n]``: the row positions in batch order (ascending token count, ties in
-    row order); ``batches``: ``(input_ids, attention_mask)`` int64 ``[b, L]`` each,
-    ``b <= batch_size``, together ``order``'s rows in that order; ``padded_tokens``: the
-    ``b * L`` of all batches (what the tower computes on); ``tokens``: the rows' real tokens.
-    """
-
-    order: np.ndarray
-    batches: list[tuple[np.ndarray, np.ndarray]]
-    padded_tokens: int
-    tokens: int
-
-
-def tokenize_shard(tokenizer: Tokenizer, texts: Sequence[str], batch_size: int) -> TokenBatches:
-    """Tokenize ``texts`` in one call and cut them into batches of ``batch_size`` rows of
-    like token count (module docstring). ``batch_size`` >= 1; an empty ``texts`` gives no
-    batches."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not texts:
-        return TokenBatches(np.zeros(0, np.int64), [], 0, 0)
-    ids, mask = encode_items(tokenizer, [t[:MAX_ITEM_CHARS] for t in texts])
-    lengths = mask.sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    batches = []
-    padded = 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = int(lengths[rows[-1]])  # sorted ascending: the last row is the longest
-        batches.append((ids[rows, :width], mask[rows, :width]))  # fancy indexing: contiguous
-        padded += len(rows) * width
-    return TokenBatches(order, batches, padded, int(lengths.sum()))
-
-
-def restore_order(vectors: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Vectors computed in ``order`` (``vectors[k]`` is row ``order[k]``'s) put back in row
-    order."""
-    if len(vectors) != len(order):
-        raise ValueError(f"{len(vectors)} vectors for {len(order)} rows")
-    out = np.empty_like(vectors)
-    out[order] = vectors
-    return out
 
 
 def embed_texts(

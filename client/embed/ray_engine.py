@@ -56,7 +56,12 @@ class _Encoder:
 class RayEngine:
     """Re-embedding on Ray Data: ``actors`` actors of ``threads`` runtime threads each
     (defaults: one actor with every core), ``batch_size`` texts per ``map_batches`` call;
-    ``runtime``/``precision`` as for ``local``."""
+    ``runtime``/``precision`` as for ``local``.
+
+    An actor sorts the rows of each call by token count and runs them 64 at a time, so a
+    call of 4,096 rows (the default, the job's shard size) pads as little as ``local``; calls
+    of 256 rows padded more and ran at 60-70% of ``local``
+    (benchmarks/results/embed_engines_2026-11-29.md)."""
 
     name = "ray"
 
@@ -67,7 +72,7 @@ class RayEngine:
         address: str | None = None,
         actors: int = 1,
         threads: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = 4096,
         runtime: str = "auto",
         precision: str = "auto",
     ) -> None:

@@ -48,6 +48,20 @@ def test_long_text_is_truncated_and_batches_are_sliced(teacher_tokenizer) -> Non
     assert [c[0] for c in fn.calls] == [4, 2]
 
 
+def test_rows_run_in_batches_of_like_token_count_and_come_back_in_order(
+    teacher_tokenizer,
+) -> None:
+    fn = StandIn()
+    enc = ItemEncoder(teacher_tokenizer, fn, batch_size=2)
+    rows = ["long " * 20 + "coat", "hat", "long " * 20 + "scarf", "cap"]  # long, short, ...
+    vecs = enc.embed(rows)
+    # in request order each batch would pad a short row to 23 tokens; sorted, none is padded
+    assert fn.calls == [(2, 3), (2, 23)]
+    assert vecs[:, 0].tolist() == [23, 3, 23, 3]  # each row's own token count, in row order
+    single = [enc.embed([r])[0] for r in rows]
+    np.testing.assert_array_equal(vecs, np.stack(single))
+
+
 def test_a_failing_run_is_reported_on_every_valid_request(teacher_tokenizer) -> None:
     def broken(**_: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")

@@ -51,6 +51,7 @@ def test_triton_engine_matches_the_local_tower(
     local = LocalEngine(untrained_id_bundle, runtime="onnxruntime", precision="fp32", threads=1)
     assert manifest.model_version == local.model_version
     assert manifest.engine["name"] == "triton" and result.items_embedded == n
+    assert manifest.engine["sort_by"] == "tokens"
     assert ids.tolist() == list(range(n))
     local.prepare([])
     assert local.encoder is not None
