@@ -99,6 +99,12 @@ def main() -> None:
         "--reference-items", type=int, default=2000, help="items ONNX Runtime fp32 embeds"
     )
     parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument(
+        "--triton-batch",
+        type=int,
+        default=256,
+        help="triton: rows per request (and the server item_tower's max_batch_size)",
+    )
     parser.add_argument("--server-threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -138,8 +144,10 @@ def main() -> None:
                 engine = RayEngine(bundle, actors=args.ray_actors)
             elif name == "triton":
                 if server is None:
-                    server = start_server(bundle, args.out, args.server_threads)
-                engine = TritonEngine(server[1], max_in_flight=args.max_in_flight)
+                    server = start_server(bundle, args.out, args.server_threads, args.triton_batch)
+                engine = TritonEngine(
+                    server[1], max_in_flight=args.max_in_flight, batch_size=args.triton_batch
+                )
             else:
                 raise SystemExit(f"unknown engine {name}: local, ray or triton")
             row = run_engine(name, engine, catalog, out, args.shard_size)
@@ -164,12 +172,14 @@ def main() -> None:
     write_results(args, every, bundle, manifest.model_version, len(texts), fp32_rate, rows)
 
 
-def start_server(bundle: Path, out: Path, threads: int) -> tuple[Any, str]:
+def start_server(bundle: Path, out: Path, threads: int, item_batch: int) -> tuple[Any, str]:
     from export.repository import write_repository
     from serving.triton import TritonServer, free_ports
 
     os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
-    repo = write_repository(bundle, out / "repository", intra_op_threads=threads, warmup=True)
+    repo = write_repository(
+        bundle, out / "repository", intra_op_threads=threads, warmup=True, item_batch=item_batch
+    )
     grpc_port, http_port, metrics_port = free_ports(3)
     server = TritonServer(
         repo,
@@ -210,8 +220,10 @@ def write_results(
         "",
         f"Bundle `{bundle}` (model `{version}`), {os.cpu_count()} cores, load average "
         f"{args.load[0]:.1f} at the start and {args.load[1]:.1f} at the end. Command: "
-        f"`python benchmarks/embed_bench.py --out {args.out} --items {args.items} "
-        f"--engines {args.engines}`.",
+        f"`python benchmarks/embed_bench.py --out {args.out} "
+        + (f"--bundle {args.bundle} --catalog {args.catalog} " if args.bundle else "")
+        + f"--items {args.items} --engines {args.engines} --triton-batch {args.triton_batch} "
+        f"--max-in-flight {args.max_in_flight}`.",
         "",
         "| # | engine | runtime | items/s | vs local mean | start-up s | cosine to exported "
         "(min / mean) | cosine to ORT fp32 (min / mean) |",
@@ -221,7 +233,10 @@ def write_results(
         d = r["describe"]
         runtime = f"{d.get('runtime', 'server')} {d.get('precision', '')}".strip()
         if r["engine"] == "triton":
-            runtime = f"server, {d.get('max_in_flight')} in flight"
+            runtime = (
+                f"server, {d.get('max_in_flight')} x {d.get('batch_size')} rows in flight, "
+                f"sorted by {d.get('sort_by', 'characters')}"
+            )
         if r["engine"] == "ray":
             runtime += f", {d.get('actors')} actor(s) x {d.get('threads_per_actor')} threads"
         ct, cf = r["cosine_to_exported"], r["cosine_to_onnxruntime_fp32"]

@@ -320,7 +320,7 @@ def write_repository(
     max_k: int | None = None,
     n_candidates: int | None = None,
     chunk_size: int = 8,
-    item_batch: int = 64,
+    item_batch: int = 256,
     intra_op_threads: int = 1,
     reserve_ms: float = 1.0,
     warmup: bool = True,
@@ -341,7 +341,7 @@ def write_repository(
     return ``repository``.
 
     ``max_k`` and ``n_candidates`` default to the manifest's; see :class:`RepositorySettings`
-    for the others (``item_batch`` must be at least the client's re-embedding batch, 64;
+    for the others (``item_batch``, the item tower's most rows per request, 256;
     ``warmup=False`` leaves out the Triton ``model_warmup`` samples; ``device="cuda"``
     needs the graphs' torch programs in the bundle: ``towerserve export --device cuda``).
 

@@ -28,7 +28,9 @@ class RepositorySettings:
 
     ``max_k``: largest K a request may ask for; ``n_candidates``: retriever depth;
     ``chunk_size``: candidates per cross-encoder call; ``item_batch``: the item tower's
-    ``max_batch_size`` (rows per dynamic batch); ``intra_op_threads``: ONNX Runtime threads per
+    ``max_batch_size`` (rows per dynamic batch; 256: a re-embedding client's requests of 256
+    rows ran at 78-91% of in-process against 74-78% for 64,
+    benchmarks/results/embed_engines_2026-11-29.md); ``intra_op_threads``: ONNX Runtime threads per
     session; ``reserve_ms``: part of each request's budget the reranker keeps for answering;
     ``warmup``: give each served model a Triton ``model_warmup`` sample (module docstring);
     ``device``: ``cpu`` (ONNX Runtime, faiss-cpu) or ``cuda`` (the graphs' torch programs or
@@ -52,7 +54,7 @@ class RepositorySettings:
     max_k: int
     n_candidates: int
     chunk_size: int = 8
-    item_batch: int = 64
+    item_batch: int = 256
     intra_op_threads: int = 1
     reserve_ms: float = 1.0
     warmup: bool = True

@@ -60,6 +60,9 @@ __all__ = [
 #: Lowest cosine of any sample vector to the fp32 one for a runtime to be chosen (the same
 #: gate as the served item tower's test against the bf16 table: tests/test_end_to_end.py).
 PARITY_MIN_COSINE = 0.99
+#: Rows per ``triton`` request when not given: a repository exported now takes 256 (the
+#: item tower's ``max_batch_size``); an older one 64, which the engine then sends.
+DEFAULT_TRITON_BATCH = 256
 #: Runtimes ``local`` may choose from, ``(engine, precision)``, fastest first where measured.
 LOCAL_RUNTIMES = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 
@@ -286,7 +289,7 @@ class LocalEngine:
 class TritonEngine:
     """A client of a running server's ``item_tower``: texts (``ITEM_TEXT``) and their ids
     (``ITEM_ID``: the server combines them with the bundle's id vectors) go in requests of
-    ``batch_size`` (at most the model's ``max_batch_size``), ``max_in_flight`` of them at once
+    ``batch_size`` rows (default: the model's ``max_batch_size``, at most 256), ``max_in_flight`` of them at once
     over gRPC, so the server's dynamic batcher and every model instance stay busy.
     ``timeout_s`` bounds each request.
 
@@ -303,7 +306,7 @@ class TritonEngine:
         url: str = "localhost:8001",
         *,
         model: str = "item_tower",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         max_in_flight: int = 8,
         timeout_s: float = 60.0,
         sort_by_tokens: bool = True,
@@ -311,10 +314,10 @@ class TritonEngine:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        if max_in_flight < 1 or batch_size < 1:
+        if max_in_flight < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError("max_in_flight and batch_size must be >= 1")
         self.url, self.model = url, model
-        self.batch_size, self.max_in_flight, self.timeout_s = batch_size, max_in_flight, timeout_s
+        self.max_in_flight, self.timeout_s = max_in_flight, timeout_s
         self._grpc = grpcclient
         self.tokenizer: Tokenizer | None = None
         if sort_by_tokens:
@@ -330,8 +333,11 @@ class TritonEngine:
         if not ready:
             raise EngineError(f"model {model!r} is not ready on the server at {url}")
         limit = int(config.max_batch_size)
+        if batch_size is None:  # the server's most rows per request, up to 256
+            batch_size = min(limit, DEFAULT_TRITON_BATCH) if limit else DEFAULT_TRITON_BATCH
         if limit and batch_size > limit:
             raise EngineError(f"batch_size {batch_size} exceeds {model}'s max_batch_size {limit}")
+        self.batch_size = batch_size
         param = config.parameters.get("model_version")
         self.model_version = param.string_value if param is not None else ""
         if not self.model_version:

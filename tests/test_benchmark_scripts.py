@@ -1,0 +1,37 @@
+"""Benchmark scripts run at a tiny size (no timing is asserted: they must run and write
+their results)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_item_tower_ab_compares_graphs_and_writes_results(untrained_bundle, tmp_path) -> None:
+    pytest.importorskip("openvino")
+    graph = untrained_bundle / "item_tower.onnx"
+    catalog = untrained_bundle.parent / "data" / "items.parquet"
+    out = tmp_path / "ab"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "item_tower_ab.py")]
+    cmd += ["--graph", str(graph), "--graph", str(graph), "--catalog", str(catalog)]
+    cmd += ["--items", "40", "--rounds", "2", "--batch", "16", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert [len(g["items_per_s_runs"]) for g in result["graphs"]] == [2, 2]
+    assert result["graphs"][1]["min_cosine_to_first"] > 0.9999  # the same graph twice
+    assert "median ratio to the first" in (out / "results.md").read_text()
+    bad = subprocess.run(
+        [*cmd[:2], "--graph", str(tmp_path / "nope.onnx"), "--catalog", str(catalog)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and "no such graph" in bad.stderr
