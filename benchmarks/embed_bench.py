@@ -138,6 +138,8 @@ def main() -> None:
             out = args.out / f"shards_{i}_{name}"
             if name == "local":
                 engine: Any = LocalEngine(bundle)
+            elif name.startswith("local:"):  # local:W, W workers sharing the cores
+                engine = LocalEngine(bundle, workers=int(name.split(":", 1)[1]))
             elif name == "ray":
                 from client.embed.ray_engine import RayEngine
 
@@ -239,6 +241,8 @@ def write_results(
             )
         if r["engine"] == "ray":
             runtime += f", {d.get('actors')} actor(s) x {d.get('threads_per_actor')} threads"
+        if r["engine"].startswith("local"):
+            runtime += f", {d.get('workers', 1)} worker(s) x {d.get('threads')} threads"
         ct, cf = r["cosine_to_exported"], r["cosine_to_onnxruntime_fp32"]
         lines.append(
             f"| {i + 1} | {r['engine']} | {runtime} | {r['items_per_s']:,.0f} | "

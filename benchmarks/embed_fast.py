@@ -73,7 +73,7 @@ def make_engine(variant: str, bundle: Path, runtime: str, precision: str, thread
                 vectors = embed_by_length(self.encoder.embed, texts)
                 yield shard, self.encoder.combine_ids(vectors, item_ids)
 
-    kwargs: dict[str, Any] = dict(runtime=runtime, precision=precision, threads=threads)
+    kwargs: dict[str, Any] = dict(runtime=runtime, precision=precision, threads=threads, workers=1)
     if variant == "main":
         return MainEngine(bundle, **kwargs)
     streams = 2 if variant.endswith("+2streams") else 1

@@ -22,7 +22,9 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -198,6 +200,13 @@ class LocalEngine:
     ONNX Runtime). Both are off by default: when the tower's threads already use every core,
     neither was faster (benchmarks/results/embed_fast_2026-11-29.md); try them on a machine
     with cores to spare.
+
+    ``workers`` (default: one per core) shards are embedded at once, each on its own thread
+    with its own copy of the tower (``threads`` each; default: the cores shared out),
+    tokenizing included, so one worker's tokenizing overlaps another's tower run; shards still
+    come out in order. On 2 cores, 2 workers of 1 thread ran 1.04-1.20x one tower on 2 threads
+    (benchmarks/results/embed_engines_2026-11-29.md): a small model keeps one core busier
+    than two threads keep two. ``prefetch`` and ``streams`` apply with one worker only.
     """
 
     name = "local"
@@ -212,11 +221,19 @@ class LocalEngine:
         batch_size: int = 64,
         prefetch: bool = False,
         streams: int = 1,
+        workers: int | None = None,
     ) -> None:
+        if workers is None:  # one per core, or one when asked to prefetch or stream
+            workers = 1 if prefetch or streams > 1 else os.cpu_count() or 1
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and (prefetch or streams > 1):
+            raise ValueError("prefetch and streams work with one worker: pass workers=1")
         self.bundle = Path(bundle)
         self.model_version = load_manifest(self.bundle).model_version
         self.runtime, self.precision = runtime, precision
-        self.threads = threads or os.cpu_count() or 1
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.batch_size = batch_size
         self.prefetch = prefetch
         if streams < 1:
@@ -225,6 +242,8 @@ class LocalEngine:
         self.tower: StreamedTower | None = None
         self.choice: RuntimeChoice | None = None
         self.encoder: ItemEncoder | None = None
+        #: One tower per worker (the first is :attr:`encoder`).
+        self.encoders: list[ItemEncoder] = []
 
     def prepare(self, sample: list[str]) -> None:
         choice, self.encoder = choose_runtime(
@@ -237,6 +256,11 @@ class LocalEngine:
         )
         self.choice = choice
         self.tower = None
+        assert self.encoder is not None
+        self.encoders = [self.encoder] + [
+            _open(self.bundle, choice.engine, choice.precision, self.threads, self.batch_size)
+            for _ in range(self.workers - 1)
+        ]
         if self.streams > 1 and choice.engine == "openvino" and choice.precision != "int8":
             self.tower = StreamedTower(
                 self.bundle / onnx_file("item_tower"),
@@ -253,6 +277,9 @@ class LocalEngine:
             self.prepare([])
         encoder = self.encoder
         assert encoder is not None
+        if len(self.encoders) > 1:
+            yield from self._embed_parallel(shards)
+            return
 
         def tokenize(item: Shard) -> tuple[Shard, TokenBatches]:
             return item, tokenize_shard(encoder.tokenizer, item.texts, self.batch_size)
@@ -267,12 +294,51 @@ class LocalEngine:
             vectors = restore_order(vectors, tokens.order)
             yield shard.shard, encoder.combine_ids(vectors, shard.item_ids)
 
+    def _embed_one(self, encoder: ItemEncoder, shard: Shard) -> tuple[int, np.ndarray]:
+        """One shard's vectors on ``encoder``: tokenized whole, run in batches of like token
+        count, put back in order, combined with the ids' vectors."""
+        tokens = tokenize_shard(encoder.tokenizer, shard.texts, self.batch_size)
+        parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        return shard.shard, encoder.combine_ids(
+            restore_order(vectors, tokens.order), shard.item_ids
+        )
+
+    def _embed_parallel(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]:
+        """Shards on :attr:`workers` threads, one tower each, yielded in order; at most one
+        shard waits beyond those running. When the consumer stops early, shards not started
+        are cancelled and running ones waited for."""
+        free: queue.SimpleQueue[ItemEncoder] = queue.SimpleQueue()
+        for encoder in self.encoders:
+            free.put(encoder)
+
+        def run(shard: Shard) -> tuple[int, np.ndarray]:
+            encoder = free.get()
+            try:
+                return self._embed_one(encoder, shard)
+            finally:
+                free.put(encoder)
+
+        pending: deque[Future[tuple[int, np.ndarray]]] = deque()
+        with ThreadPoolExecutor(len(self.encoders), thread_name_prefix="embed") as pool:
+            try:
+                for shard in shards:
+                    pending.append(pool.submit(run, shard))
+                    if len(pending) > len(self.encoders):
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
     def describe(self) -> dict[str, Any]:
         c = self.choice
         return {
             "name": self.name,
             "runtime": c.engine if c else self.runtime,
             "precision": c.precision if c else self.precision,
+            "workers": self.workers,
             "threads": self.threads,
             "batch_size": self.batch_size,
             "prefetch": self.prefetch,
@@ -283,14 +349,16 @@ class LocalEngine:
 
     def close(self) -> None:
         self.encoder = None
+        self.encoders = []
         self.tower = None
 
 
 class TritonEngine:
     """A client of a running server's ``item_tower``: texts (``ITEM_TEXT``) and their ids
     (``ITEM_ID``: the server combines them with the bundle's id vectors) go in requests of
-    ``batch_size`` rows (default: the model's ``max_batch_size``, at most 256), ``max_in_flight`` of them at once
-    over gRPC, so the server's dynamic batcher and every model instance stay busy.
+    ``batch_size`` rows (default: the model's ``max_batch_size``, at most 256),
+    ``max_in_flight`` of them at once over gRPC, so the server's dynamic batcher and every
+    model instance stay busy.
     ``timeout_s`` bounds each request.
 
     A shard's rows are sent in order of token count (the project's tokenizer, the one every

@@ -55,7 +55,9 @@ class _Encoder:
 
 class RayEngine:
     """Re-embedding on Ray Data: ``actors`` actors of ``threads`` runtime threads each
-    (defaults: one actor with every core), ``batch_size`` texts per ``map_batches`` call;
+    (defaults: one actor per core of this machine, one thread each: 2 actors of 1 thread ran
+    at 104-108% of ``local``'s one tower on 2 threads, 1 actor of 2 threads at 75-76%,
+    benchmarks/results/embed_engines_2026-11-29.md), ``batch_size`` texts per ``map_batches`` call;
     ``runtime``/``precision`` as for ``local``.
 
     An actor sorts the rows of each call by token count and runs them 64 at a time, so a
@@ -70,7 +72,7 @@ class RayEngine:
         bundle: Path,
         *,
         address: str | None = None,
-        actors: int = 1,
+        actors: int | None = None,
         threads: int | None = None,
         batch_size: int = 4096,
         runtime: str = "auto",
@@ -80,6 +82,7 @@ class RayEngine:
             raise EngineError(
                 "engine ray needs Ray Data: pip install 'towerserve[ray]' (or 'ray[data]')"
             )
+        actors = actors or os.cpu_count() or 1
         if actors < 1 or batch_size < 1:
             raise ValueError("actors and batch_size must be >= 1")
         self.bundle = Path(bundle).resolve()

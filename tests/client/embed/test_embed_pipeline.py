@@ -171,3 +171,25 @@ def test_streams_need_openvino_and_fall_back_to_one_request_otherwise(untrained_
     assert engine.tower is None and engine.describe()["streams"] == 1
     (shard, vectors), *_ = engine.embed_shards(iter([Shard(4, np.arange(len(TEXTS)), TEXTS)]))
     assert shard == 4 and len(vectors) == len(TEXTS)
+
+
+def test_workers_embed_shards_in_parallel_and_in_order(untrained_id_bundle):
+    texts = [f"{t} model {i}" * (1 + i % 3) for i, t in enumerate(TEXTS * 20)]
+    item_ids = np.arange(len(texts), dtype=np.int64)
+    kwargs = dict(runtime="onnxruntime", precision="fp32", batch_size=16)
+    engine = LocalEngine(untrained_id_bundle, workers=2, threads=1, **kwargs)
+    engine.prepare([])
+    assert len(engine.encoders) == 2 and engine.describe()["workers"] == 2
+    cuts = [(5, 0, 30), (2, 30, 31), (8, 31, 90), (1, 90, len(texts))]
+    shards = [Shard(i, item_ids[lo:hi], texts[lo:hi]) for i, lo, hi in cuts]
+    got = list(engine.embed_shards(iter(shards)))
+    assert [shard for shard, _ in got] == [5, 2, 8, 1]
+    assert engine.encoder is not None
+    want = engine.encoder.embed(texts, item_ids)
+    np.testing.assert_allclose(np.concatenate([v for _, v in got]), want, atol=1e-5)
+    gen = engine.embed_shards(iter(shards * 5))
+    next(gen)
+    gen.close()  # stopped early: no worker thread outlives the generator
+    assert not [t for t in threading.enumerate() if t.name.startswith("embed")]
+    with pytest.raises(ValueError, match="workers"):
+        LocalEngine(untrained_id_bundle, workers=0)
