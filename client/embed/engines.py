@@ -22,9 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -319,18 +317,8 @@ class LocalEngine:
             finally:
                 free.put(encoder)
 
-        pending: deque[Future[tuple[int, np.ndarray]]] = deque()
-        with ThreadPoolExecutor(len(self.encoders), thread_name_prefix="embed") as pool:
-            try:
-                for shard in shards:
-                    pending.append(pool.submit(run, shard))
-                    if len(pending) > len(self.encoders):
-                        yield pending.popleft().result()
-                while pending:
-                    yield pending.popleft().result()
-            finally:
-                for future in pending:
-                    future.cancel()
+        workers = len(self.encoders)
+        yield from prefetch(shards, run, depth=workers, threads=workers, thread_name="embed")
 
     def describe(self) -> dict[str, Any]:
         c = self.choice

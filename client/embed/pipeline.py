@@ -50,21 +50,29 @@ def embed_texts(
     return encoder.combine_ids(restore_order(np.concatenate(parts), tokens.order), item_ids)
 
 
-def prefetch(items: Iterable[In], fn: Callable[[In], Out], *, depth: int = 1) -> Iterator[Out]:
-    """``fn(item)`` for each of ``items``, in order, computed on one background thread up to
-    ``depth`` items ahead of the consumer (``depth`` >= 1): while the caller works on one
-    result, the next ones are being made. ``items`` is read on the caller's thread.
+def prefetch(
+    items: Iterable[In],
+    fn: Callable[[In], Out],
+    *,
+    depth: int = 1,
+    threads: int = 1,
+    thread_name: str = "prefetch",
+) -> Iterator[Out]:
+    """``fn(item)`` for each of ``items``, in order, computed on ``threads`` background threads
+    (named ``thread_name``) up to ``depth`` items ahead of the consumer (``depth``, ``threads``
+    >= 1): while the caller works on one result, the next ones are being made. ``items`` is
+    read on the caller's thread.
 
     An exception raised by ``fn`` is raised here, when the consumer reaches that item (results
     before it are yielded first). When the consumer stops early (an exception, ``close()``),
-    work not started is cancelled and the running call is waited for: no thread outlives the
+    work not started is cancelled and running calls are waited for: no thread outlives the
     generator.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    if depth < 1 or threads < 1:
+        raise ValueError(f"depth and threads must be >= 1, got {depth} and {threads}")
     source = iter(items)
     pending: deque[Future[Out]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=thread_name) as pool:
         try:
             for item in source:
                 pending.append(pool.submit(fn, item))
