@@ -128,10 +128,12 @@ class TowerServeClient:
     def embed_items(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Item-tower vectors, float32 ``[len(texts), dim]``, L2-normalised.
 
-        Sends ``batch_size`` texts per request (at most the model's ``max_batch_size``, 64).
+        Sends ``batch_size`` texts per request (1 to 256; at most the model's
+        ``max_batch_size``: 256 for a repository exported now, 64 before). For whole catalogs
+        use ``towerserve embed --engine triton`` (many requests in flight, resumable).
         """
-        if not 1 <= batch_size <= 64:
-            raise ValueError(f"batch_size must be in 1..64, got {batch_size}")
+        if not 1 <= batch_size <= 256:
+            raise ValueError(f"batch_size must be in 1..256, got {batch_size}")
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = [t.encode("utf-8") for t in texts[start : start + batch_size]]
