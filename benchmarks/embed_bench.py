@@ -13,9 +13,11 @@ with each engine in turn, ``local`` first and again last (the machine is shared:
 figures show the drift during the run):
 
 * ``local``: in-process, runtime and precision chosen by measurement;
-* ``ray``: Ray Data on a local Ray instance, ``--ray-actors`` actors splitting the cores;
+* ``ray``: Ray Data on a local Ray instance, ``--ray-actors`` actors splitting the cores
+  (default: the engine's, one per core);
 * ``triton``: the real tritonserver started on the bundle's repository (item tower in
-  OpenVINO bf16, ``--server-threads`` threads), ``--max-in-flight`` gRPC requests at once.
+  OpenVINO bf16, ``--server-instances`` model instances sharing ``--server-threads``
+  threads), ``--max-in-flight`` gRPC requests at once.
 
 For each: items/s over the embedding itself (from the first shard's start to the last one
 written; the engine's start-up, e.g. Ray's or the runtime measurement, reported apart) and the
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--shard-size", type=int, default=4096)
     parser.add_argument("--engines", default="local,ray,triton,local")
-    parser.add_argument("--ray-actors", type=int, default=1)
+    parser.add_argument("--ray-actors", type=int, default=None)
     parser.add_argument(
         "--reference-items", type=int, default=2000, help="items ONNX Runtime fp32 embeds"
     )
@@ -106,6 +108,7 @@ def main() -> None:
         help="triton: rows per request (and the server item_tower's max_batch_size)",
     )
     parser.add_argument("--server-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--server-instances", type=int, default=1, help="item_tower instances")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -146,7 +149,13 @@ def main() -> None:
                 engine = RayEngine(bundle, actors=args.ray_actors)
             elif name == "triton":
                 if server is None:
-                    server = start_server(bundle, args.out, args.server_threads, args.triton_batch)
+                    server = start_server(
+                        bundle,
+                        args.out,
+                        args.server_threads,
+                        args.triton_batch,
+                        args.server_instances,
+                    )
                 engine = TritonEngine(
                     server[1], max_in_flight=args.max_in_flight, batch_size=args.triton_batch
                 )
@@ -174,13 +183,21 @@ def main() -> None:
     write_results(args, every, bundle, manifest.model_version, len(texts), fp32_rate, rows)
 
 
-def start_server(bundle: Path, out: Path, threads: int, item_batch: int) -> tuple[Any, str]:
+def start_server(
+    bundle: Path, out: Path, threads: int, item_batch: int, instances: int = 1
+) -> tuple[Any, str]:
     from export.repository import write_repository
     from serving.triton import TritonServer, free_ports
 
     os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+    per_instance = max(1, threads // instances)
     repo = write_repository(
-        bundle, out / "repository", intra_op_threads=threads, warmup=True, item_batch=item_batch
+        bundle,
+        out / "repository",
+        intra_op_threads=per_instance,
+        warmup=True,
+        item_batch=item_batch,
+        item_instances=instances,
     )
     grpc_port, http_port, metrics_port = free_ports(3)
     server = TritonServer(
@@ -225,7 +242,7 @@ def write_results(
         f"`python benchmarks/embed_bench.py --out {args.out} "
         + (f"--bundle {args.bundle} --catalog {args.catalog} " if args.bundle else "")
         + f"--items {args.items} --engines {args.engines} --triton-batch {args.triton_batch} "
-        f"--max-in-flight {args.max_in_flight}`.",
+        f"--max-in-flight {args.max_in_flight} --server-instances {args.server_instances}`.",
         "",
         "| # | engine | runtime | items/s | vs local mean | start-up s | cosine to exported "
         "(min / mean) | cosine to ORT fp32 (min / mean) |",

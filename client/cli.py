@@ -512,6 +512,15 @@ def export_cmd(
             min=0,
         ),
     ] = 0,
+    item_instances: Annotated[
+        int,
+        typer.Option(
+            help="Triton instances of the item tower on the CPU (processes of one thread "
+            "each by default): one per core for a server that re-embeds catalogs "
+            "(`towerserve embed --engine triton`).",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
@@ -540,6 +549,7 @@ def export_cmd(
             rerank_item_tokens=rerank_item_tokens,
             rerank_instances=rerank_instances,
             rerank_depth=rerank_depth,
+            item_instances=item_instances,
         )
     except RepositoryError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -585,6 +595,7 @@ def export_cmd(
         rerank_item_tokens=rerank_item_tokens,
         rerank_instances=rerank_instances,
         rerank_depth=rerank_depth,
+        item_instances=item_instances,
     )
     console.print(
         f"[green]repository {repository}: model {manifest.model_version}, "

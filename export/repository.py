@@ -248,6 +248,9 @@ def _render(
                 group.count = settings.rerank_instances
     if model == "item_tower":
         config.max_batch_size = settings.item_batch
+        if settings.device == "cpu":
+            for group in config.instance_group:
+                group.count = settings.item_instances
     if settings.device == "cuda" and model in GPU_MODELS:
         values["device"] = "cuda"
         if model != "retriever":
@@ -336,6 +339,7 @@ def write_repository(
     rerank_item_tokens: int = RERANK_ITEM_TOKENS,
     rerank_instances: int = 1,
     rerank_depth: int = 0,
+    item_instances: int = 1,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -370,6 +374,7 @@ def write_repository(
         rerank_precision=rerank_precision,
         rerank_item_tokens=rerank_item_tokens,
         rerank_instances=rerank_instances,
+        item_instances=item_instances,
         rerank_depth=rerank_depth,
     )
     if settings.device == "cpu" and settings.rerank_precision == "int8":

@@ -48,7 +48,11 @@ class RepositorySettings:
     ``rerank_item_tokens``: item-text tokens per cross-encoder pair (1 to ``MAX_ITEM_TOKENS``;
     :data:`RERANK_ITEM_TOKENS`); ``rerank_instances``: Triton instances of the cross-encoder
     (each its own process with ``rerank_threads`` threads; requests queue for a free one);
-    ``rerank_depth``: most candidates cross-scored per request (0: all the budget allows).
+    ``rerank_depth``: most candidates cross-scored per request (0: all the budget allows);
+    ``item_instances``: Triton instances of the item tower on the CPU (each its own process
+    with ``intra_op_threads`` threads): a server that re-embeds catalogs (``towerserve embed
+    --engine triton``) runs one per core, which kept it at 85-91% of the in-process engine
+    against 62-78% for one (benchmarks/results/embed_engines_2026-11-29.md).
     """
 
     max_k: int
@@ -69,6 +73,7 @@ class RepositorySettings:
     rerank_item_tokens: int = RERANK_ITEM_TOKENS
     rerank_instances: int = 1
     rerank_depth: int = 0
+    item_instances: int = 1
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -103,6 +108,7 @@ class RepositorySettings:
             "rerank_threads",
             "rerank_max_call",
             "rerank_instances",
+            "item_instances",
         ):
             if int(getattr(self, name)) < 1:
                 raise RepositoryError(f"{name} must be >= 1, got {getattr(self, name)}")

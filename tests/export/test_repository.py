@@ -82,7 +82,9 @@ def parse(path: Path) -> model_config_pb2.ModelConfig:
 
 def test_layout_and_configs(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "bundle")
-    repo = write_repository(bundle, tmp_path / "repo", max_k=50, chunk_size=8, item_batch=32)
+    repo = write_repository(
+        bundle, tmp_path / "repo", max_k=50, chunk_size=8, item_batch=32, item_instances=2
+    )
     assert repo == tmp_path / "repo"
     assert sorted(p.name for p in repo.iterdir()) == sorted(MODELS)
     for model in MODELS:
@@ -107,6 +109,7 @@ def test_layout_and_configs(tmp_path: Path) -> None:
     assert [g.count for g in parse(repo / "reranker" / "config.pbtxt").instance_group] == [1]
     item = parse(repo / "item_tower" / "config.pbtxt")
     assert item.max_batch_size == 32 and item.dynamic_batching.max_queue_delay_microseconds > 0
+    assert [g.count for g in item.instance_group] == [2]
     assert parse(repo / "recommend" / "config.pbtxt").platform == "ensemble"
     # the template's comments are kept at the top of the generated config
     assert (repo / "reranker" / "config.pbtxt").read_text().startswith("# Stage 4")
@@ -236,7 +239,14 @@ def test_bad_cpu_runtime_settings(tmp_path: Path, kwargs: dict, message: str) ->
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"chunk_size": 0}, {"item_batch": 0}, {"max_k": 0}, {"n_candidates": 0}]
+    "kwargs",
+    [
+        {"chunk_size": 0},
+        {"item_batch": 0},
+        {"max_k": 0},
+        {"n_candidates": 0},
+        {"item_instances": 0},
+    ],
 )
 def test_bad_settings(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(RepositoryError, match="must be >= 1"):
