@@ -293,14 +293,9 @@ class LocalEngine:
             yield shard.shard, encoder.combine_ids(vectors, shard.item_ids)
 
     def _embed_one(self, encoder: ItemEncoder, shard: Shard) -> tuple[int, np.ndarray]:
-        """One shard's vectors on ``encoder``: tokenized whole, run in batches of like token
-        count, put back in order, combined with the ids' vectors."""
-        tokens = tokenize_shard(encoder.tokenizer, shard.texts, self.batch_size)
-        parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
-        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-        return shard.shard, encoder.combine_ids(
-            restore_order(vectors, tokens.order), shard.item_ids
-        )
+        """One shard's vectors on ``encoder``: the served ``ItemEncoder.embed`` (tokenized
+        whole, run in batches of like token count, put back in order, ids combined)."""
+        return shard.shard, encoder.embed(shard.texts, shard.item_ids)
 
     def _embed_parallel(self, shards: Shards) -> Iterator[tuple[int, np.ndarray]]:
         """Shards on :attr:`workers` threads, one tower each, yielded in order; at most one

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from serving.item_tower import ITEM_TOWER_INPUTS, ItemEncoder
+from serving.item_tower import ITEM_TOWER_INPUTS
 from serving.token_batches import TokenBatches, restore_order, tokenize_shard
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "StreamedTower",
     "TokenBatches",
-    "embed_texts",
     "prefetch",
     "restore_order",
     "tokenize_shard",
@@ -34,20 +33,6 @@ __all__ = [
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-
-def embed_texts(
-    encoder: ItemEncoder, texts: Sequence[str], item_ids: np.ndarray | None = None
-) -> np.ndarray:
-    """Item vectors of ``texts``, float32 ``[n, D]`` in their order: tokenized in one call,
-    run in batches of ``encoder.batch_size`` rows of like token count (a Ray actor's batch),
-    then combined with ``item_ids``' learned vectors where the bundle has them
-    (ItemEncoder.combine_ids; ``None``: text vectors)."""
-    tokens = tokenize_shard(encoder.tokenizer, texts, encoder.batch_size)
-    parts = [encoder.embed_tokens(ids, mask) for ids, mask in tokens.batches]
-    if not parts:
-        return encoder.embed([])
-    return encoder.combine_ids(restore_order(np.concatenate(parts), tokens.order), item_ids)
 
 
 def prefetch(

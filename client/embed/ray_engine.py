@@ -26,7 +26,6 @@ from client.embed.engines import (
     _open,
     choose_runtime,
 )
-from client.embed.pipeline import embed_texts
 from towers.bundle_contract import load_manifest
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,8 @@ class _Encoder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         item_ids = np.asarray(batch["item_id"], np.int64)
-        vectors = embed_texts(self.encoder, [str(t) for t in batch["text"]], item_ids)
+        # the served encoder: tokenized whole, batches of like token count, ids combined
+        vectors = self.encoder.embed([str(t) for t in batch["text"]], item_ids)
         return {"shard": batch["shard"], "vector": vectors}
 
 
