@@ -21,6 +21,10 @@ from towers.models import CrossEncoder, ItemTower, UserTower
 log = logging.getLogger(__name__)
 
 PARITY_TOL = 1e-4
+#: Changes when the exported graphs change for the same weights (caches of exported bundles,
+#: e.g. ``towerserve bench``'s, key on it): 2 = the cross-encoder's last layer for ``[CLS]``
+#: only (towers.models.cls_only_forward).
+GRAPH_FORMAT = 2
 
 
 class ParityError(RuntimeError):

@@ -126,7 +126,16 @@ class UserTower(nn.Module):
 
 
 class CrossEncoder(nn.Module):
-    """``[CLS] query [SEP] item [SEP]`` -> relevance logit ``[B]``."""
+    """``[CLS] query [SEP] item [SEP]`` -> relevance logit ``[B]``.
+
+    Only the ``[CLS]`` token's final state feeds the head, so in eval mode (evaluation, export,
+    serving) the last BERT layer is computed for ``[CLS]`` alone (:func:`cls_only_forward`):
+    its keys and values still come from every token, but the query projection, the attention
+    output, the feed-forward block and the layer norms run on one row per pair instead of
+    every token. The same logits as the full model (up to float rounding: about 2e-6 on the
+    demo model) for a fraction of the work (3.6x faster for the 1-layer demo cross-encoder
+    in OpenVINO bf16, README). Training runs the full Hugging Face model (with its dropout).
+    """
 
     def __init__(self, bert: BertModel) -> None:
         super().__init__()
@@ -139,10 +148,71 @@ class CrossEncoder(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor,
     ) -> torch.Tensor:
+        if not self.training:
+            cls = cls_only_forward(self.bert, input_ids, attention_mask, token_type_ids)
+            return self.head(cls).squeeze(-1)
+        return self.full_forward(input_ids, attention_mask, token_type_ids)
+
+    def full_forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Every layer on every token (the Hugging Face model): the training path, and the
+        reference :func:`cls_only_forward` is checked against."""
         out = self.bert(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
         return self.head(out[:, 0]).squeeze(-1)
+
+
+#: Added to the attention scores of padded tokens (their softmax weight underflows to 0; small
+#: enough in magnitude to stay finite in bf16 and fp16).
+MASKED_SCORE = -10_000.0
+
+
+def cls_only_forward(
+    bert: BertModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor,
+) -> torch.Tensor:
+    """The final hidden state of token 0 (``[CLS]``), ``[B, hidden]``, as ``bert`` computes it
+    in eval mode (no dropout), with the last layer evaluated for that token only.
+
+    ``input_ids``, ``attention_mask`` (1 = token, 0 = padding) and ``token_type_ids`` are
+    int64 ``[B, T]``. Every layer but the last runs on all tokens; the last one's keys and
+    values come from all tokens and everything else from ``[CLS]``'s row alone.
+    """
+    hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * MASKED_SCORE
+    layers = bert.encoder.layer
+    for layer in layers[:-1]:
+        hidden = _bert_layer(layer, hidden, bias, hidden, bert.config.num_attention_heads)
+    last = _bert_layer(layers[-1], hidden, bias, hidden[:, :1], bert.config.num_attention_heads)
+    return last[:, 0]
+
+
+def _bert_layer(
+    layer: nn.Module, hidden: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """One BERT encoder layer (post-norm, eval mode) for the token rows ``rows`` ``[B, R, H]``
+    attending over ``hidden`` ``[B, T, H]``; ``bias`` ``[B, 1, 1, T]`` is added to the scores."""
+    att = layer.attention
+    batch, _, width = hidden.shape
+    head_dim = width // heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.view(batch, x.shape[1], heads, head_dim).transpose(1, 2)
+
+    q = split(att.self.query(rows))
+    k, v = split(att.self.key(hidden)), split(att.self.value(hidden))
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (head_dim**-0.5) + bias
+    mixed = torch.matmul(torch.softmax(scores, dim=-1), v)
+    mixed = mixed.transpose(1, 2).reshape(batch, rows.shape[1], width)
+    x = att.output.LayerNorm(att.output.dense(mixed) + rows)
+    return layer.output.LayerNorm(layer.output.dense(layer.intermediate(x)) + x)
 
 
 def save_module(module: nn.Module, bert_config: BertConfig, folder: Path, **meta: object) -> None:

@@ -160,6 +160,7 @@ def prepare_bundle(
     """The bundle of ``artifacts`` over the catalog ``data_dir`` (exported unless cached):
     its folder, whether it was reused, and where its prior came from."""
     from export.bundle import build_bundle
+    from export.onnx import GRAPH_FORMAT
 
     version, digest = _model_key(artifacts)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in version)
@@ -170,6 +171,7 @@ def prepare_bundle(
         "catalog": catalog_key,
         "index": index,
         "nprobe": nprobe,
+        "graph_format": GRAPH_FORMAT,
     }
     if _done(folder, key) and (folder / "bundle").is_dir():
         log.info("bundle %s reused", folder / "bundle")

@@ -194,3 +194,36 @@ def test_id_epochs_learn_what_follows_what_and_keep_the_best_epoch() -> None:
     assert isinstance(curve, list) and curve[0] < 0.3
     assert max(curve) > curve[0] + 0.3, curve
     assert report["epochs"] == int(np.argmax(curve))  # the best epoch's weights are kept
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_cross_encoder_cls_only_last_layer_equals_the_full_model(layers: int) -> None:
+    """Eval mode computes the last layer for [CLS] alone: same logits as every layer on every
+    token (the Hugging Face model), with padding, both segments and bf16 autocast."""
+    torch.manual_seed(layers)
+    ce = CrossEncoder(tiny_bert(n_layers=layers)).eval()
+    for layer in ce.bert.encoder.layer:  # non-trivial weights: a random init is near identity
+        for p in layer.parameters():
+            p.data.add_(torch.randn_like(p) * 0.2)
+    ids = torch.randint(1000, 5000, (5, 13))
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[3, 4:] = 0
+    ids = ids * mask
+    types = torch.zeros_like(ids)
+    types[:, 6:] = 1
+    with torch.no_grad():
+        fast = ce(ids, mask, types)
+        full = ce.full_forward(ids, mask, types)
+        assert fast.shape == (5,)
+        assert torch.allclose(fast, full, atol=1e-5), (fast - full).abs().max()
+        # the padded tokens' ids do not matter
+        other = ce(ids + (1 - mask) * 7, mask, types)
+        assert torch.allclose(fast, other, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = ce(ids, mask, types).float()
+        assert torch.allclose(half, full, atol=0.1)
+    # training still runs the full model (dropout active): outputs vary between calls
+    ce.train()
+    assert not torch.allclose(ce(ids, mask, types), ce(ids, mask, types))
