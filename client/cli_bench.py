@@ -66,6 +66,9 @@ def bench_cmd(
     cpu_precision: Annotated[
         str, typer.Option(help="Precision of the towers (and reranker) on the CPU: bf16 or fp32.")
     ] = "bf16",
+    user_engine: Annotated[
+        str, typer.Option(help="Runtime of the user tower on the CPU: onnxruntime or openvino.")
+    ] = "onnxruntime",
     rerank_precision: Annotated[
         str,
         typer.Option(
@@ -153,6 +156,7 @@ def bench_cmd(
             nprobe=nprobe,
             cpu_engine=cpu_engine,
             cpu_precision=cpu_precision,
+            user_engine=user_engine,
             rerank_precision=rerank_precision,
             rerank_instances=rerank_instances,
             rerank_threads=rerank_threads,

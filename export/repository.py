@@ -233,6 +233,10 @@ def _render(
             values["precision"] = settings.cpu_precision
             if model == "reranker" and settings.rerank_precision:
                 values["precision"] = settings.rerank_precision
+            if model == "user_tower":
+                values["engine"] = settings.user_engine
+                if settings.user_engine == "onnxruntime":
+                    values["precision"] = "fp32"
     if model in ("retriever", "reranker"):
         values["max_k"] = settings.max_k
     if model == "retriever":
@@ -340,6 +344,7 @@ def write_repository(
     rerank_instances: int = 1,
     rerank_depth: int = 0,
     item_instances: int = 1,
+    user_engine: str = "onnxruntime",
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -376,6 +381,7 @@ def write_repository(
         rerank_instances=rerank_instances,
         item_instances=item_instances,
         rerank_depth=rerank_depth,
+        user_engine=user_engine,
     )
     if settings.device == "cpu" and settings.rerank_precision == "int8":
         absent = [n for n in int8_files("reranker") if not (bundle / n).is_file()]

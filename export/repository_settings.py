@@ -52,7 +52,11 @@ class RepositorySettings:
     ``item_instances``: Triton instances of the item tower on the CPU (each its own process
     with ``intra_op_threads`` threads): a server that re-embeds catalogs (``towerserve embed
     --engine triton``) runs one per core, which kept it at 85-91% of the in-process engine
-    against 62-78% for one (benchmarks/results/embed_engines_2026-11-29.md).
+    against 62-78% for one (benchmarks/results/embed_engines_2026-11-29.md);
+    ``user_engine``: the CPU runtime of the user tower (``onnxruntime``, fp32, or
+    ``openvino`` at ``cpu_precision``): it runs one short query a request, where ONNX Runtime
+    was 1.2-1.55x faster than OpenVINO bf16 with a shorter tail
+    (benchmarks/results/user_tower_engine_2026-11-29.md).
     """
 
     max_k: int
@@ -74,6 +78,7 @@ class RepositorySettings:
     rerank_instances: int = 1
     rerank_depth: int = 0
     item_instances: int = 1
+    user_engine: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -83,6 +88,10 @@ class RepositorySettings:
         if self.cpu_engine not in CPU_ENGINES:
             raise RepositoryError(
                 f"cpu_engine must be {' or '.join(CPU_ENGINES)}, got {self.cpu_engine!r}"
+            )
+        if self.user_engine not in CPU_ENGINES:
+            raise RepositoryError(
+                f"user_engine must be {' or '.join(CPU_ENGINES)}, got {self.user_engine!r}"
             )
         if self.cpu_precision not in ("bf16", "fp32"):
             raise RepositoryError(f"cpu_precision must be bf16 or fp32, got {self.cpu_precision!r}")

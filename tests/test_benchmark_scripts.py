@@ -35,3 +35,19 @@ def test_item_tower_ab_compares_graphs_and_writes_results(untrained_bundle, tmp_
         cwd=ROOT,
     )
     assert bad.returncode == 2 and "no such graph" in bad.stderr
+
+
+def test_user_tower_engines_compares_runtimes_and_writes_results(untrained_bundle, tmp_path):
+    pytest.importorskip("openvino")
+    out = tmp_path / "ue"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "user_tower_engines.py")]
+    cmd += ["--folder", str(untrained_bundle), "--requests", "6", "--rounds", "1"]
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["onnxruntime-fp32", "openvino-bf16", "openvino-fp32"]
+    assert rows[2]["min_cosine_to_onnxruntime"] > 0.999  # the same graph in fp32
+    bad = subprocess.run(
+        [*cmd[:2], "--folder", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and "no user_tower.onnx" in bad.stderr

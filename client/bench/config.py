@@ -33,6 +33,7 @@ class BenchConfig:
     # -- how the CPU server runs its graphs (see export.repository_settings)
     cpu_engine: str = "openvino"
     cpu_precision: str = "bf16"
+    user_engine: str = "onnxruntime"  # the user tower's CPU runtime
     rerank_precision: str = "auto"  # auto: cpu_precision; int8 is quantized into the cached bundle
     rerank_instances: int = 1
     rerank_threads: int = 2

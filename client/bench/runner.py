@@ -128,6 +128,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
         bundle.parent / "repository",
         cpu_engine=cfg.cpu_engine,
         cpu_precision=cfg.cpu_precision,
+        user_engine=cfg.user_engine,
         rerank_precision=rerank_precision,
         rerank_instances=cfg.rerank_instances,
         rerank_threads=cfg.rerank_threads,
@@ -148,6 +149,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
         serving={
             "cpu_engine": cfg.cpu_engine,
             "cpu_precision": cfg.cpu_precision,
+            "user_engine": cfg.user_engine,
             "rerank_precision": rerank_precision or cfg.cpu_precision,
             "rerank_instances": str(cfg.rerank_instances),
             "rerank_threads": str(cfg.rerank_threads),

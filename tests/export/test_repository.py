@@ -208,11 +208,16 @@ def test_empty_target_folder_is_fine(tmp_path: Path) -> None:
 def test_cpu_runtime_settings_reach_the_graph_models(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "bundle")
     repo = write_repository(bundle, tmp_path / "repo", rerank_threads=2, rerank_max_call=48)
-    for model in ("user_tower", "reranker", "item_tower"):
+    expected = {
+        "user_tower": ("onnxruntime", "fp32"),  # the default user_engine
+        "reranker": ("openvino", "bf16"),
+        "item_tower": ("openvino", "bf16"),
+    }
+    for model, runtime in expected.items():
         params = {
             k: v["string_value"] for k, v in _params(parse(repo / model / "config.pbtxt")).items()
         }
-        assert (params["engine"], params["precision"]) == ("openvino", "bf16"), model
+        assert (params["engine"], params["precision"]) == runtime, model
         assert params["intra_op_threads"] == ("2" if model == "reranker" else "1")
     assert _params(parse(repo / "reranker" / "config.pbtxt"))["max_call"]["string_value"] == "48"
     assert "engine" not in _params(parse(repo / "retriever" / "config.pbtxt"))
@@ -221,12 +226,19 @@ def test_cpu_runtime_settings_reach_the_graph_models(tmp_path: Path) -> None:
     )
     params = _params(parse(repo / "reranker" / "config.pbtxt"))
     assert params["engine"]["string_value"] == "onnxruntime"
+    repo = write_repository(bundle, tmp_path / "repo", user_engine="openvino")
+    params = _params(parse(repo / "user_tower" / "config.pbtxt"))
+    assert (params["engine"]["string_value"], params["precision"]["string_value"]) == (
+        "openvino",
+        "bf16",
+    )
 
 
 @pytest.mark.parametrize(
     "kwargs,message",
     [
         ({"cpu_engine": "tvm"}, "cpu_engine must be openvino or onnxruntime"),
+        ({"user_engine": "tvm"}, "user_engine must be openvino or onnxruntime"),
         ({"cpu_precision": "fp16"}, "cpu_precision must be bf16 or fp32"),
         ({"cpu_engine": "onnxruntime", "cpu_precision": "bf16"}, "runs fp32 only"),
         ({"rerank_threads": 0}, "rerank_threads must be >= 1"),
