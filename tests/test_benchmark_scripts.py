@@ -41,7 +41,16 @@ def test_user_tower_engines_compares_runtimes_and_writes_results(untrained_bundl
     pytest.importorskip("openvino")
     out = tmp_path / "ue"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "user_tower_engines.py")]
-    cmd += ["--folder", str(untrained_bundle), "--requests", "6", "--rounds", "1"]
+    cmd += [
+        "--folder",
+        str(untrained_bundle),
+        "--requests",
+        "6",
+        "--rounds",
+        "1",
+        "--flush-mb",
+        "1",
+    ]
     done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads((out / "results.json").read_text())["rows"]
