@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 #: What runs each stage of a CPU repository, as its ``towerserve_stage_backend`` metric says.
 STAGE_BACKENDS = {
-    "user_tower": "openvino-cpu-bf16",
+    "user_tower": "onnxruntime-cpu",  # the default user_engine
     "retriever": "faiss-cpu",
     "reranker": "openvino-cpu-bf16",
     "item_tower": "openvino-cpu-bf16",
