@@ -468,9 +468,9 @@ def export_cmd(
     user_engine: Annotated[
         str,
         typer.Option(
-            help="CPU runtime of the user tower (device cpu): onnxruntime (fp32; 1.2-1.55x "
-            "faster than OpenVINO bf16 for its one short query a request, measured here) or "
-            "openvino (at --cpu-precision)."
+            help="CPU runtime of the user tower (device cpu): onnxruntime (fp32; for its one "
+            "short query a request 1.10-1.55x faster than OpenVINO bf16 in-process here, a tie "
+            "through the server) or openvino (at --cpu-precision)."
         ),
     ] = "onnxruntime",
     rerank_threads: Annotated[

@@ -55,8 +55,8 @@ class RepositorySettings:
     against 62-78% for one (benchmarks/results/embed_engines_2026-11-29.md);
     ``user_engine``: the CPU runtime of the user tower (``onnxruntime``, fp32, or
     ``openvino`` at ``cpu_precision``): it runs one short query a request, where ONNX Runtime
-    was 1.2-1.55x faster than OpenVINO bf16 with a shorter tail
-    (benchmarks/results/user_tower_engine_2026-11-29.md).
+    was 1.10-1.55x faster than OpenVINO bf16 at the median in-process and tied through the
+    server (benchmarks/results/user_tower_engine_2026-11-29.md).
     """
 
     max_k: int

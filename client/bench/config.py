@@ -91,3 +91,20 @@ class BenchConfig:
             )
         if self.soak_concurrency < 1:
             raise ValueError(f"soak_concurrency must be >= 1, got {self.soak_concurrency}")
+        from export.repository_settings import RepositoryError, RepositorySettings
+
+        try:  # the serving settings, checked before the (slow) catalog and export
+            RepositorySettings(
+                max_k=1,
+                n_candidates=1,
+                cpu_engine=self.cpu_engine,
+                cpu_precision=self.cpu_precision,
+                user_engine=self.user_engine,
+                rerank_precision="" if self.rerank_precision == "auto" else self.rerank_precision,
+                rerank_instances=self.rerank_instances,
+                rerank_threads=self.rerank_threads,
+                rerank_max_call=self.rerank_max_call,
+                rerank_depth=self.rerank_depth,
+            )
+        except RepositoryError as exc:
+            raise ValueError(str(exc)) from None

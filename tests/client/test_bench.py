@@ -169,6 +169,11 @@ def test_config_and_sections_are_checked(tmp_path: Path) -> None:
         BenchConfig(catalog_items=None)
     with pytest.raises(ValueError, match="concurrencies"):
         BenchConfig(concurrencies=(0,))
+    # serving settings fail before any catalog is built or exported
+    with pytest.raises(ValueError, match="user_engine must be openvino or onnxruntime"):
+        BenchConfig(user_engine="tvm")
+    with pytest.raises(ValueError, match="rerank_threads must be >= 1"):
+        BenchConfig(rerank_threads=0)
     with pytest.raises(BenchError, match="unknown section"):
         resolve_sections(BenchConfig(sections=("nope",)))
     with pytest.raises(BenchError, match="soak-minutes"):
