@@ -493,6 +493,15 @@ def export_cmd(
             min=1,
         ),
     ] = 64,
+    reserve_ms: Annotated[
+        float,
+        typer.Option(
+            help="Milliseconds of each request's budget the reranker keeps for answering: it "
+            "starts no cross-encoder call predicted to end later than the budget minus this.",
+            min=0.0,
+            max=999.0,
+        ),
+    ] = 1.0,
     rerank_item_tokens: Annotated[
         int,
         typer.Option(
@@ -553,6 +562,7 @@ def export_cmd(
             cpu_precision=cpu_precision,
             rerank_threads=rerank_threads,
             rerank_max_call=rerank_max_call,
+            reserve_ms=reserve_ms,
             rerank_precision=rerank_precision,
             rerank_item_tokens=rerank_item_tokens,
             rerank_instances=rerank_instances,
@@ -600,6 +610,7 @@ def export_cmd(
         cpu_precision=cpu_precision,
         rerank_threads=rerank_threads,
         rerank_max_call=rerank_max_call,
+        reserve_ms=reserve_ms,
         rerank_precision=rerank_precision,
         rerank_item_tokens=rerank_item_tokens,
         rerank_instances=rerank_instances,

@@ -97,6 +97,22 @@ def bench_cmd(
             min=1,
         ),
     ] = 64,
+    reserve_ms: Annotated[
+        float,
+        typer.Option(
+            help="Milliseconds of each budget the reranker keeps for answering (it starts no "
+            "call predicted to end later than the budget minus this).",
+            min=0.0,
+        ),
+    ] = 1.0,
+    jitter_s: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of fixed single-threaded work timed before the server starts: the "
+            "host's p99/p50 ratio, the noise floor under every p99 (0 skips it).",
+            min=0.0,
+        ),
+    ] = 10.0,
     sections: Annotated[
         str,
         typer.Option(
@@ -162,6 +178,8 @@ def bench_cmd(
             rerank_threads=rerank_threads,
             rerank_depth=rerank_depth,
             rerank_max_call=rerank_max_call,
+            reserve_ms=reserve_ms,
+            jitter_s=jitter_s,
             sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
             n_requests=requests,
             k=k,

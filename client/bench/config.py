@@ -58,8 +58,11 @@ class BenchConfig:
     soak_window_s: float = 60.0
     soak_concurrency: int = 8
     soak_budget_ms: float = 25.0
+    # -- the host's noise floor (client/bench/jitter.py), measured before the server starts
+    jitter_s: float = 10.0  # seconds of fixed single-threaded work timed; 0 skips it
     # -- the server
     server_ready_timeout_s: float = 600.0
+    reserve_ms: float = 1.0  # part of each budget the reranker keeps for answering
     keep_raw: bool = False  # keep perf_analyzer's CSV and profile exports under out_dir/raw
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class BenchConfig:
             raise ValueError(
                 f"rerank_precision must be auto, bf16, fp32 or int8, got {self.rerank_precision!r}"
             )
+        if not 0 <= self.jitter_s <= 600:
+            raise ValueError(f"jitter_s must be in [0, 600] seconds, got {self.jitter_s}")
         if self.soak_concurrency < 1:
             raise ValueError(f"soak_concurrency must be >= 1, got {self.soak_concurrency}")
         from export.repository_settings import RepositoryError, RepositorySettings
@@ -105,6 +110,7 @@ class BenchConfig:
                 rerank_threads=self.rerank_threads,
                 rerank_max_call=self.rerank_max_call,
                 rerank_depth=self.rerank_depth,
+                reserve_ms=self.reserve_ms,
             )
         except RepositoryError as exc:
             raise ValueError(str(exc)) from None

@@ -449,8 +449,39 @@ def header_markdown(doc: dict[str, Any]) -> list[str]:
         f"{fmt(_get(doc, 'memory', 'ready', 'pss_mb'), 0)} when ready, "
         f"{fmt(_get(doc, 'memory', 'end', 'rss_mb'), 0)} / "
         f"{fmt(_get(doc, 'memory', 'end', 'pss_mb'), 0)} at the end",
+        *_jitter_line(doc),
         *_calibration_line(doc),
         f"- command: `{run.get('command', '')}`; {fmt(run.get('seconds', 0.0), 0)} s in all",
+        "",
+    ]
+
+
+def _jitter_line(doc: dict[str, Any]) -> list[str]:
+    jit = _get(doc, "run", "host", "jitter")
+    if not jit:
+        return []
+    return [
+        f"- host jitter, before the server started (client/bench/jitter.py; "
+        f"{fmt(jit['samples'], 0)} runs of one fixed single-threaded workload): p50 "
+        f"{jit['p50_ms']:.2f} ms, p99 {jit['p99_ms']:.2f} ms, p99.9 {jit['p999_ms']:.2f} ms: "
+        f"**p99/p50 {jit['p99_over_p50']:.2f}**"
+    ]
+
+
+def _noise_floor_lines(doc: dict[str, Any]) -> list[str]:
+    """What the host's jitter allows a p99 target: a p50 at most target / (p99/p50)."""
+    ratio = _get(doc, "run", "host", "jitter", "p99_over_p50")
+    rows = [r for r in doc.get("targets", []) if r["name"].endswith("p99 ms")]
+    if not ratio or not rows or not math.isfinite(ratio) or ratio <= 0:
+        return []
+    needs = "; ".join(
+        f"{r['name'].split(':')[0]}: p99 <= {fmt(r['threshold'], 0)} ms needs a p50 of at most "
+        f"about {r['threshold'] / ratio:.1f} ms"
+        for r in rows
+    )
+    return [
+        f"Noise floor: on this host fixed CPU work has a p99 {ratio:.2f}x its p50 (host jitter "
+        f"above), whatever the server does, so {needs}.",
         "",
     ]
 
@@ -484,6 +515,7 @@ def write_outputs(
             "",
             *targets_markdown(doc["targets"]),
             "",
+            *_noise_floor_lines(doc),
         ]
     for _name, title, body, plots in parts:
         lines += [f"## {title}", "", *body, ""]

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from client.bench.catalog import Prepared, prepare_bundle, prepare_catalog
 from client.bench.config import BenchConfig
+from client.bench.jitter import measure_jitter
 from client.bench.memory import sample_memory
 from client.bench.perf import perf_environment
 from client.bench.report import targets, write_outputs
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Requests sent before measuring, so the first perf_analyzer point meets a warm server.
 WARMUP_REQUESTS = 10
+#: Size of one sample of the host-jitter workload, ms (about a request's CPU time here).
+JITTER_SAMPLE_MS = 5.0
 
 
 class BenchError(RuntimeError):
@@ -134,6 +137,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
         rerank_threads=cfg.rerank_threads,
         rerank_depth=cfg.rerank_depth,
         rerank_max_call=cfg.rerank_max_call,
+        reserve_ms=cfg.reserve_ms,
     )
     manifest = load_manifest(bundle)
     return Prepared(
@@ -156,6 +160,7 @@ def prepare(cfg: BenchConfig) -> Prepared:
             "rerank_item_tokens": str(RERANK_ITEM_TOKENS),
             "rerank_depth": str(cfg.rerank_depth or "all"),
             "rerank_max_call": str(cfg.rerank_max_call),
+            "reserve_ms": f"{cfg.reserve_ms:g}",
         },
     )
 
@@ -228,6 +233,10 @@ def run_bench(
             }
             ctx.requests = build_requests(prep.data_dir, cfg.n_requests, seed=cfg.seed)
             doc["requests"] = {**mix_summary(ctx.requests), "k": cfg.k}
+            if cfg.jitter_s > 0:  # the host alone: nothing of the server running yet
+                if console is not None:
+                    console.rule(f"host jitter ({cfg.jitter_s:g} s of fixed work)")
+                doc["run"]["host"]["jitter"] = measure_jitter(cfg.jitter_s, JITTER_SAMPLE_MS)
             grpc_port, http_port, metrics_port = free_ports(3)
             server = TritonServer(
                 prep.repository,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from client.bench import stats
 from client.bench.catalog import prepare_catalog, shadow_artifacts
 from client.bench.config import BenchConfig
+from client.bench.jitter import measure_jitter
 from client.bench.memory import growth_pct, sample_memory
 from client.bench.perf import (
     PerfAnalyzerUnavailable,
@@ -174,6 +176,10 @@ def test_config_and_sections_are_checked(tmp_path: Path) -> None:
         BenchConfig(user_engine="tvm")
     with pytest.raises(ValueError, match="rerank_threads must be >= 1"):
         BenchConfig(rerank_threads=0)
+    with pytest.raises(ValueError, match="reserve_ms must be in"):
+        BenchConfig(reserve_ms=-1.0)
+    with pytest.raises(ValueError, match="jitter_s must be in"):
+        BenchConfig(jitter_s=-1.0)
     with pytest.raises(BenchError, match="unknown section"):
         resolve_sections(BenchConfig(sections=("nope",)))
     with pytest.raises(BenchError, match="soak-minutes"):
@@ -236,6 +242,31 @@ def test_reranker_calibration_from_the_server_log() -> None:
     assert reranker_calibration("nothing here") is None
 
 
+def test_host_jitter_times_one_fixed_workload() -> None:
+    jit = measure_jitter(0.3, sample_ms=1.0)
+    assert jit["samples"] >= 3
+    assert 0 < jit["p50_ms"] <= jit["p90_ms"] <= jit["p99_ms"] <= jit["p999_ms"] <= jit["max_ms"]
+    assert jit["p99_over_p50"] == pytest.approx(jit["p99_ms"] / jit["p50_ms"])
+    with pytest.raises(ValueError, match="must be > 0"):
+        measure_jitter(0.0)
+
+
+def test_report_states_the_noise_floor_under_the_p99_targets(tmp_path: Path) -> None:
+    point = {"budget_ms": 25.0, "concurrency": 1, "p99_ms": 30.0, "n_scored": {"median": 64.0}}
+    jitter = {
+        "samples": 100,
+        "p50_ms": 5.0,
+        "p99_ms": 15.0,
+        "p999_ms": 20.0,
+        "p99_over_p50": 3.0,
+    }
+    doc = {"run": {"host": {"jitter": jitter}}, "sections": {"serving": {"points": [point]}}}
+    doc["targets"] = targets(doc)
+    report = write_outputs(doc, [], tmp_path)["report"].read_text()
+    assert "**p99/p50 3.00**" in report
+    assert "p99 <= 25 ms needs a p50 of at most about 8.3 ms" in report
+
+
 def test_targets_of_the_issue() -> None:
     point = {"budget_ms": 25.0, "concurrency": 1, "p99_ms": 30.0, "n_scored": {"median": 64.0}}
     soak = {
@@ -290,6 +321,8 @@ def test_bench_end_to_end_tiny(
         soak_minutes=0.05,
         soak_window_s=3.0,
         soak_concurrency=2,
+        jitter_s=0.2,
+        reserve_ms=2.0,
     )
     doc = run_bench(cfg)
     out = cfg.out_dir
@@ -302,6 +335,10 @@ def test_bench_end_to_end_tiny(
     ]
     assert doc["catalog"]["n_items"] == 300 and doc["requests"]["homepage"] == 10
     assert doc["server"]["reranker_calibration"]["ms_per_candidate"] > 0
+    assert doc["run"]["host"]["jitter"]["samples"] >= 3
+    assert doc["catalog"]["serving"]["reserve_ms"] == "2"
+    reranker = Path(doc["catalog"]["bundle"]).parent / "repository" / "reranker" / "config.pbtxt"
+    assert re.search(r'key: "reserve_ms"\s+value \{\s+string_value: "2.0"', reranker.read_text())
     serving = doc["sections"]["serving"]
     assert [(p["budget_ms"], p["concurrency"]) for p in serving["points"]] == [(0.0, 1), (25.0, 1)]
     for p in serving["points"]:
