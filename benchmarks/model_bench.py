@@ -106,10 +106,35 @@ def matmul_flops(onnx_path: Path, feeds: dict[str, np.ndarray]) -> float:
     return total
 
 
-def sample_inputs(bundle: Path, graph: str, batch: int, length: int, seed: int = 0) -> dict:
+def context_once(bundle: Path, graph: str) -> bool:
+    """Whether the CPU runtimes run ``graph`` in the context-once form (the reranker's
+    ``reranker.context_once.onnx``, written for a 1-layer cross-encoder: serving/graphs.py)."""
+    from towers.bundle_contract import context_once_file
+
+    return graph == "reranker" and (bundle / context_once_file(graph)).is_file()
+
+
+def served_onnx(bundle: Path, graph: str) -> Path:
+    """The ONNX file the CPU runtimes serve for ``graph``."""
+    from serving.graphs import cpu_onnx_path
+
+    return cpu_onnx_path(bundle, graph)
+
+
+def sample_inputs(
+    bundle: Path, graph: str, batch: int, length: int, seed: int = 0, pairs: bool = False
+) -> dict:
     """Feeds of ``graph`` for ``batch`` rows of exactly ``length`` tokens (random ids of the
-    vocabulary's word range: speed does not depend on which tokens)."""
+    vocabulary's word range: speed does not depend on which tokens); a context-once reranker
+    (unless ``pairs``) gets pairs of the same length: a context of a third of them, the rest
+    items."""
     rng = np.random.default_rng(seed)
+    if context_once(bundle, graph) and not pairs:
+        from towers.features import build_context_once
+
+        c = max(1, length // 3 - 2)
+        items = list(rng.integers(1000, 29000, size=(batch, max(1, length - c - 3))))
+        return build_context_once(rng.integers(1000, 29000, size=c), items)
     ids = rng.integers(1000, 29000, size=(batch, length), dtype=np.int64)
     ids[:, 0] = 101
     ids[:, -1] = 102
@@ -121,7 +146,7 @@ def sample_inputs(bundle: Path, graph: str, batch: int, length: int, seed: int =
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-def real_inputs(bundle: Path, graph: str, n: int) -> dict:
+def real_inputs(bundle: Path, graph: str, n: int, pairs: bool = False) -> dict:
     """Feeds built the way the served stages build them, from the bundle's item texts:
     item tower: ``n`` item texts; reranker: ``n`` pairs (a title as the query, another item)."""
     from serving.catalog import ItemTexts
@@ -139,6 +164,15 @@ def real_inputs(bundle: Path, graph: str, n: int) -> dict:
         return {"input_ids": ids, "attention_mask": mask}
     tok = QueryTokenizer.from_dir(bundle)
     rng = np.random.default_rng(1)
+    if context_once(bundle, graph):  # one context a call; as pairs too, to compare with
+        from towers.features import build_context_once
+
+        query = tok.query_tokens(items.titles[int(rng.integers(len(items.rows)))])
+        item_tokens = [items.item_tokens(r) for r in rows]
+        if not pairs:
+            return build_context_once(query, item_tokens)
+        ids, mask, types = build_pairs(query, item_tokens)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     pairs_ids, pairs_mask, pairs_types = [], [], []
     for start in range(0, len(rows), 16):
         chunk = rows[start : start + 16]
@@ -177,6 +211,8 @@ def open_runtime(bundle: Path, graph: str, engine: str, precision: str, threads:
     from serving.reranker import RERANKER_INPUTS
 
     inputs = ITEM_TOWER_INPUTS if graph == "item_tower" else RERANKER_INPUTS
+    if context_once(bundle, graph) and engine != "torch":  # torch programs take pairs
+        from towers.features import CONTEXT_ONCE_INPUTS as inputs
     if engine == "torch":
         import torch
 
@@ -203,12 +239,13 @@ def bench_graph(
     n_quality: int,
 ) -> dict:
     """Speed and quality of every runtime of ``graph`` (module docstring)."""
-    onnx_path = bundle / f"{graph}.onnx"
+    onnx_path = served_onnx(bundle, graph)
     flops = {n: matmul_flops(onnx_path, sample_inputs(bundle, graph, batch, n)) for n in lengths}
-    real = real_inputs(bundle, graph, n_quality)
     reference = None
     rows: list[dict] = []
     for label, engine, precision in runtimes(bundle, graph):
+        pairs = engine == "torch"  # torch programs take pairs (the served CPU form may not)
+        real = real_inputs(bundle, graph, n_quality, pairs=pairs)
         for t in threads:
             model = open_runtime(bundle, graph, engine, precision, t)
             out = np.asarray(model(**real), dtype=np.float32)
@@ -226,7 +263,7 @@ def bench_graph(
                     "logit_std": float(reference.std()),
                 }
             for n in lengths:
-                feeds = sample_inputs(bundle, graph, batch, n)
+                feeds = sample_inputs(bundle, graph, batch, n, pairs=pairs)
                 sec = median_s(lambda m=model, f=feeds: m(**f), repeats)
                 key = f"{'bf16' if precision == 'bf16' else 'fp32'}@{t}"
                 achieved = flops[n] / sec / 1e9

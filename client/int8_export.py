@@ -24,12 +24,13 @@ import numpy as np
 
 from towers.bundle_contract import (
     TOKENIZER_FILE,
+    context_once_file,
     int8_files,
     load_manifest,
     onnx_file,
     sha256,
 )
-from towers.features import build_pairs
+from towers.features import CONTEXT_ONCE_INPUTS, build_context_once, build_pairs
 from towers.text import load_tokenizer, query_token_list
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ def calibration_pairs(
     *,
     n_batches: int = CALIBRATION_BATCHES,
     seed: int = 0,
+    context_once: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """``n_batches`` reranker feeds of ``CALIBRATION_BATCH`` real pairs each: a context (one of
-    ``contexts``, else the titles of two random catalog items) and random catalog items."""
+    ``contexts``, else the titles of two random catalog items) and random catalog items, as
+    pairs or (``context_once``) in the context-once graph's inputs."""
     from serving.catalog import ItemTexts
 
     items = ItemTexts.from_dir(bundle)
@@ -82,9 +85,11 @@ def calibration_pairs(
         else:
             text = " ".join(items.titles[int(r)] for r in rng.integers(n, size=2))
         rows = rng.integers(n, size=CALIBRATION_BATCH)
-        ids, mask, types = build_pairs(
-            query_token_list(tok, text), [items.item_tokens(int(r)) for r in rows]
-        )
+        query, item_tokens = query_token_list(tok, text), [items.item_tokens(int(r)) for r in rows]
+        if context_once:
+            feeds.append(build_context_once(query, item_tokens))
+            continue
+        ids, mask, types = build_pairs(query, item_tokens)
         feeds.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
     return feeds
 
@@ -102,8 +107,11 @@ def add_int8_reranker(bundle: Path, contexts: Sequence[str] = ()) -> float:
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
     source = bundle / onnx_file("reranker")
-    calib = calibration_pairs(bundle, contexts)
+    if (bundle / context_once_file("reranker")).is_file():  # the form the CPU serves
+        source = bundle / context_once_file("reranker")
     model = ov.Core().read_model(str(source))
+    context_once = {i.get_any_name() for i in model.inputs} == set(CONTEXT_ONCE_INPUTS)
+    calib = calibration_pairs(bundle, contexts, context_once=context_once)
     quantized = nncf.quantize(
         model,
         nncf.Dataset(calib),
@@ -112,7 +120,7 @@ def add_int8_reranker(bundle: Path, contexts: Sequence[str] = ()) -> float:
     )
     xml, bin_ = int8_files("reranker")
     ov.save_model(quantized, str(bundle / xml), compress_to_fp16=False)
-    held_out = calibration_pairs(bundle, contexts, n_batches=4, seed=1)
+    held_out = calibration_pairs(bundle, contexts, n_batches=4, seed=1, context_once=context_once)
     fp32 = OnnxModel(source)
     int8 = OpenVinoGraph(bundle / xml, precision="int8")
     diff = max(float(np.abs(int8(**f) - fp32(**f)).max()) for f in held_out)

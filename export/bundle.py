@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from export.onnx import check_parity, export_onnx
+from export.onnx import check_parity, export_onnx, has_context_once_form
 from export.torch_program import check_program_parity, export_program
 from towers.bundle_contract import (
     BLEND_FILE,
@@ -43,6 +43,7 @@ from towers.bundle_contract import (
     ItemIdTable,
     Manifest,
     checksums,
+    context_once_file,
     onnx_file,
     sha256,
     torch_program_file,
@@ -125,6 +126,10 @@ def build_bundle(
             graph = graph.text_only()
         path = export_onnx(kind, graph, tmp / onnx_file(kind))
         parity[kind] = check_parity(kind, graph, path)
+        if kind == "reranker" and has_context_once_form(graph):  # what the CPU serves
+            name = context_once_file(kind)
+            path = export_onnx("reranker_context_once", graph, tmp / name)
+            parity[name] = check_parity("reranker_context_once", graph, path)
         if torch_programs:
             program = export_program(kind, graph, tmp / torch_program_file(kind))
             parity[torch_program_file(kind)] = check_program_parity(kind, graph, program)

@@ -59,6 +59,7 @@ from towers.bundle_contract import (
     USER_HISTORY_FILE,
     BundleError,
     Manifest,
+    context_once_file,
     int8_files,
     load_manifest,
     onnx_data_file,
@@ -134,6 +135,7 @@ OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
     "retriever": (REMOVED_IDS_FILE, PRIOR_BUNDLE_FILE, COVISIT_FILE),
     "reranker": (
         *LEXICAL_FILES,
+        context_once_file("reranker"),
         torch_program_file("reranker"),
         tensorrt_file("reranker"),
         *int8_files("reranker"),

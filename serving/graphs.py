@@ -36,7 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from towers.bundle_contract import int8_files, onnx_file, tensorrt_file, torch_program_file
+from towers.bundle_contract import (
+    context_once_file,
+    int8_files,
+    onnx_file,
+    tensorrt_file,
+    torch_program_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +141,26 @@ def resolve_device(device: str, folder: Path, name: str) -> str:
     return "cuda" if has_gpu_form and cuda_available() else "cpu"
 
 
+def cpu_onnx_path(folder: Path, name: str) -> Path:
+    """The ONNX file the CPU runtimes run for graph ``name``: the reranker's context-once form
+    when the bundle has it (export/onnx.py; serving/reranker.py reads the form from the
+    graph's inputs), else ``<name>.onnx``."""
+    if name == "reranker" and (folder / context_once_file(name)).is_file():
+        return folder / context_once_file(name)
+    return folder / onnx_file(name)
+
+
 def open_graph(
     folder: Path,
     name: str,
     runtime: Runtime,
     *,
-    expected_inputs: tuple[str, ...],
+    expected_inputs: tuple[str, ...] | None,
 ) -> Graph:
     """Open graph ``name`` (``item_tower``, ``user_tower`` or ``reranker``) from ``folder``
-    in ``runtime``; raises :class:`GraphRuntimeError` naming what is missing."""
+    in ``runtime``, refusing a graph whose inputs are not ``expected_inputs`` (``None``: any;
+    the caller checks, as the reranker does for its two forms); raises
+    :class:`GraphRuntimeError` naming what is missing."""
     folder = Path(folder)
     device = resolve_device(runtime.device, folder, name)
     engine = runtime.engine
@@ -165,7 +182,7 @@ def open_graph(
                 f"{name}: engine openvino runs {', '.join(OPENVINO_PRECISIONS)} on the CPU, "
                 f"not {runtime.precision}"
             )
-        path = folder / onnx_file(name)
+        path = cpu_onnx_path(folder, name)
         if runtime.precision == "int8":
             path = folder / int8_files(name)[0]
             if not path.is_file():
@@ -190,7 +207,7 @@ def open_graph(
         from serving.onnx_session import OnnxModel
 
         return OnnxModel(
-            folder / onnx_file(name),
+            cpu_onnx_path(folder, name),
             intra_op_threads=runtime.intra_op_threads,
             expected_inputs=expected_inputs,
         )

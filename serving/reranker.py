@@ -23,6 +23,18 @@ and :meth:`warm_up` runs every shape a request can produce once at load: OpenVIN
 kernels for each input shape the first time it sees it (measured here: about 10 ms more on
 that call), which put a compile into the tail of requests long after load.
 
+Graph forms. The bundle of a 1-layer cross-encoder also holds its context-once form
+(``reranker.context_once.onnx``, towers.models.ContextOnceCrossEncoder: one call takes the
+context once and the items apart, ``context_ids``/``context_mask`` ``[1, C]`` and
+``item_ids``/``item_mask`` ``[n, I]``), which computes the context's keys and values once per
+call instead of once per pair; the CPU runtimes run it (serving/graphs.py). The GPU programs,
+a deeper cross-encoder and bundles exported before take pairs (``input_ids``,
+``attention_mask``, ``token_type_ids`` ``[n, w]``). The form is read from the graph's
+inputs. For the
+context-once form a call's ``w`` is its items' padded width (the context's cost, once per
+call, is folded into the per-token estimate), and the context is padded to a multiple of
+``PAD_TOKENS_TO`` too.
+
 Pair length. Each item's text is cut to ``max_item_tokens`` and the context to
 ``max_context_tokens`` (settings of the served model, ``towerserve export
 --rerank-item-tokens``): the cost of a pair grows with its length, and the demo catalog's item
@@ -65,7 +77,7 @@ import numpy as np
 from serving.bundle import check_model_version, load_manifest
 from serving.catalog import ItemTexts
 from serving.errors import RequestError
-from serving.graphs import Runtime, open_graph
+from serving.graphs import GraphRuntimeError, Runtime, open_graph
 from serving.stage_metrics import graph_backend
 from serving.tensors import float_scalar, int_scalar, int_vector, require, text_scalar
 from serving.tokenizer import QueryTokenizer
@@ -73,8 +85,12 @@ from towers.bundle_contract import BLEND_FEATURES, BLEND_FILE, LEXICAL_FILES, Bl
 from towers.features import (
     CLS_ID,
     CONTEXT_ITEMS,
+    CONTEXT_ONCE_INPUTS,
     MAX_ITEM_TOKENS,
     MAX_QUERY_TOKENS,
+    PAIR_INPUTS,
+    SEP_ID,
+    build_context_once,
     build_pairs,
 )
 from towers.lexical import LexicalIndex
@@ -96,11 +112,13 @@ MAX_BUDGET_MS = 10_000.0
 FLOOR_SHARE = 0.25
 #: Pairs are right-padded (masked) to a multiple of this many tokens.
 PAD_TOKENS_TO = 8
-#: Cross-encoder inputs are built from the context tokens and ``[n]`` lists of item tokens.
-RERANKER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Cross-encoder inputs of the pair form (built from the context tokens and ``[n]`` lists of
+#: item tokens); CONTEXT_ONCE_INPUTS those of the context-once form (module docstring).
+RERANKER_INPUTS = PAIR_INPUTS
 
-#: ``score_fn(input_ids, attention_mask, token_type_ids) -> logits float32 [n]``.
-ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: Pair form: ``score_fn(input_ids, attention_mask, token_type_ids) -> logits float32 [n]``;
+#: context-once form: ``score_fn(context_ids=, context_mask=, item_ids=, item_mask=)``.
+ScoreFn = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -135,6 +153,7 @@ class Reranker:
     requests with a query (without one, or without an index, it is 0). ``max_scored`` caps
     the candidates cross-scored per request (``None``: all the budget allows): past a depth the
     reranker adds little quality and only spends the budget, so a cap ends requests early.
+    ``context_once``: ``score_fn`` takes the context-once form's inputs (module docstring).
     """
 
     #: What runs the cross-encoder (serving.stage_metrics.graph_backend).
@@ -158,6 +177,7 @@ class Reranker:
         tokenizer: QueryTokenizer | None = None,
         lexical: LexicalIndex | None = None,
         max_scored: int | None = None,
+        context_once: bool = False,
     ) -> None:
         if max_scored is not None and max_scored < 1:
             raise ValueError(f"max_scored must be >= 1 or None (all), got {max_scored}")
@@ -179,6 +199,7 @@ class Reranker:
         self.max_item_tokens = max_item_tokens
         self.max_context_tokens = max_context_tokens
         self.max_scored = max_scored
+        self.context_once = context_once
         self.items = items
         self.blend = blend
         self.score_fn = score_fn
@@ -225,7 +246,14 @@ class Reranker:
         manifest = load_manifest(folder)
         check_model_version(manifest, model_version, f"{folder}")
         runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
-        session = open_graph(folder, "reranker", runtime, expected_inputs=RERANKER_INPUTS)
+        session = open_graph(folder, "reranker", runtime, expected_inputs=None)
+        form = set(getattr(session, "input_names", ()))
+        if form not in (set(PAIR_INPUTS), set(CONTEXT_ONCE_INPUTS)):
+            raise GraphRuntimeError(
+                f"{folder}: the reranker graph has inputs {sorted(form)}, expected "
+                f"{list(PAIR_INPUTS)} or {list(CONTEXT_ONCE_INPUTS)}: re-export the bundle"
+            )
+        context_once = form == set(CONTEXT_ONCE_INPUTS)
 
         def score_fn(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
             return session(input_ids=ids, attention_mask=mask, token_type_ids=types)
@@ -233,7 +261,7 @@ class Reranker:
         reranker = cls(
             ItemTexts.from_dir(folder),
             Blend.from_json(folder / BLEND_FILE),
-            score_fn,
+            session if context_once else score_fn,
             chunk_size=chunk_size,
             max_call=max_call,
             max_k=max_k or manifest.max_k,
@@ -243,6 +271,7 @@ class Reranker:
             max_scored=max_scored,
             tokenizer=QueryTokenizer.from_dir(folder),
             lexical=LexicalIndex.load(folder) if (folder / LEXICAL_FILES[0]).is_file() else None,
+            context_once=context_once,
         )
         reranker.backend = graph_backend(session)
         if calibrate:
@@ -291,10 +320,13 @@ class Reranker:
 
     def _width(self, context: np.ndarray, rows: np.ndarray) -> int:
         """Padded token width of the pairs of ``context`` with ``rows`` (``[CLS] c [SEP] i
-        [SEP]``, rounded up to ``PAD_TOKENS_TO``)."""
+        [SEP]``; context-once form: the items' ``i [SEP]`` alone), rounded up to
+        ``PAD_TOKENS_TO``."""
         offsets = self.items.offsets
         longest = int(np.max(offsets[rows + 1] - offsets[rows])) if len(rows) else 0
-        raw = min(len(context), self.max_context_tokens) + min(longest, self.max_item_tokens) + 3
+        raw = min(longest, self.max_item_tokens) + 1
+        if not self.context_once:
+            raw += min(len(context), self.max_context_tokens) + 2
         return -(-raw // PAD_TOKENS_TO) * PAD_TOKENS_TO
 
     def _padded_rows(self, n: int) -> int:
@@ -305,9 +337,18 @@ class Reranker:
         chunks and its width to ``PAD_TOKENS_TO`` (module docstring: shapes)."""
         n = len(rows)
         padded = np.concatenate([rows, np.full(self._padded_rows(n) - n, rows[-1])]) if n else rows
-        ids, mask, types = build_pairs(
-            context[: self.max_context_tokens], [self._item_tokens(r) for r in padded]
-        )
+        item_tokens = [self._item_tokens(r) for r in padded]
+        if self.context_once:
+            feeds = build_context_once(
+                context[: self.max_context_tokens], item_tokens, pad_to=PAD_TOKENS_TO
+            )
+            logits = np.asarray(self.score_fn(**feeds), dtype=np.float32).reshape(-1)
+            if len(logits) != len(padded):
+                raise RuntimeError(
+                    f"reranker returned {len(logits)} scores for {len(padded)} pairs"
+                )
+            return logits[:n]
+        ids, mask, types = build_pairs(context[: self.max_context_tokens], item_tokens)
         pad = -ids.shape[1] % PAD_TOKENS_TO
         if pad:  # fewer distinct shapes: a runtime compiles kernels per shape it first sees
             ids, mask, types = (np.pad(a, ((0, 0), (0, pad))) for a in (ids, mask, types))
@@ -460,24 +501,45 @@ class Reranker:
 
     # -- warm-up -----------------------------------------------------------------------------
 
-    def shapes(self) -> list[tuple[int, int]]:
+    def shapes(self) -> list[tuple[int, ...]]:
         """Every ``(rows, width)`` a call can have with this catalog: rows in whole chunks up to
         ``max_call``, widths in steps of ``PAD_TOKENS_TO`` from the shortest item with an empty
-        context to the longest with the longest context."""
+        context to the longest with the longest context. Context-once form: every ``(rows,
+        item width, context width)``, each width in steps of ``PAD_TOKENS_TO``."""
         if not len(self.items.rows):
             return []
+
+        def steps(low: int, high: int) -> range:
+            up = PAD_TOKENS_TO
+            return range(-(-low // up) * up, -(-high // up) * up + 1, up)
+
         lengths = np.minimum(np.diff(self.items.offsets), self.max_item_tokens)
-        low = -(-(int(lengths.min()) + 3) // PAD_TOKENS_TO) * PAD_TOKENS_TO
-        high = -(-(int(lengths.max()) + 3 + self.max_context_tokens) // PAD_TOKENS_TO)
-        widths = range(low, high * PAD_TOKENS_TO + 1, PAD_TOKENS_TO)
         sizes = range(self.chunk_size, self._padded_rows(self.max_call) + 1, self.chunk_size)
+        if self.context_once:
+            items = steps(int(lengths.min()) + 1, int(lengths.max()) + 1)
+            contexts = steps(2, self.max_context_tokens + 2)
+            return [(n, w, c) for n in sizes for w in items for c in contexts]
+        widths = steps(int(lengths.min()) + 3, int(lengths.max()) + 3 + self.max_context_tokens)
         return [(n, w) for n in sizes for w in widths]
 
     def warm_shapes(self) -> int:
         """Run the cross-encoder once at every shape of :meth:`shapes` (dummy pairs), so no
         request pays for a kernel compile; returns the number of shapes."""
         shapes = self.shapes()
-        for n, width in shapes:
+        for shape in shapes:
+            n, width = shape[0], shape[1]
+            if self.context_once:
+                context = np.full((1, shape[2]), 2000, dtype=np.int64)
+                context[0, 0], context[0, -1] = CLS_ID, SEP_ID
+                items = np.full((n, width), 2000, dtype=np.int64)
+                items[:, -1] = SEP_ID
+                self.score_fn(
+                    context_ids=context,
+                    context_mask=np.ones_like(context),
+                    item_ids=items,
+                    item_mask=np.ones_like(items),
+                )
+                continue
             ids = np.full((n, width), 2000, dtype=np.int64)
             ids[:, 0] = CLS_ID
             types = np.zeros_like(ids)

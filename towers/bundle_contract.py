@@ -52,6 +52,7 @@ __all__ = [
     "LEXICAL_FILES",
     "MANIFEST_FILE",
     "ONNX_GRAPHS",
+    "context_once_file",
     "int8_files",
     "tensorrt_file",
     "torch_program_file",
@@ -182,6 +183,14 @@ def tensorrt_file(graph: str) -> str:
     if graph not in ONNX_GRAPHS:
         raise ValueError(f"unknown graph {graph!r}: allowed {ONNX_GRAPHS}")
     return f"{graph}.plan"
+
+
+def context_once_file(graph: str) -> str:
+    """File name of the context-once ONNX form of ``graph`` (``reranker`` only; written for a
+    1-layer cross-encoder, served by the CPU runtimes; optional: export/onnx.py)."""
+    if graph != "reranker":
+        raise ValueError(f"only the reranker has a context-once form, not {graph!r}")
+    return f"{graph}.context_once.onnx"
 
 
 def int8_files(graph: str) -> tuple[str, str]:

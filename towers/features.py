@@ -90,6 +90,41 @@ def build_pairs(
     return ids, mask, types
 
 
+#: Inputs of a cross-encoder graph of pairs ``[CLS] context [SEP] item [SEP]`` (build_pairs).
+PAIR_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Inputs of a context-once cross-encoder graph: one context, many items (build_context_once).
+CONTEXT_ONCE_INPUTS = ("context_ids", "context_mask", "item_ids", "item_mask")
+
+
+def build_context_once(
+    query_tokens: np.ndarray, item_tokens: list[np.ndarray], pad_to: int = 1
+) -> dict[str, np.ndarray]:
+    """The inputs of the context-once cross-encoder graph (towers.models.ContextOnceCrossEncoder)
+    for the same pairs as :func:`build_pairs`: ``context_ids``/``context_mask`` int64
+    ``[1, C]`` (``[CLS] query [SEP]``) and ``item_ids``/``item_mask`` int64 ``[n, I]`` (each
+    item's tokens then ``[SEP]``), both widths right-padded with 0 (mask 0) to a multiple of
+    ``pad_to`` (>= 1). The truncations are :func:`build_pairs`'s."""
+    q = np.asarray(query_tokens, dtype=np.int64)[: MAX_QUERY_TOKENS - 2]
+    items = [np.asarray(t, dtype=np.int64)[:MAX_ITEM_TOKENS] for t in item_tokens]
+    c = len(q) + 2
+    context_ids = np.zeros((1, -(-c // pad_to) * pad_to), dtype=np.int64)
+    context_ids[0, 0], context_ids[0, 1 : 1 + len(q)], context_ids[0, c - 1] = CLS_ID, q, SEP_ID
+    context_mask = (np.arange(context_ids.shape[1]) < c).astype(np.int64)[None]
+    longest = max((len(t) for t in items), default=0) + 1
+    item_ids = np.zeros((len(items), -(-longest // pad_to) * pad_to), dtype=np.int64)
+    item_mask = np.zeros_like(item_ids)
+    for row, t in enumerate(items):
+        item_ids[row, : len(t)] = t
+        item_ids[row, len(t)] = SEP_ID
+        item_mask[row, : len(t) + 1] = 1
+    return {
+        "context_ids": context_ids,
+        "context_mask": context_mask,
+        "item_ids": item_ids,
+        "item_mask": item_mask,
+    }
+
+
 def rank_with_prior(
     scores: np.ndarray, ids: np.ndarray, prior: np.ndarray, weight: float
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -194,6 +194,87 @@ def cls_only_forward(
     return last[:, 0]
 
 
+class ContextOnceCrossEncoder(nn.Module):
+    """A 1-layer :class:`CrossEncoder` fed one context and many items: the served graph.
+
+    Every pair of a reranker call shares its context (``[CLS] context [SEP]``, positions
+    ``0..C-1``, segment 0), and with one BERT layer the context tokens' keys and values do not
+    depend on the item: they are computed once per call instead of once per pair, and so is
+    ``[CLS]``'s query. Per pair only the item tokens (positions from ``C`` on, segment 1) are
+    embedded and projected to keys and values, and ``[CLS]``'s row runs the rest of the layer
+    (:func:`cls_only_forward`). The same logits as :meth:`CrossEncoder.forward` on the pairs
+    ``[CLS] context [SEP] item [SEP]`` (up to float rounding; tested).
+
+    Inputs, all int64: ``context_ids`` ``[1, C]`` and ``context_mask`` ``[1, C]`` (1 = token;
+    the context may be right-padded, the items' positions start after its real tokens),
+    ``item_ids`` ``[N, I]`` (each item's tokens then ``[SEP]``, right-padded with 0) and
+    ``item_mask`` ``[N, I]``. Output: logits ``[N]``.
+    """
+
+    def __init__(self, encoder: CrossEncoder) -> None:
+        super().__init__()
+        layers = encoder.bert.config.num_hidden_layers
+        if layers != 1:
+            raise ValueError(
+                f"the context-once form needs a 1-layer cross-encoder, this one has {layers}: "
+                "with more layers the context's states depend on the item"
+            )
+        self.bert = encoder.bert
+        self.head = encoder.head
+
+    def forward(
+        self,
+        context_ids: torch.Tensor,
+        context_mask: torch.Tensor,
+        item_ids: torch.Tensor,
+        item_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        cls = context_once_forward(self.bert, context_ids, context_mask, item_ids, item_mask)
+        return self.head(cls).squeeze(-1)
+
+
+def context_once_forward(
+    bert: BertModel,
+    context_ids: torch.Tensor,
+    context_mask: torch.Tensor,
+    item_ids: torch.Tensor,
+    item_mask: torch.Tensor,
+) -> torch.Tensor:
+    """``[CLS]``'s final hidden state ``[N, hidden]`` of a 1-layer ``bert`` for the pairs of one
+    context with ``N`` items (shapes in :class:`ContextOnceCrossEncoder`), eval mode."""
+    emb = bert.embeddings
+    ctx = emb(input_ids=context_ids, token_type_ids=torch.zeros_like(context_ids))
+    offset = context_mask.sum(dim=1, keepdim=True)  # [1, 1]: the items' first position
+    positions = offset + torch.arange(item_ids.shape[1], device=item_ids.device)[None]
+    items = emb(
+        input_ids=item_ids, token_type_ids=torch.ones_like(item_ids), position_ids=positions
+    )
+    layer = bert.encoder.layer[0]
+    att = layer.attention
+    heads = bert.config.num_attention_heads
+    n, width = item_ids.shape[0], ctx.shape[-1]
+    head_dim = width // heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], heads, head_dim).transpose(1, 2)
+
+    cls = ctx[:, :1]  # [1, 1, H]
+    q = split(att.self.query(cls)) * (head_dim**-0.5)  # [1, h, 1, d]
+    ctx_bias = (1.0 - context_mask[:, None, None, :].to(ctx.dtype)) * MASKED_SCORE
+    item_bias = (1.0 - item_mask[:, None, None, :].to(items.dtype)) * MASKED_SCORE
+    ctx_scores = torch.matmul(q, split(att.self.key(ctx)).transpose(-1, -2)) + ctx_bias
+    item_scores = torch.matmul(q, split(att.self.key(items)).transpose(-1, -2)) + item_bias
+    scores = torch.cat([ctx_scores.expand(n, -1, -1, -1), item_scores], dim=-1)
+    weights = torch.softmax(scores, dim=-1)  # [N, h, 1, C + I]
+    c = ctx.shape[1]
+    mixed = torch.matmul(weights[..., :c], split(att.self.value(ctx))) + torch.matmul(
+        weights[..., c:], split(att.self.value(items))
+    )  # [N, h, 1, d]
+    mixed = mixed.transpose(1, 2).reshape(n, 1, width)
+    x = att.output.LayerNorm(att.output.dense(mixed) + cls)
+    return layer.output.LayerNorm(layer.output.dense(layer.intermediate(x)) + x)[:, 0]
+
+
 def _bert_layer(
     layer: nn.Module, hidden: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor, heads: int
 ) -> torch.Tensor:

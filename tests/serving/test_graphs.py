@@ -24,6 +24,7 @@ from serving.stage_metrics import graph_backend
 from serving.torch_engine import TorchGraph, bucket_shape
 from serving.user_tower import USER_TOWER_INPUTS
 from towers.bundle_contract import load_manifest
+from towers.features import CONTEXT_ONCE_INPUTS, build_context_once, build_pairs
 
 TEXTS = ["red cotton shirt", "waterproof hiking jacket with a hood", "kettle", "a b c d e f g"]
 
@@ -83,9 +84,10 @@ def test_torch_program_refuses_other_inputs(untrained_bundle):
         TorchGraph(untrained_bundle / "item_tower.pt2", device="cpu", expected_inputs=("x",))
 
 
-def graph_feeds(name: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+def graph_feeds(name: str, form: str = "") -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """The input names of graph ``name`` and a small batch with padding, history and a row
-    without a query."""
+    without a query; the reranker's as pairs, or (``form="context_once"``) the same pairs in
+    the context-once form, which the CPU runtimes run for a 1-layer cross-encoder."""
     inputs = {"item_tower": ITEM_TOWER_INPUTS, "user_tower": USER_TOWER_INPUTS}.get(
         name, RERANKER_INPUTS
     )
@@ -94,8 +96,13 @@ def graph_feeds(name: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     mask = np.ones_like(ids)
     mask[1, 6:] = 0
     feeds = {"input_ids": ids * mask, "attention_mask": mask}
-    if name == "reranker":
-        feeds["token_type_ids"] = np.zeros_like(ids)
+    if name == "reranker":  # pairs of one context with items of 1 to 12 tokens
+        query = rng.integers(1000, 29000, 5)
+        items = [rng.integers(1000, 29000, n) for n in (1, 7, 12)]
+        ids, mask, types = build_pairs(query, items)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        if form == "context_once":
+            return CONTEXT_ONCE_INPUTS, build_context_once(query, items, pad_to=8)
     if name == "user_tower":
         hist = rng.normal(size=(3, 4, 128)).astype(np.float32)
         feeds["history_vectors"] = hist / np.linalg.norm(hist, axis=-1, keepdims=True)
@@ -107,17 +114,41 @@ def graph_feeds(name: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
 @pytest.mark.parametrize("name", ["item_tower", "user_tower", "reranker"])
 def test_torch_program_matches_onnx_runtime_fp32(untrained_bundle, name):
     inputs, feeds = graph_feeds(name)
-    onnx = open_graph(untrained_bundle, name, Runtime(), expected_inputs=inputs)
+    cpu_inputs, cpu_feeds = graph_feeds(name, CPU_FORM.get(name, ""))
+    onnx = open_graph(untrained_bundle, name, Runtime(), expected_inputs=cpu_inputs)
     torch_fp32 = open_graph(
         untrained_bundle, name, Runtime(engine="torch", precision="fp32"), expected_inputs=inputs
     )
     assert graph_backend(torch_fp32) == "torch-cpu-fp32"
-    np.testing.assert_allclose(torch_fp32(**feeds), onnx(**feeds), atol=1e-4)
+    np.testing.assert_allclose(torch_fp32(**feeds), onnx(**cpu_feeds), atol=1e-4)
+
+
+#: The form the CPU runtimes run (the untrained bundle's cross-encoder has one layer).
+CPU_FORM = {"reranker": "context_once"}
+
+
+def test_the_cpu_runs_the_context_once_reranker_and_the_pair_graph_stays(untrained_bundle):
+    """The pair graph (GPU programs, TensorRT) and the context-once graph (CPU) of one
+    bundle score the same pairs alike."""
+    from serving.graphs import cpu_onnx_path
+
+    assert cpu_onnx_path(untrained_bundle, "reranker").name == "reranker.context_once.onnx"
+    assert cpu_onnx_path(untrained_bundle, "user_tower").name == "user_tower.onnx"
+    _, pairs = graph_feeds("reranker")
+    _, once = graph_feeds("reranker", "context_once")
+    pair_graph = OnnxModel(untrained_bundle / "reranker.onnx", expected_inputs=RERANKER_INPUTS)
+    np.testing.assert_allclose(
+        pair_graph(**pairs),
+        open_graph(untrained_bundle, "reranker", Runtime(), expected_inputs=CONTEXT_ONCE_INPUTS)(
+            **once
+        ),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("name", ["item_tower", "user_tower", "reranker"])
 def test_openvino_matches_onnx_runtime(untrained_bundle, name):
-    inputs, feeds = graph_feeds(name)
+    inputs, feeds = graph_feeds(name, CPU_FORM.get(name, ""))
     onnx = open_graph(untrained_bundle, name, Runtime(), expected_inputs=inputs)(**feeds)
     fp32 = open_graph(
         untrained_bundle, name, Runtime(engine="openvino", precision="fp32"), expected_inputs=inputs
@@ -163,16 +194,16 @@ def test_int8_reranker_ranks_like_fp32(untrained_bundle, tmp_path):
             Runtime(engine="openvino", precision="int8"),
             expected_inputs=RERANKER_INPUTS,
         )
-    diff = add_int8_reranker(bundle)
+    diff = add_int8_reranker(bundle)  # from the context-once graph the CPU serves
     int8 = open_graph(
         bundle,
         "reranker",
         Runtime(engine="openvino", precision="int8"),
-        expected_inputs=RERANKER_INPUTS,
+        expected_inputs=CONTEXT_ONCE_INPUTS,
     )
     assert graph_backend(int8) == "openvino-cpu-int8"
-    fp32 = open_graph(bundle, "reranker", Runtime(), expected_inputs=RERANKER_INPUTS)
-    feeds = calibration_pairs(bundle, n_batches=2, seed=5)
+    fp32 = open_graph(bundle, "reranker", Runtime(), expected_inputs=CONTEXT_ONCE_INPUTS)
+    feeds = calibration_pairs(bundle, n_batches=2, seed=5, context_once=True)
     a = np.concatenate([int8(**f) for f in feeds])
     b = np.concatenate([fp32(**f) for f in feeds])
     assert np.abs(a - b).max() <= max(diff * 3, 0.05 * float(np.abs(b).max()))

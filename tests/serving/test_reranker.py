@@ -462,3 +462,37 @@ def test_max_scored_caps_the_depth_and_ends_the_request_early() -> None:
     np.testing.assert_array_equal(res.item_ids[8:], cand[8:])
     with pytest.raises(ValueError, match="max_scored"):
         make(max_scored=0)
+
+
+def test_a_one_layer_cross_encoder_is_served_in_its_context_once_form(
+    untrained_bundle: Path,
+) -> None:
+    """The exported 1-layer cross-encoder takes the context once per call: the served stage
+    reads the form from the graph and scores what the PyTorch pair model scores; every call
+    shape (rows, item width, context width) is warmed."""
+    import torch
+
+    from towers.features import build_pairs
+    from towers.models import load_module
+
+    reranker = Reranker.from_dir(untrained_bundle, calibrate=False)
+    assert reranker.context_once
+    rows = np.arange(20)
+    items = [reranker.items.item_tokens(r) for r in rows]
+    module = load_module("reranker", untrained_bundle.parent / "artifacts" / "reranker")
+    for context in (reranker.tokenizer.query_tokens("red cotton shirt"), np.zeros(0, np.int64)):
+        with torch.no_grad():
+            expected = module(*(torch.from_numpy(a) for a in build_pairs(context, items)))
+        got = reranker._score_rows(context, rows)
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    shapes = reranker.shapes()
+    assert shapes and all(len(s) == 3 and s[1] % 8 == 0 and s[2] % 8 == 0 for s in shapes)
+    assert reranker.warm_shapes() == len(shapes)
+    result = reranker.rerank(
+        reranker.tokenizer.query_tokens("red shirt"),
+        reranker.items.rows.item_ids[:30],
+        np.linspace(1, 0, 30).astype(np.float32),
+        k=10,
+        budget_ms=10_000,
+    )
+    assert result.n_scored == 30 and len(result.item_ids) == 10

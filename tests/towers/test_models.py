@@ -6,8 +6,16 @@ import torch
 
 from towers.distil import pca_projection
 from towers.encoder import make_student, student_layers, tiny_bert
+from towers.features import CONTEXT_ONCE_INPUTS, build_context_once, build_pairs
 from towers.finetune import in_batch_loss
-from towers.models import CrossEncoder, ItemTower, UserTower, load_module, save_module
+from towers.models import (
+    ContextOnceCrossEncoder,
+    CrossEncoder,
+    ItemTower,
+    UserTower,
+    load_module,
+    save_module,
+)
 
 
 def test_student_layers_spread_and_validated() -> None:
@@ -227,3 +235,27 @@ def test_cross_encoder_cls_only_last_layer_equals_the_full_model(layers: int) ->
     # training still runs the full model (dropout active): outputs vary between calls
     ce.train()
     assert not torch.allclose(ce(ids, mask, types), ce(ids, mask, types))
+
+
+def test_context_once_form_equals_the_pair_model() -> None:
+    """A 1-layer cross-encoder fed one context and many items (the context's keys and values
+    once per call) gives the pair model's logits, with padded contexts and items of every
+    length; a deeper one is refused."""
+    torch.manual_seed(3)
+    ce = CrossEncoder(tiny_bert(n_layers=1)).eval()
+    for p in ce.bert.encoder.layer.parameters():  # non-trivial weights
+        p.data.add_(torch.randn_like(p) * 0.2)
+    once = ContextOnceCrossEncoder(ce).eval()
+    rng = np.random.default_rng(0)
+    items = [rng.integers(1000, 5000, n) for n in (1, 4, 9, 9, 15)]
+    for query in (rng.integers(1000, 5000, 6), np.zeros(0, np.int64)):
+        pairs = [torch.from_numpy(a) for a in build_pairs(query, items)]
+        with torch.no_grad():
+            expected = ce(*pairs)
+            for pad_to in (1, 8):
+                feeds = build_context_once(query, items, pad_to=pad_to)
+                got = once(*(torch.from_numpy(feeds[n]) for n in CONTEXT_ONCE_INPUTS))
+                assert got.shape == (5,)
+                assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    with pytest.raises(ValueError, match="needs a 1-layer cross-encoder"):
+        ContextOnceCrossEncoder(CrossEncoder(tiny_bert(n_layers=2)))
