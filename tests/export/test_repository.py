@@ -105,7 +105,7 @@ def test_layout_and_configs(tmp_path: Path) -> None:
     assert _params(parse(repo / "retriever" / "config.pbtxt"))["max_k"]["string_value"] == "50"
     reranker = _params(parse(repo / "reranker" / "config.pbtxt"))
     assert reranker["chunk_size"]["string_value"] == "8"
-    assert reranker["max_item_tokens"]["string_value"] == "24"  # RERANK_ITEM_TOKENS
+    assert reranker["max_item_tokens"]["string_value"] == "23"  # RERANK_ITEM_TOKENS
     assert [g.count for g in parse(repo / "reranker" / "config.pbtxt").instance_group] == [1]
     item = parse(repo / "item_tower" / "config.pbtxt")
     assert item.max_batch_size == 32 and item.dynamic_batching.max_queue_delay_microseconds > 0
