@@ -40,6 +40,7 @@ from towers.bundle_contract import (
     TOKENIZER_FILE,
     TRAIN_REPORT_FILE,
     USER_HISTORY_FILE,
+    USER_HISTORY_HEAD_FILE,
     ItemIdTable,
     Manifest,
     checksums,
@@ -54,7 +55,7 @@ from towers.features import LONG_HISTORY
 from towers.finetune import embed_items
 from towers.index import build_index
 from towers.lexical import LexicalIndex
-from towers.models import ItemTower, load_module
+from towers.models import ItemTower, UserTower, load_module
 from towers.prior import bundle_arrays, load_prior
 from towers.teacher import tokenizer_path
 from towers.text import item_token_lists, load_tokenizer
@@ -134,6 +135,9 @@ def build_bundle(
             program = export_program(kind, graph, tmp / torch_program_file(kind))
             parity[torch_program_file(kind)] = check_program_parity(kind, graph, program)
 
+    user_tower = modules["user_tower"]
+    if isinstance(user_tower, UserTower):  # the empty-query path without the graph
+        np.save(tmp / USER_HISTORY_HEAD_FILE, user_tower.history_head())
     item_tower = modules["item_tower"]
     if not isinstance(item_tower, ItemTower):
         raise TypeError(f"{artifacts / 'item_tower'} is not an item tower")

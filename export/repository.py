@@ -57,6 +57,7 @@ from towers.bundle_contract import (
     REMOVED_IDS_FILE,
     TOKENIZER_FILE,
     USER_HISTORY_FILE,
+    USER_HISTORY_HEAD_FILE,
     BundleError,
     Manifest,
     context_once_file,
@@ -140,7 +141,11 @@ OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
         tensorrt_file("reranker"),
         *int8_files("reranker"),
     ),
-    "user_tower": (torch_program_file("user_tower"), tensorrt_file("user_tower")),
+    "user_tower": (
+        torch_program_file("user_tower"),
+        tensorrt_file("user_tower"),
+        USER_HISTORY_HEAD_FILE,
+    ),
     "item_tower": (
         torch_program_file("item_tower"),
         tensorrt_file("item_tower"),

@@ -40,6 +40,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "USER_HISTORY_HEAD_FILE",
     "ARTIFACTS_BUNDLE_DIR",
     "BLEND_FEATURES",
     "BLEND_FILE",
@@ -119,6 +120,10 @@ COVISIT_FILE = "item_covisit.npz"
 REMOVED_IDS_FILE = "removed_ids.npy"
 #: Stored user histories: ``user_ids``, ``offsets``, ``item_ids``, ``ts`` (unix s).
 USER_HISTORY_FILE = "user_history.npz"
+#: The user tower's history head, float32 ``[D, D]``: for an empty query the user vector is
+#: ``normalize(pooled @ head)`` (towers.models.UserTower.history_head), which the served stage
+#: computes without running the graph (optional; older bundles lack it).
+USER_HISTORY_HEAD_FILE = "user_history_head.npy"
 #: The teacher's fast tokenizer (uncased BERT WordPiece).
 TOKENIZER_FILE = "tokenizer.json"
 #: The lexical (BM25) index: the files ``towers.lexical.LexicalIndex.save`` writes

@@ -116,6 +116,12 @@ class UserTower(nn.Module):
         hist = self.history_part(history_vectors, history_weights)
         return nn.functional.normalize(query + hist, dim=-1, eps=1e-6)
 
+    def history_head(self) -> np.ndarray:
+        """float32 ``[dim, dim]`` with ``history_part(v, w) == (w . v) @ head``: the whole user
+        tower for an empty query, up to the normalisation (serving skips the graph then)."""
+        head = self.history.weight.detach().float().T * self.history_scale.detach().float()
+        return head.cpu().numpy().astype(np.float32)
+
     def history_part(
         self, history_vectors: torch.Tensor, history_weights: torch.Tensor
     ) -> torch.Tensor:

@@ -241,3 +241,37 @@ def test_padding_leaves_the_real_graphs_vector_unchanged(repository: Path) -> No
             history_weights=recency_weights(history.ts, enc.recency_tau_s)[None].astype(np.float32),
         )
         np.testing.assert_allclose(padded, plain, atol=1e-6)
+
+
+def test_an_empty_query_skips_the_graph_with_the_same_vector(untrained_bundle: Path) -> None:
+    """The bundle's history head gives an empty-query request the graph's own vector without
+    running it; a request with a query still runs the graph."""
+    fast = UserEncoder.from_dir(untrained_bundle)
+    assert fast.history_head is not None
+    calls: list[int] = []
+    graph = fast.encode_fn
+
+    def counted(**feeds: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return graph(**feeds)
+
+    fast.encode_fn = counted
+    slow = UserEncoder.from_dir(untrained_bundle)
+    slow.history_head = None
+    ids = fast.items.item_ids[[5, 9, 2]]
+    history = fast.resolve_history(-1, ids, np.array([100, 2000, 4000]))
+    empty = (np.array([[101, 102]]), np.ones((1, 2), np.int64))
+    np.testing.assert_allclose(
+        fast.encode(*empty, 0.0, history), slow.encode(*empty, 0.0, history), atol=1e-5
+    )
+    assert calls == []
+    query = (np.array([[101, 2000, 3000, 102]]), np.ones((1, 4), np.int64))
+    np.testing.assert_allclose(
+        fast.encode(*query, 1.0, history), slow.encode(*query, 1.0, history), atol=1e-6
+    )
+    assert calls == [1]
+    with pytest.raises(ValueError, match="history_head must be"):
+        UserEncoder(
+            fast.items.item_ids, fast.item_vectors, recency_tau_s=60.0, encode_fn=graph,
+            history_head=np.zeros((3, 3), np.float32),
+        )  # fmt: skip

@@ -259,3 +259,22 @@ def test_context_once_form_equals_the_pair_model() -> None:
                 assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
     with pytest.raises(ValueError, match="needs a 1-layer cross-encoder"):
         ContextOnceCrossEncoder(CrossEncoder(tiny_bert(n_layers=2)))
+
+
+def test_user_history_head_is_the_whole_tower_for_an_empty_query() -> None:
+    """Serving skips the graph for an empty query: normalize(pooled @ history_head) is what
+    the tower computes with has_query 0, whatever the query tokens."""
+    torch.manual_seed(5)
+    user = UserTower(tiny_bert(), 8).eval()
+    with torch.no_grad():
+        user.history.weight.add_(torch.randn(8, 8) * 0.5)
+        user.history_scale.fill_(0.7)
+    ids = torch.tensor([[101, 2000, 102]] * 2)
+    hist = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
+    w = torch.softmax(torch.randn(2, 4), dim=-1)
+    with torch.no_grad():
+        expected = user(ids, torch.ones_like(ids), torch.zeros(2, 1), hist, w).numpy()
+    pooled = np.einsum("bh,bhd->bd", w.numpy(), hist.numpy())
+    got = pooled @ user.history_head()
+    got /= np.linalg.norm(got, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
