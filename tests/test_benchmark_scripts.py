@@ -60,3 +60,33 @@ def test_user_tower_engines_compares_runtimes_and_writes_results(untrained_bundl
         [*cmd[:2], "--folder", str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2 and "no user_tower.onnx" in bad.stderr
+
+
+def test_reranker_forms_compares_the_two_graph_forms(untrained_bundle, tmp_path) -> None:
+    """The same untrained cross-encoder served as pairs and in its context-once form: both
+    rerank, score alike, and the script writes its tables."""
+    import shutil
+
+    from export.repository import write_repository
+
+    pytest.importorskip("openvino")
+    pairs_bundle = tmp_path / "pairs_bundle"
+    shutil.copytree(untrained_bundle, pairs_bundle)
+    (pairs_bundle / "reranker.context_once.onnx").unlink()  # an export made before
+    once = write_repository(untrained_bundle, tmp_path / "once", warmup=False)
+    pairs = write_repository(pairs_bundle, tmp_path / "pairs", warmup=False)
+    out = tmp_path / "forms"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "reranker_forms.py")]
+    cmd += ["--repository", f"{once}:23", "--repository", str(pairs)]
+    cmd += ["--rounds", "2", "--max-call", "16", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["kind"], r["form"]) for r in rows] == [
+        ("search", "context-once"),
+        ("search", "pairs"),
+        ("homepage", "context-once"),
+        ("homepage", "pairs"),
+    ]
+    assert all(r["max_logit_diff_to_first"] < 0.05 for r in rows)  # bf16, same model
+    assert "stage x first" in (out / "results.md").read_text()
