@@ -342,17 +342,14 @@ class Reranker:
             feeds = build_context_once(
                 context[: self.max_context_tokens], item_tokens, pad_to=PAD_TOKENS_TO
             )
-            logits = np.asarray(self.score_fn(**feeds), dtype=np.float32).reshape(-1)
-            if len(logits) != len(padded):
-                raise RuntimeError(
-                    f"reranker returned {len(logits)} scores for {len(padded)} pairs"
-                )
-            return logits[:n]
-        ids, mask, types = build_pairs(context[: self.max_context_tokens], item_tokens)
-        pad = -ids.shape[1] % PAD_TOKENS_TO
-        if pad:  # fewer distinct shapes: a runtime compiles kernels per shape it first sees
-            ids, mask, types = (np.pad(a, ((0, 0), (0, pad))) for a in (ids, mask, types))
-        logits = np.asarray(self.score_fn(ids, mask, types), dtype=np.float32).reshape(-1)
+            out = self.score_fn(**feeds)
+        else:
+            ids, mask, types = build_pairs(context[: self.max_context_tokens], item_tokens)
+            pad = -ids.shape[1] % PAD_TOKENS_TO
+            if pad:  # fewer distinct shapes: a runtime compiles kernels per shape it first sees
+                ids, mask, types = (np.pad(a, ((0, 0), (0, pad))) for a in (ids, mask, types))
+            out = self.score_fn(ids, mask, types)
+        logits = np.asarray(out, dtype=np.float32).reshape(-1)
         if len(logits) != len(padded):
             raise RuntimeError(f"reranker returned {len(logits)} scores for {len(padded)} pairs")
         return logits[:n]
@@ -482,8 +479,10 @@ class Reranker:
         history = int_vector(require(tensors, "HISTORY_IDS"), "HISTORY_IDS")
         cand = int_vector(require(tensors, "CANDIDATE_IDS"), "CANDIDATE_IDS")
         scores = np.asarray(require(tensors, "CANDIDATE_SCORES"), dtype=np.float32).reshape(-1)
+        # the pairs' context only when there is a budget to score them in
+        context = self.context_tokens(query, history) if budget_ms > 0 else np.zeros(0, np.int64)
         result = self.rerank(
-            self.context_tokens(query, history),
+            context,
             cand,
             scores,
             k=k,
