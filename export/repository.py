@@ -248,6 +248,7 @@ def _render(
         values["max_k"] = settings.max_k
     if model == "retriever":
         values["n_candidates"] = settings.n_candidates
+        values["exclude_recent"] = settings.exclude_recent
     if model == "reranker":
         values["chunk_size"] = settings.chunk_size
         values["max_call"] = settings.rerank_max_call
@@ -352,6 +353,7 @@ def write_repository(
     rerank_depth: int = 0,
     item_instances: int = 1,
     user_engine: str = "onnxruntime",
+    exclude_recent: int = 0,
 ) -> Path:
     """Write the Triton repository for ``bundle`` to ``repository`` (replaced whole) and
     return ``repository``.
@@ -389,6 +391,7 @@ def write_repository(
         item_instances=item_instances,
         rerank_depth=rerank_depth,
         user_engine=user_engine,
+        exclude_recent=exclude_recent,
     )
     if settings.device == "cpu" and settings.rerank_precision == "int8":
         absent = [n for n in int8_files("reranker") if not (bundle / n).is_file()]

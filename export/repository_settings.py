@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from towers.features import MAX_ITEM_TOKENS
+from towers.features import LONG_HISTORY, MAX_ITEM_TOKENS
 
 __all__ = ["CPU_ENGINES", "RERANK_ITEM_TOKENS", "RepositoryError", "RepositorySettings"]
 
@@ -59,7 +59,12 @@ class RepositorySettings:
     ``user_engine``: the CPU runtime of the user tower (``onnxruntime``, fp32, or
     ``openvino`` at ``cpu_precision``): it runs one short query a request, where ONNX Runtime
     was 1.10-1.55x faster than OpenVINO bf16 at the median in-process and tied through the
-    server (benchmarks/results/user_tower_engine_2026-11-29.md).
+    server (benchmarks/results/user_tower_engine_2026-11-29.md);
+    ``exclude_recent``: requests without a query never get back the newest that many items of
+    the history they carry (serving/retriever.py; 0 to 1000, 1000: all of it). 0 by default:
+    items a user met earlier are often what they take next (on the demo data, excluding the
+    whole history cut the served Recall@50 from 0.246 to 0.185; README, "Excluding the
+    history").
     """
 
     max_k: int
@@ -82,6 +87,7 @@ class RepositorySettings:
     rerank_depth: int = 0
     item_instances: int = 1
     user_engine: str = "onnxruntime"
+    exclude_recent: int = 0
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -127,6 +133,11 @@ class RepositorySettings:
         if not 1 <= self.rerank_item_tokens <= MAX_ITEM_TOKENS:
             raise RepositoryError(
                 f"rerank_item_tokens must be in 1..{MAX_ITEM_TOKENS}, got {self.rerank_item_tokens}"
+            )
+        if not 0 <= self.exclude_recent <= LONG_HISTORY:
+            raise RepositoryError(
+                f"exclude_recent must be in 0..{LONG_HISTORY} (history items), got "
+                f"{self.exclude_recent}"
             )
         if self.rerank_depth < 0:
             raise RepositoryError(

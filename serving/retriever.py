@@ -24,7 +24,12 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
   covisit_weight * covisit`` (the table's fitted history length, decay and per-length
   weight), with the table's share of every prefix kept for cold items
   (:func:`towers.covisit.covisit_rank`); removed and changed items are never drawn from the
-  table.
+  table;
+* with ``exclude_recent`` N > 0 (``towerserve export --exclude-recent N``; 0 by default),
+  requests without a query never get back the newest N items of the ``HISTORY_IDS`` they
+  carry (what the user just interacted with; 1000: all of it): the search ranks as if those
+  items were not in the index (it fetches that many more and drops them), so a long history
+  does not eat into the list. Search requests are not filtered.
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ class Retriever:
     depth re-scored exactly; each ``None`` keeps the index's own;
     ``prior`` the popularity prior by item id and ``prior_weight`` its weight for requests
     without a query (0 or no prior: cosine only); ``covisit`` the co-visitation table whose
-    neighbours join the candidates of requests without a query (used when its weight > 0).
+    neighbours join the candidates of requests without a query (used when its weight > 0);
+    ``exclude_recent`` drops the newest that many ``HISTORY_IDS`` of a request from its
+    candidates when it has no query (0: none; at most :data:`MAX_HISTORY_IDS`).
     """
 
     def __init__(
@@ -87,7 +94,14 @@ class Retriever:
         prior_weight: float = 0.0,
         model_version: str = "",
         covisit: CovisitTable | None = None,
+        exclude_recent: int = 0,
     ) -> None:
+        if not 0 <= exclude_recent <= MAX_HISTORY_IDS:
+            raise ValueError(
+                f"exclude_recent must be in 0..{MAX_HISTORY_IDS}, got {exclude_recent}"
+            )
+        #: Newest ``HISTORY_IDS`` a request without a query never gets back (0: none).
+        self.exclude_recent = int(exclude_recent)
         #: The item-tower version whose vectors the index holds ("" unknown: swap refuses).
         self.model_version = model_version
         if max_k < 1 or n_candidates < 1:
@@ -144,6 +158,7 @@ class Retriever:
         omp_threads: int | None = 1,
         device: str = "cpu",
         device_dtype: str = "fp32",
+        exclude_recent: int = 0,
     ) -> Retriever:
         """Load ``index.faiss`` (and ``removed_ids.npy`` if present) from a version folder.
 
@@ -154,6 +169,7 @@ class Retriever:
         the manifest. ``device`` ``cuda`` (or ``cuda:N``) searches on that GPU
         (serving.gpu_index: FAISS-GPU when installed, else exact torch top-k with vectors in
         ``device_dtype``); ``auto`` picks ``cuda`` when torch sees one; default ``cpu``.
+        ``exclude_recent``: see :class:`Retriever`.
         """
         folder = Path(folder)
         if device not in ("cpu", "auto") and not device.startswith("cuda"):
@@ -201,10 +217,12 @@ class Retriever:
             prior_weight=weight,
             model_version=manifest.model_version,
             covisit=covisit,
+            exclude_recent=exclude_recent,
         )
         log.info(
             "retriever %s: %s %s, %d items, dim %d, nprobe %s, efSearch %s, k_factor %s, "
-            "%d removed, prior weight %.3f, co-visitation %s, version %s",
+            "%d removed, prior weight %.3f, co-visitation %s, newest %d history items excluded, "
+            "version %s",
             path,
             retriever.backend,
             manifest.index.get("type"),
@@ -216,6 +234,7 @@ class Retriever:
             len(retriever.removed_ids),
             retriever.prior_weight,
             _describe(retriever.covisit),
+            retriever.exclude_recent,
             manifest.model_version,
         )
         return retriever
@@ -297,7 +316,9 @@ class Retriever:
         prior_weight * prior``; otherwise cosine. Without a query, with a co-visitation table
         and a ``history_ids`` (int64 ``[h]``, oldest first), the history's neighbours join the
         candidates (:func:`towers.covisit.covisit_rank`; a cold item moved up into its
-        reserved share takes the score of its place, so scores stay sorted).
+        reserved share takes the score of its place, so scores stay sorted). Without a query
+        and with :attr:`exclude_recent`, none of the newest that many ``history_ids`` is
+        returned.
         """
         self.check_k(k)
         vec = self.check_vector(user_vector)
@@ -305,23 +326,36 @@ class Retriever:
         if depth == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         use_prior = self.prior is not None and not has_query
+        excluded = np.zeros(0, dtype=np.int64)
+        if self.exclude_recent and not has_query and history_ids is not None:
+            recent = np.asarray(history_ids, dtype=np.int64).ravel()[-self.exclude_recent :]
+            excluded = np.unique(recent)
         fetch = min(PRIOR_OVERFETCH * depth, int(self.index.ntotal)) if use_prior else depth
         delta = self.delta.current() if self.delta is not None else None
         hidden = len(delta.hidden) if delta is not None else 0
         fetch = min(fetch + hidden, int(self.index.ntotal))  # hidden hits are dropped below
-        scores, ids = self.index.search(vec, fetch, params=self._params)
+        if len(excluded):
+            # as if the excluded items were not in the index: the first ``fetch`` others
+            deeper = min(fetch + len(excluded), int(self.index.ntotal))
+            scores, ids = self.index.search(vec, deeper, params=self._params)
+            others = ~np.isin(ids[0], excluded)
+            scores, ids = scores[:, others][:, :fetch], ids[:, others][:, :fetch]
+        else:
+            scores, ids = self.index.search(vec, fetch, params=self._params)
         fetched = scores[0][ids[0] >= 0]
         floor = float(fetched.min()) if len(fetched) else 0.0  # lowest cosine fetched
         if use_prior:
             assert self.prior is not None
             scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
-            scores, ids = scores[:, : depth + hidden], ids[:, : depth + hidden]
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
         found_ids, found = ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if self.covisit is not None and not has_query and history_ids is not None:
             drop = self.removed_ids
             if delta is not None and len(delta.hidden):
                 drop = np.union1d(drop, delta.hidden)
+            if len(excluded):
+                drop = np.union1d(drop, excluded)
             found_ids, found = covisit_rank(
                 found_ids,
                 found,
@@ -337,7 +371,10 @@ class Retriever:
             found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if delta is None or len(delta) == 0:
             return found_ids[:depth], found[:depth]
-        new_ids, new_scores = delta.search(vec, depth)
+        new_ids, new_scores = delta.search(vec, depth + len(excluded))
+        if len(excluded) and len(new_ids):
+            keep_new = ~np.isin(new_ids, excluded)
+            new_ids, new_scores = new_ids[keep_new], new_scores[keep_new]
         if use_prior and len(new_ids):
             assert self.prior is not None
             new_scores = new_scores + self.prior_weight * self.prior(new_ids)

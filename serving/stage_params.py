@@ -81,7 +81,8 @@ def user_encoder(folder: Path, params: Mapping[str, str]) -> UserEncoder:
 def retriever(folder: Path, params: Mapping[str, str]) -> Retriever:
     """The ``retriever`` stage of version folder ``folder`` with its model ``params``; its
     popularity prior moves with the live event stream unless they say otherwise
-    (serving.prior_stream)."""
+    (serving.prior_stream). ``exclude_recent`` (absent: 0) drops the newest that many items
+    of a request's history from its candidates when it has no query."""
     stage = Retriever.from_dir(
         folder,
         model_version=params.get("model_version", ""),
@@ -90,6 +91,7 @@ def retriever(folder: Path, params: Mapping[str, str]) -> Retriever:
         omp_threads=int_parameter(params, "omp_threads", 1),
         device=params.get("device", "cpu"),
         device_dtype=params.get("index_precision", "fp32"),
+        exclude_recent=int_parameter(params, "exclude_recent", 0, low=0),
     )
     attach_moving_prior(stage, folder, params)
     return stage

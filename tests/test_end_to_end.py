@@ -86,6 +86,26 @@ def test_history_only_and_stored_user_history(stack) -> None:
     assert len(explicit.item_ids) == 5
 
 
+def test_exclude_recent_leaves_the_history_out_of_full_lists(stack, tmp_path) -> None:
+    """A repository written with ``exclude_recent`` (the parameters the server's model.py
+    reads, through serving.stage_params) never returns the newest history items a
+    recommendation carries, and a long history does not shorten the list; the default
+    repository does return some."""
+    from export.repository import write_repository
+    from serving.pipeline import InProcessRecommend
+
+    events = stack["data"].events.sort_values("ts")
+    user = int(events["user_id"].value_counts().index[0])
+    mine = events[events["user_id"] == user].tail(60)
+    history = mine["item_id"].to_numpy(np.int64)
+    request = {"history_ids": history, "history_ts": mine["ts"].to_numpy(np.int64), "k": 50}
+    repo = write_repository(stack["bundle"], tmp_path / "excl", exclude_recent=1000)
+    out = InProcessRecommend.from_repository(repo)("", budget_ms=0, **request)
+    assert len(out.item_ids) == 50 and not set(out.item_ids.tolist()) & set(history.tolist())
+    served = InProcessRecommend.from_repository(stack["repository"])("", budget_ms=0, **request)
+    assert set(served.item_ids.tolist()) & set(history.tolist())
+
+
 def test_budget_zero_degrades_to_retrieval_order(stack) -> None:
     rec = stack["client"].recommend("blue jeans", k=10, budget_ms=0)
     assert rec.n_scored == 0 and rec.degraded

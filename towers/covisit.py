@@ -506,8 +506,8 @@ def covisit_rank(
     (of the first ``limit`` places: the ones returned). Without neighbours or weight the
     candidates come back unchanged.
     """
-    if neighbours is None:  # only the first max_new are used, unless some are dropped
-        limit_new = max_new if drop is None or len(drop) == 0 else None
+    if neighbours is None:  # only the first max_new are used: at most len(drop) fall out
+        limit_new = None if max_new is None else max_new + (0 if drop is None else len(drop))
         neighbours = table.neighbours(history_ids, limit_new)
     cv_ids, cv = neighbours
     if drop is not None and len(drop) and len(cv_ids):
@@ -536,6 +536,7 @@ def covisit_lists(
     prior: PriorLookup | None = None,
     prior_weight: float = 0.0,
     neighbours: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    fetch: int | None = None,
 ) -> list[list[int]]:
     """Each user's top ``k`` item ids as the served retriever ranks a request without a query.
 
@@ -546,9 +547,21 @@ def covisit_lists(
     weight is > 0), the best ``depth`` kept (all when ``None``), ranked with the table by
     :func:`covisit_rank` and cut to ``depth`` again: exactly serving/retriever.py's steps.
     ``neighbours`` (each user's :meth:`CovisitTable.neighbours`) saves recomputing them
-    while a fit varies the other settings.
+    while a fit varies the other settings. With ``fetch``, the ranking of a retriever that
+    excludes the history (``exclude_recent``): each user's ``exclude`` ids are dropped from
+    the candidates and the neighbours first, as if they were not in the index, and each row
+    keeps its first ``fetch`` others (``F`` must then be ``fetch`` plus the longest
+    exclusion).
     """
     from towers.features import rank_with_prior
+
+    if fetch is not None:
+        ids = ids.copy()
+        for u, skip in enumerate(exclude):
+            ids[u][np.isin(ids[u], skip)] = -1
+        order = np.argsort(ids < 0, axis=1, kind="stable")  # the others first, by cosine
+        cos = np.take_along_axis(cos, order, 1)[:, :fetch]
+        ids = np.take_along_axis(ids, order, 1)[:, :fetch]
 
     ok_all = ids >= 0
     floors = np.where(ok_all, cos, np.inf).min(axis=1)
@@ -572,6 +585,7 @@ def covisit_lists(
             prior=prior if use_prior else None,
             prior_weight=prior_weight if use_prior else 0.0,
             max_new=cos.shape[1],
+            drop=np.asarray(skip, np.int64) if fetch is not None and len(skip) else None,
             neighbours=None if neighbours is None else neighbours[u],
             limit=cut,
         )

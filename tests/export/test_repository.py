@@ -102,7 +102,13 @@ def test_layout_and_configs(tmp_path: Path) -> None:
         if model != "recommend":
             assert config.backend == "python"
             assert parameters({"parameters": _params(config)})["model_version"] == "v-test"
-    assert _params(parse(repo / "retriever" / "config.pbtxt"))["max_k"]["string_value"] == "50"
+    retriever = _params(parse(repo / "retriever" / "config.pbtxt"))
+    assert retriever["max_k"]["string_value"] == "50"
+    assert retriever["exclude_recent"]["string_value"] == "0"  # the default
+    excl = write_repository(bundle, tmp_path / "excl", exclude_recent=20)
+    assert _params(parse(excl / "retriever" / "config.pbtxt"))["exclude_recent"] == {
+        "string_value": "20"
+    }
     reranker = _params(parse(repo / "reranker" / "config.pbtxt"))
     assert reranker["chunk_size"]["string_value"] == "8"
     assert reranker["max_item_tokens"]["string_value"] == "23"  # RERANK_ITEM_TOKENS
@@ -301,3 +307,6 @@ def test_reranker_pair_length_and_instances_are_settings(tmp_path: Path) -> None
     ):
         with pytest.raises(RepositoryError, match="rerank_"):
             write_repository(bundle, tmp_path / "bad", **bad)
+    for bad_recent in (-1, 1001):
+        with pytest.raises(RepositoryError, match="exclude_recent must be in 0..1000"):
+            write_repository(bundle, tmp_path / "bad", exclude_recent=bad_recent)

@@ -375,11 +375,69 @@ def test_covisit_history_input_is_checked() -> None:
         )
 
 
+@pytest.mark.parametrize("make_index", [flat_index, lambda: ivf_index()], ids=["flat", "ivf"])
 @pytest.mark.parametrize("with_prior", [True, False], ids=["prior", "no-prior"])
-def test_served_ranking_equals_the_evaluation_twin(with_prior: bool) -> None:
+def test_history_is_excluded_from_recommendations_only(make_index, with_prior: bool) -> None:
+    """With ``exclude_recent`` covering the history, a request without a query gets none of it
+    back, the list keeps its length (the search fetches deeper), and everything else is the
+    ranking without those items; search requests and retrievers without it keep them."""
+    query = vectors(1, seed=7)
+    history = exact_top(query, 30)[::3]  # 10 of the best 30 (a history repeats: dropped once)
+    history = np.concatenate([history, history[:2]])
+    lookup = PriorLookup(IDS, np.random.default_rng(4).normal(size=N).astype(np.float32), 0.0)
+    kwargs = {"prior": lookup, "prior_weight": 0.05} if with_prior else {}
+    keep = Retriever(make_index(), n_candidates=20, nprobe=8, **kwargs)
+    drop = Retriever(make_index(), n_candidates=20, nprobe=8, exclude_recent=1000, **kwargs)
+    kept, _ = keep.search(query, k=10, has_query=False, history_ids=history)
+    assert set(kept.tolist()) & set(history.tolist())  # the history is among the best
+    got, scores = drop.search(query, k=10, has_query=False, history_ids=history)
+    assert len(got) == 20 and not set(got.tolist()) & set(history.tolist())
+    assert np.all(np.diff(scores) <= 1e-6)
+    # ranked as if those items were not in the index (removed ids are left out by FAISS)
+    without = Retriever(make_index(), n_candidates=20, nprobe=8, removed_ids=history, **kwargs)
+    expected, expected_scores = without.search(query, k=10, has_query=False)
+    assert got.tolist() == expected.tolist()
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+    # a search request (with a query) is never filtered
+    searched, _ = drop.search(query, k=10, has_query=True, history_ids=history)
+    np.testing.assert_array_equal(searched, exact_top(query, 20))
+    # through infer, with the flag read from the HISTORY_IDS tensor
+    out = drop.infer(
+        {
+            "USER_VECTOR": query,
+            "K": np.array([10], np.int32),
+            "HAS_QUERY": np.zeros((1, 1), np.float32),
+            "HISTORY_IDS": history,
+        }
+    )
+    assert out["CANDIDATE_IDS"].tolist() == got.tolist()
+
+
+def test_only_the_newest_history_items_are_excluded() -> None:
+    query = vectors(1, seed=7)
+    best = exact_top(query, 6)
+    history = best[[5, 0, 1, 2]]  # oldest first: best[5] is the oldest
+    retriever = Retriever(flat_index(), n_candidates=20, exclude_recent=3)
+    ids, _ = retriever.search(query, k=10, has_query=False, history_ids=history)
+    assert not set(ids.tolist()) & set(best[:3].tolist()) and best[5] in ids.tolist()
+    with pytest.raises(ValueError, match="exclude_recent must be in 0..1000"):
+        Retriever(flat_index(), exclude_recent=1001)
+
+
+def test_excluded_history_items_are_never_drawn_from_the_covisit_table() -> None:
+    retriever, query, far = covisit_retriever(1000.0, exclude_recent=1000)
+    history = np.array([IDS[0], far], np.int64)  # far: IDS[0]'s neighbour, in the history
+    ids, _ = retriever.search(query, k=10, has_query=False, history_ids=history)
+    assert far not in ids.tolist() and IDS[0] not in ids.tolist() and len(ids) == 20
+
+
+@pytest.mark.parametrize("exclude", [False, True], ids=["keep-history", "exclude-history"])
+@pytest.mark.parametrize("with_prior", [True, False], ids=["prior", "no-prior"])
+def test_served_ranking_equals_the_evaluation_twin(with_prior: bool, exclude: bool) -> None:
     """The retriever's ranking of requests without a query equals towers.covisit.covisit_lists
     (training's weight fit and the eval system ``student_faiss_covisit``) on the same index,
-    prior and table: long histories, decay, ramp and the cold share included."""
+    prior and table: long histories, decay, ramp, the cold share and the excluded history
+    included."""
     from towers.covisit import build_covisit, covisit_lists
     from towers.features import PRIOR_OVERFETCH
 
@@ -399,27 +457,39 @@ def test_served_ranking_equals_the_evaluation_twin(with_prior: bool) -> None:
     weight = 0.05 if with_prior else 0.0
     depth = 20
     retriever = Retriever(
-        flat_index(), max_k=50, n_candidates=depth, covisit=table, prior=lookup, prior_weight=weight
+        flat_index(),
+        max_k=50,
+        n_candidates=depth,
+        covisit=table,
+        prior=lookup,
+        prior_weight=weight,
+        exclude_recent=1000 if exclude else 0,
     )
     users = vectors(12, seed=3)
     histories = [rng.choice(IDS[:300], size=int(rng.integers(1, 80))) for _ in range(12)]
-    fetch = PRIOR_OVERFETCH * depth if with_prior else depth
-    cos, ids = flat_index().search(users, fetch)
-    twin = covisit_lists(
-        cos,
-        ids,
-        table,
-        histories,
-        depth,
-        [np.zeros(0, np.int64)] * 12,
-        depth=depth,
-        prior=lookup,
-        prior_weight=weight,
-    )
+    twin = []
+    for user, history in zip(users, histories):
+        # the retriever fetches as many more as the request excludes
+        skip = np.unique(history) if exclude else np.zeros(0, np.int64)
+        fetch = PRIOR_OVERFETCH * depth if with_prior else depth
+        cos, ids = flat_index().search(user[None], fetch + len(skip))
+        twin += covisit_lists(
+            cos,
+            ids,
+            table,
+            [history],
+            depth,
+            [skip],
+            depth=depth,
+            prior=lookup,
+            prior_weight=weight,
+            fetch=fetch,
+        )
     moved = 0
     for user, history, expected in zip(users, histories, twin):
         got, scores = retriever.search(user, k=10, has_query=False, history_ids=history)
         assert got.tolist() == expected
+        assert not exclude or not set(got.tolist()) & set(history.tolist())
         assert np.all(np.diff(scores) <= 0)  # a cold item moved up takes its place's score
         moved += int(table.is_cold(got[:5]).sum() >= 1)
     assert moved == 12  # the cold share holds a place in every top 5

@@ -369,6 +369,22 @@ def checks(
             n=n,
             ci=ci,
         )
+    if ours and bases and all("accuracy@100" in rec[s] for s in [ours, *bases]):
+        best = max(bases, key=lambda b: float(rec[b]["accuracy@100"]))
+        arrays = per_query.get("recommendation", {})
+        metric = "accuracy@100"
+        if "hits@100" in arrays.get(ours, {}) and "hits@100" in arrays.get(best, {}):
+            # pooled over the same targets: accuracy a / accuracy b = hits a / hits b
+            metric = "hits@100"
+        v, ci, n = compare("recommendation", rec, ours, best, metric, "ratio")
+        add(
+            "recommendation beats the best baseline top-100 accuracy",
+            v,
+            1.0,
+            f"{ours} / {best} (the strongest of {', '.join(bases)})",
+            n=n,
+            ci=ci,
+        )
     drift = results.get("drift", {})
     upd = drift.get("update") if isinstance(drift, dict) else None
     if upd:

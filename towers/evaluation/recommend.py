@@ -128,7 +128,8 @@ def run_systems(
     cold_items: set[int] | None = None,
 ) -> dict[str, dict[str, object]]:
     """Each system's metrics on ``task``, timed over the whole task; ``per_user`` (when
-    given) receives each system's per-user metrics (for paired comparisons); ``cold_items``
+    given) receives each system's per-user metrics and ``hits@100`` (targets in the top
+    100: for paired comparisons of the top-100 accuracy); ``cold_items``
     adds Recall@50 among targets no one had interacted with before the task."""
     results = {}
     for name, system in systems.items():
@@ -136,8 +137,8 @@ def run_systems(
         ranked = system(task, k)
         seconds = time.perf_counter() - start
         values = per_user_metrics(ranked, task)
-        if per_user is not None:
-            per_user[name] = values
+        if per_user is not None:  # with each user's top-100 hits, for paired accuracy checks
+            per_user[name] = {**values, "hits@100": top_k_hits(ranked, task, 100)}
         results[name] = score_recommendations(
             ranked, task, n_items, seconds, values, cold_items=cold_items
         )

@@ -131,6 +131,11 @@ def test_retriever_drops_deleted_and_superseded_hits_and_merges_the_delta(
     assert 103 not in ids.tolist()
     assert int(before[1]) not in ids.tolist()  # its new vector points away from the query
     assert len(ids) == 5 and np.all(np.diff(scores) <= 1e-6)
+    # a recommendation that excludes its history leaves out an added item in it too
+    retriever.exclude_recent = 1000
+    history = np.array([500, int(before[2])], np.int64)
+    ids, _ = retriever.search(query, 5, has_query=False, history_ids=history)
+    assert len(ids) == 5 and not set(ids.tolist()) & {500, 103, int(before[1]), int(before[2])}
 
 
 def test_checker_refuses_a_bad_batch_whole_with_every_problem(tmp_path: Path) -> None:

@@ -81,3 +81,16 @@ def test_the_served_path_is_held_to_the_strongest_baseline() -> None:
     c = by["recommendation beats the best baseline Recall@50"]
     assert c["status"] == "failed" and "student_faiss / ease" in c["detail"]
     assert c["value"] == pytest.approx(0.6 / 0.9) and c["n"] == 500
+    assert "recommendation beats the best baseline top-100 accuracy" not in by  # no accuracy
+    # top-100 accuracy: held against the baseline with the best accuracy, paired over the
+    # users' hits (run_systems' hits@100), here item_knn, whose hits ease does not lead
+    hits = {n: np.round(v * 4) for n, v in users.items()}
+    hits["item_knn"] = np.round(base * 5)
+    for name, system in results["recommendation"]["systems"].items():
+        system["accuracy@100"] = float(hits[name].sum() / (5 * len(base)))
+        per_query["recommendation"][name]["hits@100"] = hits[name]
+    by = {c["name"]: c for c in checks(results, per_query)}
+    c = by["recommendation beats the best baseline top-100 accuracy"]
+    assert "student_faiss / item_knn" in c["detail"] and c["n"] == 500
+    assert c["value"] == pytest.approx(hits["student_faiss"].sum() / hits["item_knn"].sum())
+    assert c["status"] == "failed" and c["ci95"][1] < 1.0
