@@ -369,12 +369,16 @@ def eval_cmd(
             )
         if repository is not None:
             from client.served_eval import (
+                exclusion_advice,
                 load_served,
                 served_recommendation_systems,
                 served_search_systems,
             )
 
             served = load_served(repository)
+            advice = exclusion_advice(served.retriever.exclude_recent, protocol)
+            if advice and "recommendation" in chosen:
+                console.print(f"[yellow]note: {advice}[/yellow]")
             extra = ExtraSystems(
                 search=served_search_systems(served, budget_ms),
                 recommendation=served_recommendation_systems(served, budget_ms),

@@ -26,7 +26,12 @@ from towers.evaluation.recommend import RecSystem
 from towers.evaluation.search import SearchSystem
 from towers.next_item import NextItemTask
 
-__all__ = ["SERVED_SYSTEMS", "served_recommendation_systems", "served_search_systems"]
+__all__ = [
+    "SERVED_SYSTEMS",
+    "exclusion_advice",
+    "served_recommendation_systems",
+    "served_search_systems",
+]
 
 #: Names of the served systems (module docstring).
 SERVED_SYSTEMS = ("served", "served_rerank")
@@ -83,6 +88,28 @@ def served_recommendation_systems(
 
         systems[name] = rec
     return systems
+
+
+#: The newest history items each recommendation protocol leaves out of a user's list
+#: (towers.next_item: the time protocol's history is the newest 20 events; the random
+#: protocol excludes every training item, at most what a request hands on).
+PROTOCOL_EXCLUDES = {"time": 20, "random": 1000}
+
+
+def exclusion_advice(exclude_recent: int, protocol: str) -> str | None:
+    """A warning when a repository's ``exclude_recent`` leaves in history items that
+    ``protocol`` removes from the served lists afterwards (they come back short of ``K``
+    and the served top-100 accuracy is understated against the baselines); ``None`` when
+    it covers them."""
+    wanted = PROTOCOL_EXCLUDES.get(protocol)
+    if wanted is None or exclude_recent >= wanted:
+        return None
+    return (
+        f"the repository excludes the newest {exclude_recent} history items, the {protocol} "
+        f"protocol removes up to {wanted} from each served list afterwards: the served lists "
+        f"come back short of 100 and their top-100 accuracy is understated; export with "
+        f"`--exclude-recent {wanted}` to compare it with the baselines"
+    )
 
 
 def load_served(repository: Path) -> InProcessRecommend:
