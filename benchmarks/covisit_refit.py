@@ -62,13 +62,16 @@ def main() -> int:
     from towers.prior import load_prior
     from towers.teacher import tokenizer_path
     from towers.text import load_tokenizer
-    from towers.train import fit_tower_covisit
+    from towers.train import covisit_validation_kind, fit_tower_covisit
 
     report = json.loads(report_path.read_text())
-    if report.get("events_until_ts") is None:
-        p.error(f"{args.artifacts} was trained on every event: no cut to fit the table before")
     cfg = TrainConfig(**report["config"])
     ds = load_dataset(Path(report["data_dir"]))
+    until = report.get("events_until_ts")
+    if until is None and covisit_validation_kind(ds, None) == "time":
+        p.error(f"{args.artifacts} was trained on every event: no cut to fit the table before")
+    # a model of a random split (trained on every event) is fitted as of the newest event
+    at_ts = int(until) if until is not None else int(ds.events["ts"].max()) + 1
     item_ids = ds.items.reset_index(drop=True)["item_id"].to_numpy(np.int64)
     prior = load_prior(args.artifacts)
     if prior is None:
@@ -84,13 +87,14 @@ def main() -> int:
     table, validation = fit_tower_covisit(
         ds.events,
         item_ids,
-        int(report["events_until_ts"]),
+        at_ts,
         load_module("user_tower", args.artifacts / "user_tower"),  # type: ignore[arg-type]
         load_tokenizer(tokenizer_path()),
         np.load(args.artifacts / ITEM_EMBEDDINGS_FILE),
         prior,
         cfg,
         None if args.validation_days is None else args.validation_days * 86_400,
+        validation=covisit_validation_kind(ds, report["events_until_ts"]),
     )
     seconds = round(time.perf_counter() - start, 2)
     table.save(args.out / COVISIT_FILE)
@@ -98,6 +102,7 @@ def main() -> int:
         "kind": table.kind,
         **table.settings(),
         "entries": len(table),
+        "validation": covisit_validation_kind(ds, report["events_until_ts"]),
         "validation_recall@50": validation,
     }
     report.setdefault("seconds", {})["covisit"] = seconds

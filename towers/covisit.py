@@ -89,6 +89,9 @@ COVISIT_EASE_MAX_ITEMS = 10_000
 COVISIT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 1000.0)
 #: Candidate history lengths (newest events read) for the fit; at most ``LONG_HISTORY``.
 HISTORY_LENGTHS = (20, 50, 200, 1000)
+#: Share of the events held out at random to fit the table of a model for the random protocol
+#: (:func:`fit_model_covisit` ``validation="random"``).
+RANDOM_VALIDATION_FRAC = 0.1
 #: Candidate per-position decays of the history (1: every event counts the same).
 DECAYS = (1.0, 0.97, 0.9, 0.8)
 #: Candidate history lengths at which a request's weight reaches the full weight (0: off).
@@ -607,9 +610,15 @@ def fit_model_covisit(
     kind: str = "auto",
     max_users: int = 1000,
     seed: int = 0,
+    validation: str = "time",
 ) -> tuple[CovisitTable, dict[str, float]]:
     """The co-visitation table of the events before ``at_ts``, its weight and settings fitted
-    on the last ``validation_s`` seconds before it (default: the prior's validation window).
+    on the last ``validation_s`` seconds before it (default: the prior's validation window),
+    or, with ``validation="random"`` (a model for the random protocol, towers/data/split.py),
+    on a random :data:`RANDOM_VALIDATION_FRAC` of the events: the table and prior of the rest,
+    the task of :func:`towers.next_item.random_split_task` (every training item excluded,
+    ranked as a retriever with ``exclude_recent`` 1000 ranks), since that protocol's targets
+    are spread over the whole time range, not after its end.
 
     The validation task is the next-item task of ``[at_ts - validation_s, at_ts)``, ranked the
     way the served retriever ranks a request without a query (:func:`covisit_lists`): the
@@ -636,28 +645,45 @@ def fit_model_covisit(
 
     from towers.features import PRIOR_OVERFETCH, PriorLookup
     from towers.metrics import recall_at_k
-    from towers.next_item import next_item_task
+    from towers.next_item import next_item_task, random_split_task
     from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior
 
+    if validation not in ("time", "random"):
+        raise ValueError(f"validation must be time or random, got {validation!r}")
     window = VALIDATION_S if validation_s is None else validation_s
     start = int(at_ts - window)
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
     final = build_covisit(events, item_ids, until_ts=at_ts, kind=kind)
+    fit_events = events[events["ts"].to_numpy() < at_ts]
+    if validation == "random":
+        held = np.random.default_rng(seed).random(len(fit_events)) < RANDOM_VALIDATION_FRAC
+        fit_events, held_events = fit_events[~held], fit_events[held]
+        if len(fit_events) == 0:
+            log.warning("no events to fit the co-visitation weight on: it stays unused")
+            return final, {}
+        task = random_split_task(fit_events, held_events, max_users=max_users, seed=seed)
+        start = int(at_ts)  # the table and prior count every event left in
+    else:
+        task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
     if len(task) == 0:
         log.warning("no users to fit the co-visitation weight on: it stays unused")
         return final, {}
-    table = build_covisit(events, item_ids, until_ts=start, kind=final.kind)
+    table = build_covisit(fit_events, item_ids, until_ts=start, kind=final.kind)
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
     lookup, pw = None, 0.0
     if prior is not None and prior.weight > 0:
-        val = compute_prior(events, item_ids, start, prior.half_life_s)
+        val = compute_prior(fit_events, item_ids, start, prior.half_life_s)
         lookup, pw = PriorLookup(item_ids, val.values, val.default), prior.weight
     fetch = min(PRIOR_OVERFETCH * depth, len(item_ids)) if pw > 0 else depth
+    # the random protocol excludes every training item: ranked as a retriever that excludes
+    # them (covisit_lists' fetch), over a search that deep plus the longest exclusion
+    exclude = task.excluded if validation == "random" else task.hist_ids
+    keep = fetch if validation == "random" else None
+    extra = max((len(e) for e in exclude), default=0) if keep is not None else 0
     index = faiss.IndexFlatIP(item_vectors.shape[1])
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
-    cos, rows = index.search(users, fetch)
+    cos, rows = index.search(users, min(fetch + extra, len(item_ids)))
     ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
     histories = task.long_histories
     cold_items = item_ids[table.is_cold(item_ids)]
@@ -675,11 +701,12 @@ def fit_model_covisit(
             t,
             histories,
             VALIDATION_K,
-            task.hist_ids,
+            exclude,
             depth=depth,
             prior=lookup,
             prior_weight=pw,
             neighbours=cache[key],
+            fetch=keep,
         )
 
     def recall(t: CovisitTable) -> float:
@@ -733,13 +760,15 @@ def fit_model_covisit(
         )
         current = current.with_settings(cold_share=share)
     log.info(
-        "co-visitation: %s, %s, fitted on %d users (%d with cold targets) of the last %.1f "
-        "days, validation Recall@50 %.4f",
+        "co-visitation: %s, %s, fitted on %d users (%d with cold targets) of %s, validation "
+        "Recall@50 %.4f",
         final.kind,
         current.settings(),
         len(task),
         len(cold_users),
-        window / 86_400,
+        f"the last {window / 86_400:.1f} days"
+        if validation == "time"
+        else f"a random {RANDOM_VALIDATION_FRAC:.0%} of the events",
         recall(current) if current.weight > 0 else scores.get("0.0", 0.0),
     )
     return final.fitted_like(current), scores

@@ -230,6 +230,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             item_vecs,
             prior,
             cfg,
+            validation=covisit_validation_kind(ds, until_ts),
         )
         if cfg.covisit
         else (None, {})
@@ -278,6 +279,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             "kind": covisit.kind,
             **covisit.settings(),
             "entries": len(covisit),
+            "validation": covisit_validation_kind(ds, until_ts),
             "validation_recall@50": covisit_validation,
         },
     }
@@ -405,10 +407,12 @@ def fit_tower_covisit(
     prior: ItemPrior,
     cfg: TrainConfig,
     validation_s: float | None = None,
+    validation: str = "time",
 ) -> tuple[CovisitTable, dict[str, float]]:
     """The retriever's co-visitation table as of ``at_ts``, its weight fitted with
-    ``user_tower`` and ``prior`` on the newest ``validation_s`` seconds before it (see
-    :func:`towers.covisit.fit_model_covisit`, which has the default)."""
+    ``user_tower`` and ``prior`` on the newest ``validation_s`` seconds before it, or on a
+    random share of the events (``validation="random"``: a model for the random protocol;
+    see :func:`towers.covisit.fit_model_covisit`, which has the defaults)."""
     row_of = {int(i): r for r, i in enumerate(item_ids)}
 
     def user_vectors(task: NextItemTask) -> np.ndarray:
@@ -424,7 +428,17 @@ def fit_tower_covisit(
         prior=prior,
         seed=cfg.seed,
         validation_s=validation_s,
+        validation=validation,
     )
+
+
+def covisit_validation_kind(ds: Dataset, until_ts: int | None) -> str:
+    """``random`` for a model trained on every event of a random split (`towerserve data
+    split`, then `train --all-events`: the random protocol's targets are spread over the
+    whole time range), else ``time`` (the next events after the training cut)."""
+    from towers.data.split import split_info
+
+    return "random" if until_ts is None and split_info(ds) is not None else "time"
 
 
 def _end_ts(events: pd.DataFrame) -> int:

@@ -160,6 +160,32 @@ def test_fit_with_a_prior_ranks_with_it() -> None:
     assert all(0.0 <= s <= 1.0 for s in scores.values())
 
 
+def test_random_validation_fits_on_a_random_share_of_every_event() -> None:
+    """For a model of the random protocol the fit holds out a random share of all the events
+    (not the newest window) and excludes every other item of the user, as that protocol
+    does: pairs still predict their partner, so the table gets weight."""
+    events, at, users, vectors = fit_inputs()
+    tab, scores = fit_model_covisit(
+        events, np.arange(400), at, users, vectors, n_candidates=5, validation="random"
+    )
+    assert scores and tab.weight > 0 and scores[str(tab.weight)] > scores["0.0"]
+    with pytest.raises(ValueError, match="validation must be time or random"):
+        fit_model_covisit(events, np.arange(400), at, users, vectors, validation="future")
+
+
+def test_a_model_of_a_random_split_is_validated_at_random() -> None:
+    from towers.data import Dataset
+    from towers.train import covisit_validation_kind
+
+    events, _, _, _ = fit_inputs()
+    plain = Dataset(items=pd.DataFrame(), events=events)
+    record = {"protocol": "random", "test_frac": 0.2, "seed": 7}
+    split = Dataset(items=pd.DataFrame(), events=events, meta={"split": record})
+    assert covisit_validation_kind(plain, None) == "time"
+    assert covisit_validation_kind(split, 123) == "time"  # a time cut: the next events
+    assert covisit_validation_kind(split, None) == "random"
+
+
 def chain(n: int = 6, **settings: float) -> CovisitTable:
     """Items 0..n-1; item i's only neighbour is item 10 + i (weight 1); items 10.. have none."""
     ids = np.concatenate([np.arange(n), 10 + np.arange(n)]).astype(np.int64)
