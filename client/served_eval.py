@@ -24,6 +24,7 @@ import numpy as np
 from serving.pipeline import InProcessRecommend
 from towers.evaluation.recommend import RecSystem
 from towers.evaluation.search import SearchSystem
+from towers.features import LONG_HISTORY, MAX_HISTORY
 from towers.next_item import NextItemTask
 
 __all__ = [
@@ -93,7 +94,7 @@ def served_recommendation_systems(
 #: The newest history items each recommendation protocol leaves out of a user's list
 #: (towers.next_item: the time protocol's history is the newest 20 events; the random
 #: protocol excludes every training item, at most what a request hands on).
-PROTOCOL_EXCLUDES = {"time": 20, "random": 1000}
+PROTOCOL_EXCLUDES = {"time": MAX_HISTORY, "random": LONG_HISTORY}
 
 
 def exclusion_advice(exclude_recent: int, protocol: str) -> str | None:
