@@ -300,6 +300,14 @@ def eval_cmd(
             "served (budget 0) and served_rerank (--budget-ms)."
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --repository: the gRPC address (host:port) of a running server "
+            "(`towerserve serve`) serving these artifacts; the systems served and "
+            "served_rerank then ask it over gRPC, one request per query or user."
+        ),
+    ] = None,
     budget_ms: Annotated[
         float, typer.Option(help="Budget of served_rerank per request, ms.", min=0)
     ] = 25.0,
@@ -335,6 +343,7 @@ def eval_cmd(
     """
     from pydantic import ValidationError
 
+    from client.grpc_client import TowerServeError
     from towers.evaluation.harness import SECTIONS, EvalConfig, ExtraSystems, run_eval
 
     def split(text: str) -> tuple[str, ...]:
@@ -364,27 +373,46 @@ def eval_cmd(
         extra = None
         if replay and repository is None:
             raise typer.BadParameter(
-                "--replay runs the served path: give the repository with --repository",
+                "--replay runs the served path in process over a fresh event store: give the "
+                "repository with --repository (not --url)",
                 param_hint="--replay",
             )
-        if repository is not None:
+        if repository is not None and url is not None:
+            raise typer.BadParameter(
+                "give --repository (the served path in process) or --url (a running server), "
+                "not both",
+                param_hint="--url",
+            )
+        if repository is not None or url is not None:
             from client.served_eval import (
+                connect_served,
                 exclusion_advice,
                 load_served,
                 served_recommendation_systems,
                 served_search_systems,
             )
 
-            served = load_served(repository)
-            advice = exclusion_advice(served.retriever.exclude_recent, protocol)
+            try:
+                served = load_served(repository) if repository else connect_served(str(url))
+            except TowerServeError as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from exc
+            console.print(f"served path: {served.where}")
+            advice = exclusion_advice(served.exclude_recent, protocol)
             if advice and "recommendation" in chosen:
                 console.print(f"[yellow]note: {advice}[/yellow]")
             extra = ExtraSystems(
                 search=served_search_systems(served, budget_ms),
                 recommendation=served_recommendation_systems(served, budget_ms),
-                replay=replay_section(repository, out, replay_users) if replay else None,
+                served_path=served.where,
+                replay=replay_section(repository, out, replay_users)
+                if replay and repository
+                else None,
             )
         results = run_eval(cfg, extra)
+    except TowerServeError as exc:
+        console.print(f"[red]the server stopped answering: {exc}[/red]")
+        raise typer.Exit(1) from exc
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

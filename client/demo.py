@@ -87,6 +87,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, object]:
         ExtraSystems(
             search=served_search_systems(served, RERANK_BUDGET_MS),
             recommendation=served_recommendation_systems(served, RERANK_BUDGET_MS),
+            served_path=served.where,
         ),
     )
     del served

@@ -125,6 +125,16 @@ class TowerServeClient:
             latency_ms=latency_ms,
         )
 
+    def model_parameters(self, model: str) -> dict[str, str]:
+        """The ``parameters`` of ``model``'s config on the server (string values, as in its
+        ``config.pbtxt``); raises :class:`TowerServeError` when the model is unknown or the
+        server cannot be reached."""
+        try:
+            config = self._client.get_model_config(model, client_timeout=self.timeout_s).config
+        except InferenceServerException as exc:
+            raise TowerServeError(f"{model}: {exc.message()}") from exc
+        return {key: value.string_value for key, value in config.parameters.items()}
+
     def embed_items(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Item-tower vectors, float32 ``[len(texts), dim]``, L2-normalised.
 

@@ -9,6 +9,10 @@ precision the repository serves (OpenVINO bf16 on the CPU by default), the FAISS
 its search parameters, the prior, the reranker's budget rule and blend. A test checks that the
 real server's top 10 equals this path's.
 
+``towerserve eval --url HOST:PORT`` asks a running server instead, one gRPC request per query
+or user (:func:`connect_served`): the same systems, measured on what that server serves
+(its repository, its settings, its live state), so a deployment is evaluated as it stands.
+
 * ``served``: budget 0 (retrieval only: tokenizer, user tower, retriever; the reranker passes
   candidates through in retrieval order);
 * ``served_rerank``: the same requests with ``budget_ms`` (default 25 ms), so the cross-encoder
@@ -17,11 +21,12 @@ real server's top 10 equals this path's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from serving.pipeline import InProcessRecommend
 from towers.evaluation.recommend import RecSystem
 from towers.evaluation.search import SearchSystem
 from towers.features import LONG_HISTORY, MAX_HISTORY
@@ -29,7 +34,10 @@ from towers.next_item import NextItemTask
 
 __all__ = [
     "SERVED_SYSTEMS",
+    "ServedPath",
+    "connect_served",
     "exclusion_advice",
+    "load_served",
     "served_recommendation_systems",
     "served_search_systems",
 ]
@@ -42,31 +50,52 @@ def _budgets(budget_ms: float) -> dict[str, float]:
     return {"served": 0.0, "served_rerank": float(budget_ms)}
 
 
-def served_search_systems(
-    recommend: InProcessRecommend, budget_ms: float = 25.0
-) -> dict[str, SearchSystem]:
+#: ``ask(query, history_ids, history_ts, k, budget_ms)`` -> item ids, best first.
+Ask = Callable[[str, np.ndarray, np.ndarray, int, float], list[int]]
+
+_NO_IDS = np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class ServedPath:
+    """One way to reach the served path.
+
+    ``ask`` sends one ``recommend`` request (history ids and their unix times in seconds,
+    oldest first; ``budget_ms`` the reranking budget, 0 for retrieval only) and returns the
+    item ids, best first; ``max_k`` is the longest list it returns (the reranker's
+    ``max_k``), ``exclude_recent`` the retriever's setting, ``where`` what was asked (for
+    messages and the report); ``close`` releases what it holds (a gRPC channel).
+    """
+
+    ask: Ask
+    max_k: int
+    exclude_recent: int
+    where: str
+    close: Callable[[], None] = lambda: None
+
+
+def served_search_systems(path: ServedPath, budget_ms: float = 25.0) -> dict[str, SearchSystem]:
     """Search systems: the query alone (no user, no history), ``k`` capped at the served
     ``max_k`` (deeper cut-offs count only what the server can return)."""
-    max_k = recommend.reranker.max_k
+    max_k = path.max_k
     systems: dict[str, SearchSystem] = {}
     for name, budget in _budgets(budget_ms).items():
 
         def search(query: str, k: int, budget: float = budget) -> list[int]:
-            out = recommend(query, k=min(k, max_k), budget_ms=budget)
-            return [int(i) for i in out.item_ids]
+            return path.ask(query, _NO_IDS, _NO_IDS, min(k, max_k), budget)
 
         systems[name] = search
     return systems
 
 
 def served_recommendation_systems(
-    recommend: InProcessRecommend, budget_ms: float = 25.0
+    path: ServedPath, budget_ms: float = 25.0
 ) -> dict[str, RecSystem]:
     """Next-item systems: an empty query with the user's history before the window (ids and
     times, up to ``LONG_HISTORY``, as a frontend sends them), ``k`` plus the history asked
     for (capped at the served ``max_k``) and the history removed from the answer, as the
     other systems do."""
-    max_k = recommend.reranker.max_k
+    max_k = path.max_k
     systems: dict[str, RecSystem] = {}
     for name, budget in _budgets(budget_ms).items():
 
@@ -77,14 +106,14 @@ def served_recommendation_systems(
             histories = zip(task.long_histories, task.long_times, task.excluded, strict=True)
             for hist, ts, skip in histories:
                 seen = set(map(int, skip))
-                out = recommend(
+                ids = path.ask(
                     "",
-                    history_ids=np.asarray(hist, np.int64),
-                    history_ts=np.asarray(ts, np.int64),
-                    k=min(max_k, k + len(seen)),
-                    budget_ms=budget,
+                    np.asarray(hist, np.int64),
+                    np.asarray(ts, np.int64),
+                    min(max_k, k + len(seen)),
+                    budget,
                 )
-                ranked.append([int(i) for i in out.item_ids if int(i) not in seen][:k])
+                ranked.append([i for i in ids if i not in seen][:k])
             return ranked
 
         systems[name] = rec
@@ -113,6 +142,59 @@ def exclusion_advice(exclude_recent: int, protocol: str) -> str | None:
     )
 
 
-def load_served(repository: Path) -> InProcessRecommend:
-    """The served path of ``repository`` (serving.pipeline.InProcessRecommend)."""
-    return InProcessRecommend.from_repository(Path(repository))
+def load_served(repository: Path) -> ServedPath:
+    """The served path of ``repository``, run in this process
+    (serving.pipeline.InProcessRecommend: the stages as the repository configures them)."""
+    from serving.pipeline import InProcessRecommend
+
+    served = InProcessRecommend.from_repository(Path(repository))
+
+    def ask(query: str, hist: np.ndarray, ts: np.ndarray, k: int, budget_ms: float) -> list[int]:
+        out = served(query, history_ids=hist, history_ts=ts, k=k, budget_ms=budget_ms)
+        return [int(i) for i in out.item_ids]
+
+    return ServedPath(
+        ask=ask,
+        max_k=int(served.reranker.max_k),
+        exclude_recent=int(served.retriever.exclude_recent),
+        where=f"repository {repository}, in process",
+    )
+
+
+def connect_served(url: str, timeout_s: float = 30.0) -> ServedPath:
+    """The served path of the running server at ``url`` (``host:port`` of Triton's gRPC
+    endpoint), one ``recommend`` request per call, each bounded by ``timeout_s``. ``max_k``
+    and ``exclude_recent`` are read from the server's reranker and retriever configs. Raises
+    :class:`client.grpc_client.TowerServeError` when the server cannot be reached, is not
+    ready, or does not serve a towerserve repository."""
+    from client.grpc_client import TowerServeClient, TowerServeError
+
+    client = TowerServeClient(url, timeout_s=timeout_s)
+    if not client.ready():
+        client.close()
+        raise TowerServeError(
+            f"no ready server at {url}: start one with `towerserve serve` and give its gRPC "
+            "address (host:port, default port 8001)"
+        )
+    try:
+        max_k = int(client.model_parameters("reranker")["max_k"])
+        exclude_recent = int(client.model_parameters("retriever").get("exclude_recent", "0"))
+    except (KeyError, ValueError) as exc:
+        client.close()
+        raise TowerServeError(
+            f"the server at {url} does not serve a towerserve repository: {exc}"
+        ) from exc
+
+    def ask(query: str, hist: np.ndarray, ts: np.ndarray, k: int, budget_ms: float) -> list[int]:
+        rec = client.recommend(
+            query, history=hist.tolist(), history_ts=ts.tolist(), k=k, budget_ms=budget_ms
+        )
+        return rec.item_ids
+
+    return ServedPath(
+        ask=ask,
+        max_k=max_k,
+        exclude_recent=exclude_recent,
+        where=f"server {url}, gRPC",
+        close=client.close,
+    )

@@ -148,6 +148,37 @@ def test_server_answers_as_the_in_process_served_path(stack) -> None:
         assert list(remote.item_ids) == [int(i) for i in local.item_ids], req
 
 
+def test_eval_systems_over_grpc_equal_the_in_process_ones(stack) -> None:
+    """`towerserve eval --url` (connect_served) ranks as `--repository` (load_served) does:
+    the served recommendation systems at budget 0 over 30 users' long histories of a real
+    next-item task, and the search system over 10 test queries; settings read from the
+    server."""
+    from client.served_eval import (
+        connect_served,
+        load_served,
+        served_recommendation_systems,
+        served_search_systems,
+    )
+    from towers.next_item import next_item_task
+
+    remote, local = connect_served(stack["url"]), load_served(stack["repository"])
+    try:
+        assert (remote.max_k, remote.exclude_recent) == (local.max_k, local.exclude_recent)
+        events = stack["data"].events
+        cut = int(events["ts"].quantile(0.8))
+        task = next_item_task(events, cut, int(events["ts"].max()) + 1, max_users=30, seed=3)
+        assert len(task) >= 10
+        lists = [served_recommendation_systems(p)["served"](task, 20) for p in (remote, local)]
+        assert lists[0] == lists[1] and all(len(x) > 0 for x in lists[0])
+        test = stack["data"].queries
+        queries = test[test["split"] == "test"]["query_text"].drop_duplicates().head(10)
+        search = [served_search_systems(p)["served"] for p in (remote, local)]
+        for query in queries:
+            assert search[0](query, 10) == search[1](query, 10), query
+    finally:
+        remote.close()
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

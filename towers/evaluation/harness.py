@@ -78,6 +78,8 @@ class ExtraSystems:
     #: The replay evaluation (towers/evaluation/replay.py) through the served path:
     #: ``replay(events, cut_ts)`` -> its report section (client/served_replay.py).
     replay: Callable[[pd.DataFrame, int], dict[str, object]] | None = None
+    #: Where the served systems came from (``ServedPath.where``), for the report's meta.
+    served_path: str | None = None
 
 
 def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, object]:
@@ -88,7 +90,10 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
     started = time.perf_counter()
     m = load(cfg.artifacts, cfg.data_dir)
     data_dir = cfg.data_dir or Path(m.report["data_dir"])
-    results: dict[str, object] = {"meta": _meta(cfg, m, data_dir)}
+    meta = _meta(cfg, m, data_dir)
+    if extra.served_path:
+        meta["served_path"] = extra.served_path
+    results: dict[str, object] = {"meta": meta}
     skipped: dict[str, str] = {}
     per_query: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     task = _search_task(m)
@@ -147,8 +152,6 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
     for section, why in skipped.items():
         log.warning("section %s skipped: %s", section, why)
     results["checks"] = checks(results, per_query)
-    meta = results["meta"]
-    assert isinstance(meta, dict)
     meta["skipped"] = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none"
     meta["seconds"] = round(time.perf_counter() - started, 1)
     write_report(results, cfg.out_dir)
