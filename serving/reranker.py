@@ -44,7 +44,11 @@ the trade).
 Answer order: cross-scored candidates by blended score (``bias + w . [rerank logit, retrieval
 score, popularity, lexical]``, ``blend.json``, the :class:`towers.bundle_contract.Blend` that
 training fitted and evaluation measures; lexical is the BM25 score of the query against
-the item text, 0 for an empty query), then the unscored ones in retrieval order. ``SCORES``
+the item text, 0 for an empty query; a request without a query uses the file's
+``no_query`` blend when it has one, fitted on next-item contexts), then the unscored ones in
+retrieval order. A request whose blend gives the cross-encoder no weight (a ``no_query``
+blend that kept the retrieval order) is not cross-scored at all: retrieval order, ``N_SCORED``
+0 and ``DEGRADED`` false, in the time retrieval takes. ``SCORES``
 holds the blended score of the cross-scored items and the retrieval inner product of the others
 (``DEGRADED`` says when there are others). ``budget_ms <= 0`` skips the cross-encoder.
 
@@ -132,10 +136,13 @@ class RerankResult:
     titles: np.ndarray
     n_scored: int
     n_candidates: int
+    #: The request's blend gives the cross-encoder no weight (a request without a query whose
+    #: ``no_query`` blend is the retrieval order): nothing was scored, nothing was left out.
+    unneeded: bool = False
 
     @property
     def degraded(self) -> bool:
-        return self.n_scored < self.n_candidates
+        return not self.unneeded and self.n_scored < self.n_candidates
 
 
 class Reranker:
@@ -154,6 +161,9 @@ class Reranker:
     the candidates cross-scored per request (``None``: all the budget allows): past a depth the
     reranker adds little quality and only spends the budget, so a cap ends requests early.
     ``context_once``: ``score_fn`` takes the context-once form's inputs (module docstring).
+    ``blend`` orders the cross-scored candidates of requests with a query, ``no_query_blend``
+    (when given; else ``blend``) those without one (recommendations: fitted on next-item
+    contexts, towers/no_query_blend.py).
     """
 
     #: What runs the cross-encoder (serving.stage_metrics.graph_backend).
@@ -178,6 +188,7 @@ class Reranker:
         lexical: LexicalIndex | None = None,
         max_scored: int | None = None,
         context_once: bool = False,
+        no_query_blend: Blend | None = None,
     ) -> None:
         if max_scored is not None and max_scored < 1:
             raise ValueError(f"max_scored must be >= 1 or None (all), got {max_scored}")
@@ -202,6 +213,7 @@ class Reranker:
         self.context_once = context_once
         self.items = items
         self.blend = blend
+        self.no_query_blend = no_query_blend
         self.score_fn = score_fn
         self.chunk_size = chunk_size
         self.max_call = max(chunk_size, max_call or chunk_size)
@@ -272,6 +284,7 @@ class Reranker:
             tokenizer=QueryTokenizer.from_dir(folder),
             lexical=LexicalIndex.load(folder) if (folder / LEXICAL_FILES[0]).is_file() else None,
             context_once=context_once,
+            no_query_blend=Blend.no_query_from_json(folder / BLEND_FILE),
         )
         reranker.backend = graph_backend(session)
         if calibrate:
@@ -424,7 +437,10 @@ class Reranker:
 
         now = self.clock_ns()
         start = now if not start_ns or start_ns > now else int(start_ns)
-        if budget_ms > 0 and len(cand):
+        blend = self.blend if query.strip() or self.no_query_blend is None else self.no_query_blend
+        # a request without a query whose blend is the retrieval order needs no scoring
+        unneeded = blend is self.no_query_blend and not blend.uses_rerank
+        if budget_ms > 0 and len(cand) and not unneeded:
             deadline = start + int(budget_ms * 1e6)
             logits = self.score_within(
                 np.asarray(context, dtype=np.int64), rows[: self.max_scored], deadline
@@ -436,7 +452,7 @@ class Reranker:
         lexical = None
         if self.lexical is not None and query.strip() and n_scored:
             lexical = self.lexical.scores(query, rows[:n_scored])
-        blended = self.blend.score(
+        blended = blend.score(
             logits, retrieval[:n_scored], self.items.popularity[rows[:n_scored]], lexical
         )
         order = np.concatenate(
@@ -449,6 +465,7 @@ class Reranker:
             titles=self.items.title_bytes[rows[order]],
             n_scored=n_scored,
             n_candidates=len(cand),
+            unneeded=unneeded,
         )
 
     # -- Triton ------------------------------------------------------------------------------

@@ -96,6 +96,9 @@ MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.faiss"
 #: The reranker's blend (:class:`Blend`); also in the artifacts folder.
 BLEND_FILE = "blend.json"
+#: Key in ``BLEND_FILE`` of the blend for requests without a query (recommendations;
+#: towers/no_query_blend.py). A file without it: the search blend serves them too.
+NO_QUERY_BLEND_KEY = "no_query"
 #: Item ids int64 ``[N]`` in items-table order: the row order of every per-item table.
 ITEM_IDS_FILE = "item_ids.npy"
 #: Item-tower vectors float32 ``[N, D]``, rows as ``ITEM_IDS_FILE``; also in the artifacts.
@@ -411,6 +414,11 @@ class Blend:
         return cls(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32), 0.0)
 
     @classmethod
+    def retrieval_only(cls) -> Blend:
+        """The retrieval score alone: the candidates keep the retriever's order."""
+        return cls(np.array([0.0, 1.0, 0.0, 0.0], dtype=np.float32), 0.0)
+
+    @classmethod
     def from_dict(cls, doc: Mapping[str, Any], source: str = BLEND_FILE) -> Blend:
         """Parse a blend document; a legacy three-feature blend gets lexical weight 0.
         Raises :class:`BundleError` naming ``source``."""
@@ -430,14 +438,20 @@ class Blend:
 
     @classmethod
     def from_json(cls, path: Path) -> Blend:
-        """Read a ``blend.json`` file (see :meth:`from_dict`)."""
-        try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{path} is not readable JSON: {exc}") from exc
+        """Read a ``blend.json`` file's blend (see :meth:`from_dict`)."""
+        return cls.from_dict(_blend_doc(path), source=str(path))
+
+    @classmethod
+    def no_query_from_json(cls, path: Path) -> Blend | None:
+        """The blend for requests without a query in a ``blend.json`` file
+        (``NO_QUERY_BLEND_KEY``), or ``None`` when it has none (written before it existed:
+        the search blend serves those requests too)."""
+        doc = _blend_doc(path).get(NO_QUERY_BLEND_KEY)
+        if doc is None:
+            return None
         if not isinstance(doc, dict):
-            raise BundleError(f"{path} must hold a JSON object")
-        return cls.from_dict(doc, source=str(path))
+            raise BundleError(f"{path}: {NO_QUERY_BLEND_KEY} must be a JSON object")
+        return cls.from_dict(doc, source=f"{path} ({NO_QUERY_BLEND_KEY})")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: ``features``, ``weights``, ``bias``."""
@@ -447,11 +461,20 @@ class Blend:
             "bias": self.bias,
         }
 
-    def write(self, folder: Path) -> Path:
-        """Write ``folder/blend.json``."""
+    def write(self, folder: Path, no_query: Blend | None = None) -> Path:
+        """Write ``folder/blend.json``: this blend and, when given, the blend for requests
+        without a query under ``NO_QUERY_BLEND_KEY``."""
+        doc = self.to_dict()
+        if no_query is not None:
+            doc[NO_QUERY_BLEND_KEY] = no_query.to_dict()
         path = Path(folder) / BLEND_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+        path.write_text(json.dumps(doc, indent=2))
         return path
+
+    @property
+    def uses_rerank(self) -> bool:
+        """Whether the cross-encoder logit has a weight (else candidates need no scoring)."""
+        return bool(self.weights[BLEND_FEATURES.index("rerank")] != 0)
 
     @property
     def uses_lexical(self) -> bool:
@@ -469,6 +492,17 @@ class Blend:
         ``lexical`` None: all 0)."""
         feats = blend_features(rerank, retrieval, popularity, lexical)
         return (feats @ self.weights + np.float32(self.bias)).astype(np.float32)
+
+
+def _blend_doc(path: Path) -> dict[str, Any]:
+    """The JSON object of a ``blend.json`` file; :class:`BundleError` naming it otherwise."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path} must hold a JSON object")
+    return doc
 
 
 def blend_features(

@@ -541,20 +541,51 @@ def covisit_lists(
     neighbours: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     fetch: int | None = None,
 ) -> list[list[int]]:
-    """Each user's top ``k`` item ids as the served retriever ranks a request without a query.
+    """Each user's top ``k`` item ids as the served retriever ranks a request without a query
+    (:func:`covisit_ranked`, whose arguments these are)."""
+    ranked = covisit_ranked(
+        cos,
+        ids,
+        table,
+        histories,
+        exclude,
+        depth=depth,
+        prior=prior,
+        prior_weight=prior_weight,
+        neighbours=neighbours,
+        fetch=fetch,
+    )
+    return [[int(i) for i in row_ids[:k]] for row_ids, _ in ranked]
+
+
+def covisit_ranked(
+    cos: np.ndarray,
+    ids: np.ndarray,
+    table: CovisitTable,
+    histories: Sequence[np.ndarray],
+    exclude: Sequence[np.ndarray],
+    *,
+    depth: int | None = None,
+    prior: PriorLookup | None = None,
+    prior_weight: float = 0.0,
+    neighbours: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    fetch: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each user's candidates as the served retriever returns them for a request without a
+    query: item ids int64 and their retrieval scores float32 (``CANDIDATE_SCORES``), best
+    first, at most ``depth`` (all when ``None``), ``exclude`` ids left out.
 
     ``cos``/``ids`` ``[U, F]``: the FAISS candidates by cosine, best first (``-1`` = none; ``F``
     the retriever's fetch: ``PRIOR_OVERFETCH * depth`` with a prior, ``depth`` without);
     ``histories`` each user's history handed on (oldest first, up to ``LONG_HISTORY``);
     ``exclude`` each user's ids never returned. Candidates are re-ranked with ``prior`` (when its
-    weight is > 0), the best ``depth`` kept (all when ``None``), ranked with the table by
-    :func:`covisit_rank` and cut to ``depth`` again: exactly serving/retriever.py's steps.
-    ``neighbours`` (each user's :meth:`CovisitTable.neighbours`) saves recomputing them
-    while a fit varies the other settings. With ``fetch``, the ranking of a retriever that
-    excludes the history (``exclude_recent``): each user's ``exclude`` ids are dropped from
-    the candidates and the neighbours first, as if they were not in the index, and each row
-    keeps its first ``fetch`` others (``F`` must then be ``fetch`` plus the longest
-    exclusion).
+    weight is > 0), the best ``depth`` kept, ranked with the table by :func:`covisit_rank` and
+    cut to ``depth`` again: exactly serving/retriever.py's steps. ``neighbours`` (each user's
+    :meth:`CovisitTable.neighbours`) saves recomputing them while a fit varies the other
+    settings. With ``fetch``, the ranking of a retriever that excludes the history
+    (``exclude_recent``): each user's ``exclude`` ids are dropped from the candidates and the
+    neighbours first, as if they were not in the index, and each row keeps its first
+    ``fetch`` others (``F`` must then be ``fetch`` plus the longest exclusion).
     """
     from towers.features import rank_with_prior
 
@@ -579,7 +610,7 @@ def covisit_lists(
     out = []
     for u, skip in enumerate(exclude):
         ok = ids[u] >= 0
-        top, _ = covisit_rank(
+        top, top_scores = covisit_rank(
             ids[u][ok].astype(np.int64),
             base[u][ok].astype(np.float32),
             float(floors[u]) if ok_all[u].any() else 0.0,
@@ -592,12 +623,125 @@ def covisit_lists(
             neighbours=None if neighbours is None else neighbours[u],
             limit=cut,
         )
-        seen = set(map(int, skip))
-        out.append([int(i) for i in top[:cut] if int(i) not in seen][:k])
+        top, top_scores = np.asarray(top, np.int64)[:cut], np.asarray(top_scores, np.float32)[:cut]
+        keep = ~np.isin(top, np.asarray(skip, np.int64))
+        out.append((top[keep], top_scores[keep]))
     return out
 
 
-def fit_model_covisit(
+@dataclass(frozen=True)
+class ValidationRanking:
+    """A validation task ranked the way the served retriever ranks requests without a query,
+    with what was known before it (:func:`validation_ranking`).
+
+    ``table`` holds the neighbours of the events before the validation (its settings are
+    varied by the fits); ``cos``/``ids`` the FAISS candidates of the task's users;
+    ``exclude``/``fetch`` as :func:`covisit_ranked` takes them; ``prior``/``prior_weight``
+    the prior as of the validation; ``label`` names the validation for logs.
+    """
+
+    task: NextItemTask
+    table: CovisitTable
+    cos: np.ndarray
+    ids: np.ndarray
+    depth: int
+    exclude: Sequence[np.ndarray]
+    fetch: int | None
+    prior: PriorLookup | None
+    prior_weight: float
+    label: str
+
+    def ranked(
+        self,
+        table: CovisitTable,
+        neighbours: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each user's served candidates and retrieval scores with ``table``
+        (:func:`covisit_ranked`)."""
+        return covisit_ranked(
+            self.cos,
+            self.ids,
+            table,
+            self.task.long_histories,
+            self.exclude,
+            depth=self.depth,
+            prior=self.prior,
+            prior_weight=self.prior_weight,
+            neighbours=neighbours,
+            fetch=self.fetch,
+        )
+
+
+def validation_ranking(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    user_vectors: Callable[[NextItemTask], np.ndarray],
+    item_vectors: np.ndarray,
+    *,
+    prior: ItemPrior | None = None,
+    n_candidates: int = 100,
+    validation_s: float | None = None,
+    kind: str = "auto",
+    max_users: int = 1000,
+    seed: int = 0,
+    validation: str = "time",
+) -> ValidationRanking | None:
+    """The validation of :func:`fit_model_covisit` (its arguments): the next-item task of the
+    last ``validation_s`` seconds before ``at_ts``, or with ``validation="random"`` of a random
+    :data:`RANDOM_VALIDATION_FRAC` of the events before it (every training item excluded),
+    with the co-visitation table (``kind``) and prior of the events before the validation, and
+    each user's FAISS candidates. ``None`` when there is nothing to validate on.
+
+    Raises:
+        ValueError: ``validation`` is neither time nor random.
+    """
+    import faiss
+
+    from towers.features import PRIOR_OVERFETCH, PriorLookup
+    from towers.next_item import next_item_task, random_split_task
+    from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior
+
+    if validation not in ("time", "random"):
+        raise ValueError(f"validation must be time or random, got {validation!r}")
+    window = VALIDATION_S if validation_s is None else validation_s
+    start = int(at_ts - window)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    fit_events = events[events["ts"].to_numpy() < at_ts]
+    if validation == "random":
+        held = np.random.default_rng(seed).random(len(fit_events)) < RANDOM_VALIDATION_FRAC
+        fit_events, held_events = fit_events[~held], fit_events[held]
+        if len(fit_events) == 0:
+            return None
+        task = random_split_task(fit_events, held_events, max_users=max_users, seed=seed)
+        start = int(at_ts)  # the table and prior count every event left in
+        label = f"a random {RANDOM_VALIDATION_FRAC:.0%} of the events"
+    else:
+        task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
+        label = f"the last {window / 86_400:.1f} days"
+    if len(task) == 0:
+        return None
+    table = build_covisit(fit_events, item_ids, until_ts=start, kind=kind)
+    users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
+    depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
+    lookup, pw = None, 0.0
+    if prior is not None and prior.weight > 0:
+        val = compute_prior(fit_events, item_ids, start, prior.half_life_s)
+        lookup, pw = PriorLookup(item_ids, val.values, val.default), prior.weight
+    fetch = min(PRIOR_OVERFETCH * depth, len(item_ids)) if pw > 0 else depth
+    # the random protocol excludes every training item: ranked as a retriever that excludes
+    # them (covisit_ranked's fetch), over a search that deep plus the longest exclusion
+    exclude = task.excluded if validation == "random" else task.hist_ids
+    keep = fetch if validation == "random" else None
+    extra = max((len(e) for e in exclude), default=0) if keep is not None else 0
+    index = faiss.IndexFlatIP(item_vectors.shape[1])
+    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
+    cos, rows = index.search(users, min(fetch + extra, len(item_ids)))
+    ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
+    return ValidationRanking(task, table, cos, ids, depth, exclude, keep, lookup, pw, label)
+
+
+def _fit_one_kind(
     events: pd.DataFrame,
     item_ids: np.ndarray,
     at_ts: int,
@@ -639,53 +783,31 @@ def fit_model_covisit(
     With no users to validate on, the weight is 0 (the table is kept but unused). Returns the
     table and the validation scores: ``str(weight)`` (at the final settings),
     ``history=H,decay=D``, ``ramp=R``, ``cold_share=S`` (with ``cold@...`` twins for the cold
-    Recall@50) and ``cold@text``.
+    Recall@50) and ``cold@text``, and ``final`` (the Recall@50 of the table returned).
     """
-    import faiss
-
-    from towers.features import PRIOR_OVERFETCH, PriorLookup
     from towers.metrics import recall_at_k
-    from towers.next_item import next_item_task, random_split_task
-    from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior
+    from towers.prior import VALIDATION_K
 
-    if validation not in ("time", "random"):
-        raise ValueError(f"validation must be time or random, got {validation!r}")
-    window = VALIDATION_S if validation_s is None else validation_s
-    start = int(at_ts - window)
     item_ids = np.asarray(item_ids, dtype=np.int64)
     final = build_covisit(events, item_ids, until_ts=at_ts, kind=kind)
-    fit_events = events[events["ts"].to_numpy() < at_ts]
-    if validation == "random":
-        held = np.random.default_rng(seed).random(len(fit_events)) < RANDOM_VALIDATION_FRAC
-        fit_events, held_events = fit_events[~held], fit_events[held]
-        if len(fit_events) == 0:
-            log.warning("no events to fit the co-visitation weight on: it stays unused")
-            return final, {}
-        task = random_split_task(fit_events, held_events, max_users=max_users, seed=seed)
-        start = int(at_ts)  # the table and prior count every event left in
-    else:
-        task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
-    if len(task) == 0:
+    val = validation_ranking(
+        events,
+        item_ids,
+        at_ts,
+        user_vectors,
+        item_vectors,
+        prior=prior,
+        n_candidates=n_candidates,
+        validation_s=validation_s,
+        kind=final.kind,
+        max_users=max_users,
+        seed=seed,
+        validation=validation,
+    )
+    if val is None:
         log.warning("no users to fit the co-visitation weight on: it stays unused")
         return final, {}
-    table = build_covisit(fit_events, item_ids, until_ts=start, kind=final.kind)
-    users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
-    depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
-    lookup, pw = None, 0.0
-    if prior is not None and prior.weight > 0:
-        val = compute_prior(fit_events, item_ids, start, prior.half_life_s)
-        lookup, pw = PriorLookup(item_ids, val.values, val.default), prior.weight
-    fetch = min(PRIOR_OVERFETCH * depth, len(item_ids)) if pw > 0 else depth
-    # the random protocol excludes every training item: ranked as a retriever that excludes
-    # them (covisit_lists' fetch), over a search that deep plus the longest exclusion
-    exclude = task.excluded if validation == "random" else task.hist_ids
-    keep = fetch if validation == "random" else None
-    extra = max((len(e) for e in exclude), default=0) if keep is not None else 0
-    index = faiss.IndexFlatIP(item_vectors.shape[1])
-    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
-    cos, rows = index.search(users, min(fetch + extra, len(item_ids)))
-    ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
-    histories = task.long_histories
+    task, table, histories = val.task, val.table, val.task.long_histories
     cold_items = item_ids[table.is_cold(item_ids)]
     cold_targets = [t & set(map(int, cold_items)) for t in task.targets]
     cold_users = [u for u, t in enumerate(cold_targets) if t]
@@ -695,19 +817,7 @@ def fit_model_covisit(
         key = (t.history, t.decay)
         if key not in cache:
             cache[key] = [t.neighbours(h) for h in histories]
-        return covisit_lists(
-            cos,
-            ids,
-            t,
-            histories,
-            VALIDATION_K,
-            exclude,
-            depth=depth,
-            prior=lookup,
-            prior_weight=pw,
-            neighbours=cache[key],
-            fetch=keep,
-        )
+        return [[int(i) for i in row[:VALIDATION_K]] for row, _ in val.ranked(t, cache[key])]
 
     def recall(t: CovisitTable) -> float:
         return recall_at_k(lists(t), task.targets, VALIDATION_K)
@@ -759,6 +869,7 @@ def fit_model_covisit(
             else max(COLD_SHARES, key=lambda s: cold[s])
         )
         current = current.with_settings(cold_share=share)
+    scores["final"] = recall(current) if current.weight > 0 else scores.get("0.0", 0.0)
     log.info(
         "co-visitation: %s, %s, fitted on %d users (%d with cold targets) of %s, validation "
         "Recall@50 %.4f",
@@ -766,9 +877,53 @@ def fit_model_covisit(
         current.settings(),
         len(task),
         len(cold_users),
-        f"the last {window / 86_400:.1f} days"
-        if validation == "time"
-        else f"a random {RANDOM_VALIDATION_FRAC:.0%} of the events",
-        recall(current) if current.weight > 0 else scores.get("0.0", 0.0),
+        val.label,
+        scores["final"],
     )
     return final.fitted_like(current), scores
+
+
+def fit_model_covisit(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    user_vectors: Callable[[NextItemTask], np.ndarray],
+    item_vectors: np.ndarray,
+    *,
+    prior: ItemPrior | None = None,
+    n_candidates: int = 100,
+    validation_s: float | None = None,
+    kind: str = "auto",
+    max_users: int = 1000,
+    seed: int = 0,
+    validation: str = "time",
+) -> tuple[CovisitTable, dict[str, float]]:
+    """The co-visitation table of the events before ``at_ts`` and its fitted settings (the
+    fit is :func:`_fit_one_kind`'s, which documents the arguments and scores).
+
+    ``kind`` ``auto``: where EASE fits (at most :data:`COVISIT_EASE_MAX_ITEMS` interacted
+    items) both ``ease`` and ``item_knn`` tables are fitted and the one with the better
+    validation Recall@50 kept (ties: EASE), since neither wins on every data set (item-kNN
+    won a random split of identity-structured data, EASE its time split); above it, item-kNN
+    alone. The scores are the kept kind's, plus ``kind=ease`` / ``kind=item_knn`` (each
+    one's final Recall@50) when both were fitted.
+    """
+    args = (events, item_ids, at_ts, user_vectors, item_vectors)
+    settings = {
+        "prior": prior,
+        "n_candidates": n_candidates,
+        "validation_s": validation_s,
+        "max_users": max_users,
+        "seed": seed,
+        "validation": validation,
+    }
+    first, first_scores = _fit_one_kind(*args, kind=kind, **settings)  # type: ignore[arg-type]
+    if kind != "auto" or first.kind != "ease":
+        return first, first_scores
+    other, other_scores = _fit_one_kind(*args, kind="item_knn", **settings)  # type: ignore[arg-type]
+    both = {"kind=ease": first_scores.get("final", 0.0)}
+    both["kind=item_knn"] = other_scores.get("final", 0.0)
+    if both["kind=item_knn"] > both["kind=ease"]:
+        log.info("co-visitation: item_knn chosen over ease on validation (%s)", both)
+        return other, {**other_scores, **both}
+    return first, {**first_scores, **both}

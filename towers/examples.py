@@ -35,7 +35,13 @@ class HistoryPairs:
 
     def since(self, ts: int) -> HistoryPairs:
         """The pairs whose target event is at or after ``ts`` (their history may be older)."""
-        keep = self.target_ts >= ts
+        return self._subset(self.target_ts >= ts)
+
+    def before(self, ts: int) -> HistoryPairs:
+        """The pairs whose target event is before ``ts`` (unix s)."""
+        return self._subset(self.target_ts < ts)
+
+    def _subset(self, keep: np.ndarray) -> HistoryPairs:
         return HistoryPairs(
             self.hist_pos[keep], self.hist_ts[keep], self.target_pos[keep], self.target_ts[keep]
         )

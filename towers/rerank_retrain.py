@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from towers.bundle_contract import ITEM_EMBEDDINGS_FILE, TRAIN_REPORT_FILE
+from towers.bundle_contract import BLEND_FILE, ITEM_EMBEDDINGS_FILE, TRAIN_REPORT_FILE, Blend
 from towers.config import TrainConfig
 from towers.data import item_texts, load_dataset
 from towers.examples import history_pairs, positions
@@ -107,7 +107,11 @@ def retrain_reranker(
         else:
             log.info("not copied: %s (export the new artifacts again)", src)
     version = save_child_module(reranker, "reranker", artifacts, out_dir, tag="r")
-    blend.write(out_dir)
+    # the parent's blend without a query is kept (its cross-encoder weight was chosen for the
+    # parent's reranker; 0, the retrieval order, when the cross-encoder did not help)
+    parent_blend = artifacts / BLEND_FILE
+    no_query = Blend.no_query_from_json(parent_blend) if parent_blend.is_file() else None
+    blend.write(out_dir, no_query=no_query)
     seconds = round(time.perf_counter() - started, 2)
     report = {
         **child_report(parent, version),

@@ -39,7 +39,7 @@ from towers.bundle_contract import (
     blend_features,
 )
 from towers.config import TrainConfig
-from towers.covisit import CovisitTable, fit_model_covisit
+from towers.covisit import CovisitTable, fit_model_covisit, validation_ranking
 from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
@@ -53,7 +53,7 @@ from towers.examples import (
     positions,
     query_positives,
 )
-from towers.features import recency_weights
+from towers.features import CONTEXT_ITEMS, recency_weights
 from towers.finetune import (
     embed_histories,
     embed_items,
@@ -65,7 +65,8 @@ from towers.finetune import (
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 from towers.next_item import NextItemTask, history_matrix
-from towers.prior import ItemPrior, fit_model_prior, save_prior
+from towers.no_query_blend import fit_no_query_blend
+from towers.prior import VALIDATION_S, ItemPrior, fit_model_prior, save_prior
 from towers.rerank_train import (
     fit_blend,
     history_contexts,
@@ -218,6 +219,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     prior, prior_validation = timer.run(
         "prior", fit_tower_prior, ds.events, item_ids, prior_at, user_tower, tok, item_vecs, cfg
     )
+    validation = covisit_validation_kind(ds, until_ts)
     covisit, covisit_validation = (
         timer.run(
             "covisit",
@@ -230,15 +232,44 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             item_vecs,
             prior,
             cfg,
-            validation=covisit_validation_kind(ds, until_ts),
+            validation=validation,
         )
         if cfg.covisit
         else (None, {})
     )
 
     item_tokens = item_token_lists(tok, texts)
+    # without labelled queries the reranker learns from history contexts: those whose next
+    # item falls in the validation window are left out, so the blend for requests without a
+    # query is chosen on contexts the cross-encoder never saw (a random-split model's random
+    # validation share is not left out: see towers/no_query_blend.py)
     reranker, rerank_losses, blend, n_rerank_pairs = fit_reranker(
-        ds, texts, item_tokens, tok, teacher, user_tower, item_vecs, hist, cfg, timer
+        ds,
+        texts,
+        item_tokens,
+        tok,
+        teacher,
+        user_tower,
+        item_vecs,
+        _rerank_histories(hist, int(prior_at - VALIDATION_S) if validation == "time" else None),
+        cfg,
+        timer,
+    )
+    no_query_blend, no_query_validation = timer.run(
+        "no_query_blend",
+        fit_tower_no_query_blend,
+        ds.events,
+        items,
+        prior_at,
+        user_tower,
+        tok,
+        item_vecs,
+        prior,
+        covisit,
+        reranker,
+        item_tokens,
+        cfg,
+        validation=validation,
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +277,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     save_module(item_tower, item_tower.text.bert.config, out_dir / "item_tower", **meta)
     save_module(user_tower, user_tower.text.bert.config, out_dir / "user_tower", **meta)
     save_module(reranker, reranker.bert.config, out_dir / "reranker", **meta)
-    blend.write(out_dir)
+    blend.write(out_dir, no_query=no_query_blend)
     np.save(out_dir / TEACHER_ITEM_EMBEDDINGS_FILE, teacher_items)
     np.save(out_dir / ITEM_EMBEDDINGS_FILE, item_vecs)
     save_prior(prior, out_dir)
@@ -272,6 +303,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         },
         "item_ids": towers.id_report,
         "blend": blend.to_dict(),
+        "no_query_blend": None
+        if no_query_blend is None
+        else {**no_query_blend.to_dict(), "validation_recall@50": no_query_validation},
         "prior": {**prior.meta(), "validation_recall@50": prior_validation},
         "covisit": None
         if covisit is None
@@ -430,6 +464,74 @@ def fit_tower_covisit(
         validation_s=validation_s,
         validation=validation,
     )
+
+
+def fit_tower_no_query_blend(
+    events: pd.DataFrame,
+    items: pd.DataFrame,
+    at_ts: int,
+    user_tower: UserTower,
+    tok: Tokenizer,
+    item_vecs: np.ndarray,
+    prior: ItemPrior,
+    covisit: CovisitTable | None,
+    reranker: CrossEncoder,
+    item_tokens: list[np.ndarray],
+    cfg: TrainConfig,
+    validation: str = "time",
+) -> tuple[Blend | None, dict[str, float]]:
+    """The reranker's blend for requests without a query, chosen on the co-visitation fit's
+    validation (towers/no_query_blend.py) with the trained towers, prior, table and
+    cross-encoder; ``items`` in item-table order (``item_tokens`` rows); ``None`` when there
+    is nothing to validate on (the search blend then serves those requests too)."""
+    item_ids = items["item_id"].to_numpy(np.int64)
+    titles = items["title"].astype(str).tolist()
+    row_of = {int(i): r for r, i in enumerate(item_ids)}
+    if cfg.rerank_item_tokens is not None:
+        item_tokens = [t[: cfg.rerank_item_tokens] for t in item_tokens]
+
+    def user_vectors(task: NextItemTask) -> np.ndarray:
+        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
+        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
+
+    val = validation_ranking(
+        events,
+        item_ids,
+        at_ts,
+        user_vectors,
+        item_vecs,
+        prior=prior,
+        kind=covisit.kind if covisit is not None else "auto",
+        max_users=NO_QUERY_BLEND_USERS,
+        seed=cfg.seed,
+        validation=validation,
+    )
+    if val is None:
+        log.warning("no users to fit the blend without a query on: the search blend serves")
+        return None, {}
+    reranker.eval()
+
+    def logits(history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        # the served context (serving/reranker.py context_tokens): the newest known titles
+        recent = [row_of[int(i)] for i in history[::-1] if int(i) in row_of][:CONTEXT_ITEMS]
+        context = query_token_list(tok, " ".join(titles[r] for r in recent))
+        rows = [item_tokens[row_of[int(c)]] for c in candidates]
+        return score_candidates(reranker, context, rows, bf16=cfg.bf16)
+
+    return fit_no_query_blend(val, logits, covisit)
+
+
+def _rerank_histories(hist: HistoryPairs, until_ts: int | None) -> HistoryPairs:
+    """The history pairs the reranker may learn from: those with a target before
+    ``until_ts`` (all when ``None``, or when none is)."""
+    if until_ts is None:
+        return hist
+    kept = hist.before(until_ts)
+    return kept if len(kept.target_pos) else hist
+
+
+#: Validation users the blend without a query is chosen on (100 candidates cross-scored each).
+NO_QUERY_BLEND_USERS = 300
 
 
 def covisit_validation_kind(ds: Dataset, until_ts: int | None) -> str:

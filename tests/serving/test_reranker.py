@@ -496,3 +496,44 @@ def test_a_one_layer_cross_encoder_is_served_in_its_context_once_form(
         budget_ms=10_000,
     )
     assert result.n_scored == 30 and len(result.item_ids) == 10
+
+
+def test_requests_without_a_query_use_the_no_query_blend(tmp_path: Path) -> None:
+    """With a ``no_query`` blend (here the retrieval order), a request without a query keeps
+    the retrieval order while one with a query is still ordered by the search blend; a
+    ``blend.json`` without it serves both with the search blend."""
+    reranker, clock, scorer = make(no_query_blend=Blend.retrieval_only())
+    cand = ITEM_IDS[:12]
+    ret = np.linspace(1.0, 0.5, 12).astype(np.float32)
+    searched = BLEND.score(LOGITS[:12], ret, POPULARITY[:12])
+    res = reranker.rerank(np.array([7]), cand, ret, k=12, budget_ms=1e3, start_ns=clock())
+    # the retrieval order needs no cross-encoder: nothing scored, nothing degraded
+    assert res.n_scored == 0 and not res.degraded and not scorer.calls
+    np.testing.assert_array_equal(res.item_ids, cand)
+    np.testing.assert_array_equal(res.scores, ret)
+    res = reranker.rerank(
+        np.array([7]), cand, ret, k=12, budget_ms=1e3, start_ns=clock(), query="title"
+    )
+    np.testing.assert_array_equal(res.item_ids, cand[np.argsort(-searched, kind="stable")])
+    assert not np.array_equal(res.item_ids, cand) and res.n_scored == 12
+    # a no_query blend that uses the cross-encoder scores as before
+    weighted = Blend(np.array([1.0, 1.0, 0.0, 0.0], np.float32), 0.0)
+    reranker, clock, _ = make(no_query_blend=weighted)
+    res = reranker.rerank(np.array([7]), cand, ret, k=12, budget_ms=1e3, start_ns=clock())
+    expected = weighted.score(LOGITS[:12], ret, POPULARITY[:12])
+    assert res.n_scored == 12 and not res.degraded
+    np.testing.assert_array_equal(res.item_ids, cand[np.argsort(-expected, kind="stable")])
+
+    path = tmp_path / "blend.json"
+    BLEND.write(tmp_path, no_query=Blend.retrieval_only())
+    no_query = Blend.no_query_from_json(path)
+    assert no_query is not None and no_query.weights.tolist() == [0, 1, 0, 0]
+    np.testing.assert_array_equal(Blend.from_json(path).weights, BLEND.weights)
+    BLEND.write(tmp_path)
+    assert Blend.no_query_from_json(path) is None
+    path.write_text(json.dumps({**BLEND.to_dict(), "no_query": [1, 2]}))
+    with pytest.raises(BundleError, match="no_query must be a JSON object"):
+        Blend.no_query_from_json(path)
+    path.write_text(json.dumps({**BLEND.to_dict(), "no_query": {"features": ["x"]}}))
+    with pytest.raises(BundleError, match=r"\(no_query\): features must be"):
+        Blend.no_query_from_json(path)

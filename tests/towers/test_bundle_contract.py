@@ -158,6 +158,11 @@ def test_served_reranker_and_evaluation_blend_the_same(tiny_model, tmp_path: Pat
     m.bf16 = False  # the served graph computes in fp32
     np.testing.assert_array_equal(served.blend.weights, m.blend.weights)
     assert served.blend.bias == m.blend.bias
+    # training fitted the blend for requests without a query too, and it travels to serving
+    report = json.loads((tiny_model["artifacts"] / "train_report.json").read_text())
+    assert served.no_query_blend is not None and report["no_query_blend"] is not None
+    assert served.no_query_blend.weights.tolist() == report["no_query_blend"]["weights"]
+    assert "a=0" in report["no_query_blend"]["validation_recall@50"]
     scorer = BlendScorer(m)
 
     queries = m.ds.queries["query_text"].astype(str).tolist()[:5]

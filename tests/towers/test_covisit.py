@@ -311,3 +311,22 @@ def test_limited_neighbours_are_the_first_of_the_whole_list() -> None:
             got, scores = tab.neighbours(hist, limit)
             assert got.tolist() == all_ids[:limit].tolist()
             np.testing.assert_array_equal(scores, all_scores[:limit])
+
+
+def test_auto_fits_both_kinds_and_keeps_the_better() -> None:
+    """Where EASE fits, ``auto`` fits an EASE and an item-kNN table and keeps the one with
+    the better validation Recall@50 (``final``); a named kind is fitted alone."""
+    events, at, users, vectors = fit_inputs()
+    kw = {"validation_s": at - 300_000, "n_candidates": 5}
+    tab, scores = fit_model_covisit(events, np.arange(400), at, users, vectors, **kw)
+    assert {"kind=ease", "kind=item_knn", "final"} <= set(scores)
+    better = max(("ease", "item_knn"), key=lambda k: scores[f"kind={k}"])
+    if scores["kind=ease"] == scores["kind=item_knn"]:
+        better = "ease"
+    assert tab.kind == better and scores["final"] == scores[f"kind={better}"]
+    for kind in ("ease", "item_knn"):
+        alone, alone_scores = fit_model_covisit(
+            events, np.arange(400), at, users, vectors, kind=kind, **kw
+        )
+        assert alone.kind == kind and "kind=ease" not in alone_scores
+        assert alone_scores["final"] == pytest.approx(scores[f"kind={kind}"])

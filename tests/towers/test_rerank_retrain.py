@@ -63,6 +63,12 @@ def test_retrains_a_one_layer_reranker_over_the_same_towers(tiny_model, tmp_path
         parent / "item_embeddings.npy"
     ).read_bytes()
     assert not (out / "bundle").exists()
+    from towers.bundle_contract import Blend
+
+    kept = Blend.no_query_from_json(out / "blend.json")  # the parent's, kept
+    parent_no_query = Blend.no_query_from_json(parent / "blend.json")
+    assert kept is not None and parent_no_query is not None
+    assert kept.weights.tolist() == parent_no_query.weights.tolist()
     parent_report = json.loads((parent / "train_report.json").read_text())
     assert report["parent_version"] == parent_report["model_version"]
     assert report["model_version"] != parent_report["model_version"]
