@@ -15,8 +15,10 @@ random share for a random-split model), ranked by the served retriever's own ste
 table and prior of the events before it. For each user the top ``depth`` candidates are
 cross-scored with the served context, and the blend ``retrieval + a * s * logit`` (``s`` the
 spread of the retrieval scores over the logits', pooled within users) is chosen over
-:data:`CE_WEIGHTS` by validation Recall@50; ``a = 0`` keeps the retrieval order, and wins
-ties. It is stored beside the search blend in ``blend.json`` (``no_query``); the served
+:data:`CE_WEIGHTS` by validation Recall@50; ``a = 0`` keeps the retrieval order, and is kept
+unless the best weight beats it surely (the 95% paired bootstrap interval of the per-user
+Recall@50 gain lies above 0: a few hundred users make gains of a user or two noise). It is
+stored beside the search blend in ``blend.json`` (``no_query``); the served
 reranker applies it to requests without a query.
 """
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from towers.bundle_contract import BLEND_FEATURES, Blend
 from towers.covisit import CovisitTable, ValidationRanking
-from towers.metrics import recall_at_k
+from towers.metrics import recall_per_query
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,20 @@ def logit_scale(retrieval: list[np.ndarray], logits: list[np.ndarray]) -> float:
     return r_sd / c_sd if r_sd > 0 and c_sd > 0 else 1.0
 
 
+def _paired_gain(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``mean(a - b)`` and its 95% percentile bootstrap interval over users (the paired
+    bootstrap of towers.evaluation.confidence, which training may not import: evaluation
+    imports training)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) == 0:
+        return 0.0, 0.0, 0.0
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
 def fit_no_query_blend(
     val: ValidationRanking,
     logits: Logits,
@@ -66,7 +82,8 @@ def fit_no_query_blend(
     co-visitation, as a model trained without it serves); ``logits`` the cross-encoder on the
     served context; ``depth`` the candidates cross-scored per user (the served reranker's
     ``max_k``). Returns the blend (weights on ``[rerank, retrieval, popularity, lexical]``)
-    and the validation Recall@50 of each weight, keyed ``a=...``, plus ``scale``.
+    and the validation Recall@50 of each weight, keyed ``a=...``, plus ``scale`` and the best
+    weight's paired gain over the retrieval order (``gain``, ``gain_lo``, ``gain_hi``).
     """
     table = val.table.fitted_like(covisit) if covisit is not None else val.table.with_weight(0.0)
     ranked = [(ids[:depth], scores[:depth]) for ids, scores in val.ranked(table)]
@@ -76,26 +93,33 @@ def fit_no_query_blend(
     ]
     scale = logit_scale([s for _, s in ranked], ce)
     results: dict[str, float] = {"scale": scale}
-    best_a, best = 0.0, -1.0
+    per_user: dict[float, np.ndarray] = {}
     for a in CE_WEIGHTS:
         lists = []
         for (ids, scores), c in zip(ranked, ce, strict=True):
             order = np.argsort(-(scores + a * scale * c), kind="stable")
             lists.append([int(i) for i in ids[order][:VALIDATION_K]])
-        recall = recall_at_k(lists, val.task.targets, VALIDATION_K)
-        results[f"a={a:g}"] = recall
-        if recall > best:
-            best_a, best = a, recall
+        per_user[a] = recall_per_query(lists, val.task.targets, VALIDATION_K)
+        results[f"a={a:g}"] = float(per_user[a].mean()) if len(per_user[a]) else 0.0
+    best_a = max(CE_WEIGHTS, key=lambda a: results[f"a={a:g}"])  # ties: the first
+    gain, lo, hi = _paired_gain(per_user[best_a], per_user[0.0])
+    results.update({"gain": gain, "gain_lo": lo, "gain_hi": hi})
+    if best_a != 0.0 and not lo > 0:
+        best_a = 0.0  # not surely better than the retrieval order
+    best = results[f"a={best_a:g}"]
     weights = np.zeros(len(BLEND_FEATURES), np.float32)
     weights[BLEND_FEATURES.index("retrieval")] = 1.0
     weights[BLEND_FEATURES.index("rerank")] = best_a * scale
     log.info(
         "blend without a query: cross-encoder weight %g x %.3g (validation Recall@50 %.4f; "
-        "retrieval order %.4f) on %d users of %s",
+        "retrieval order %.4f; best gain %.4f [%.4f, %.4f]) on %d users of %s",
         best_a,
         scale,
         best,
         results["a=0"],
+        gain,
+        lo,
+        hi,
         len(val.task),
         val.label,
     )

@@ -47,6 +47,7 @@ def test_a_cross_encoder_that_knows_the_targets_gets_weight() -> None:
     blend, scores = fit_no_query_blend(val, oracle, None)
     assert _weight(blend, "retrieval") == 1.0 and _weight(blend, "rerank") > 0
     assert max(scores[f"a={a:g}"] for a in CE_WEIGHTS[1:]) > scores["a=0"]
+    assert scores["gain_lo"] > 0  # surely better, so kept
     assert _weight(blend, "popularity") == 0 and _weight(blend, "lexical") == 0
 
 
