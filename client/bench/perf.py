@@ -294,19 +294,25 @@ def latency_summary(latency_ms: np.ndarray) -> dict[str, float]:
 
 
 def scored_summary(n_scored: np.ndarray, degraded: np.ndarray) -> dict[str, float]:
-    """Median, p10, p90 and mean of N_SCORED and the share of DEGRADED answers."""
+    """Median, p10, p90 and mean of N_SCORED and the share of DEGRADED answers, over the
+    answers that needed the cross-encoder. An answer with N_SCORED 0 that is not DEGRADED
+    needed none (a request without a query whose blend keeps the retrieval order,
+    serving/reranker.py): counted as ``unneeded`` and left out of the rest."""
     ok = n_scored >= 0
-    if not ok.any():
-        return {"count": 0}
-    vals = n_scored[ok].astype(np.float64)
+    unneeded = ok & (n_scored == 0) & ~np.asarray(degraded, dtype=bool)
+    used = ok & ~unneeded
+    if not used.any():
+        return {"count": 0, "unneeded": int(unneeded.sum())}
+    vals = n_scored[used].astype(np.float64)
     p10, p50, p90 = np.percentile(vals, [10, 50, 90])
     return {
-        "count": int(ok.sum()),
+        "count": int(used.sum()),
+        "unneeded": int(unneeded.sum()),
         "median": float(p50),
         "p10": float(p10),
         "p90": float(p90),
         "mean": float(vals.mean()),
-        "share_degraded": float(degraded[ok].mean()),
+        "share_degraded": float(degraded[used].mean()),
     }
 
 

@@ -83,6 +83,10 @@ def test_profile_export_kinds_scored_and_unanswered(tmp_path: Path) -> None:
     np.testing.assert_allclose(reqs.latency_ms, [2.0, 2.0])
     summary = scored_summary(reqs.n_scored, reqs.degraded)
     assert summary["count"] == 2 and summary["median"] == 58 and summary["share_degraded"] == 0.5
+    # an answer that needed no cross-encoder (N_SCORED 0, not degraded) is counted apart
+    summary = scored_summary(np.array([16, 0, 0, -1]), np.array([True, False, True, False]))
+    assert summary["count"] == 2 and summary["unneeded"] == 1 and summary["median"] == 8
+    assert scored_summary(np.array([0]), np.array([False])) == {"count": 0, "unneeded": 1}
 
 
 def test_request_mix_alternates_real_queries_and_histories(small_data: Path) -> None:
