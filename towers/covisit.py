@@ -755,6 +755,7 @@ def _fit_one_kind(
     max_users: int = 1000,
     seed: int = 0,
     validation: str = "time",
+    per_user: list[float] | None = None,
 ) -> tuple[CovisitTable, dict[str, float]]:
     """The co-visitation table of the events before ``at_ts``, its weight and settings fitted
     on the last ``validation_s`` seconds before it (default: the prior's validation window),
@@ -785,7 +786,7 @@ def _fit_one_kind(
     ``history=H,decay=D``, ``ramp=R``, ``cold_share=S`` (with ``cold@...`` twins for the cold
     Recall@50) and ``cold@text``, and ``final`` (the Recall@50 of the table returned).
     """
-    from towers.metrics import recall_at_k
+    from towers.metrics import recall_at_k, recall_per_query
     from towers.prior import VALIDATION_K
 
     item_ids = np.asarray(item_ids, dtype=np.int64)
@@ -870,6 +871,8 @@ def _fit_one_kind(
         )
         current = current.with_settings(cold_share=share)
     scores["final"] = recall(current) if current.weight > 0 else scores.get("0.0", 0.0)
+    if per_user is not None:  # each validation user's Recall@50 with the table returned
+        per_user[:] = recall_per_query(lists(current), task.targets, VALIDATION_K).tolist()
     log.info(
         "co-visitation: %s, %s, fitted on %d users (%d with cold targets) of %s, validation "
         "Recall@50 %.4f",
@@ -902,28 +905,44 @@ def fit_model_covisit(
     fit is :func:`_fit_one_kind`'s, which documents the arguments and scores).
 
     ``kind`` ``auto``: where EASE fits (at most :data:`COVISIT_EASE_MAX_ITEMS` interacted
-    items) both ``ease`` and ``item_knn`` tables are fitted and the one with the better
-    validation Recall@50 kept (ties: EASE), since neither wins on every data set (item-kNN
-    won a random split of identity-structured data, EASE its time split); above it, item-kNN
-    alone. The scores are the kept kind's, plus ``kind=ease`` / ``kind=item_knn`` (each
-    one's final Recall@50) when both were fitted.
+    items) an EASE and an item-kNN table are both fitted and item-kNN kept only when surely
+    better (the 95% paired bootstrap interval of its per-user validation Recall@50 gain over
+    EASE lies above 0; measured: item-kNN surely won a random split of identity-structured data,
+    and won the time split's validation by a margin within noise while EASE won its test);
+    above it, item-kNN alone. The scores are the kept kind's, plus ``kind=ease`` /
+    ``kind=item_knn`` (each one's final Recall@50) and ``kind_gain_lo`` when both were fitted.
     """
-    args = (events, item_ids, at_ts, user_vectors, item_vectors)
-    settings = {
-        "prior": prior,
-        "n_candidates": n_candidates,
-        "validation_s": validation_s,
-        "max_users": max_users,
-        "seed": seed,
-        "validation": validation,
-    }
-    first, first_scores = _fit_one_kind(*args, kind=kind, **settings)  # type: ignore[arg-type]
+    from towers.metrics import paired_gain
+
+    def fit(kind: str, per_user: list[float]) -> tuple[CovisitTable, dict[str, float]]:
+        return _fit_one_kind(
+            events,
+            item_ids,
+            at_ts,
+            user_vectors,
+            item_vectors,
+            prior=prior,
+            n_candidates=n_candidates,
+            validation_s=validation_s,
+            kind=kind,
+            max_users=max_users,
+            seed=seed,
+            validation=validation,
+            per_user=per_user,
+        )
+
+    ease_users: list[float] = []
+    first, first_scores = fit(kind, ease_users)
     if kind != "auto" or first.kind != "ease":
         return first, first_scores
-    other, other_scores = _fit_one_kind(*args, kind="item_knn", **settings)  # type: ignore[arg-type]
+    knn_users: list[float] = []
+    other, other_scores = fit("item_knn", knn_users)
     both = {"kind=ease": first_scores.get("final", 0.0)}
     both["kind=item_knn"] = other_scores.get("final", 0.0)
-    if both["kind=item_knn"] > both["kind=ease"]:
-        log.info("co-visitation: item_knn chosen over ease on validation (%s)", both)
-        return other, {**other_scores, **both}
+    if len(knn_users) == len(ease_users):  # the same validation users, in the same order
+        _, lo, _ = paired_gain(np.asarray(knn_users), np.asarray(ease_users))
+        both["kind_gain_lo"] = lo
+        if lo > 0:
+            log.info("co-visitation: item_knn chosen over ease on validation (%s)", both)
+            return other, {**other_scores, **both}
     return first, {**first_scores, **both}

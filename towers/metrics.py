@@ -21,6 +21,20 @@ def recall_per_query(
     )
 
 
+def paired_gain(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``mean(a - b)`` of paired per-user values and its 95% percentile bootstrap interval
+    (``(0, 0, 0)`` for none): training's "surely better" rule (towers.evaluation.confidence
+    has the report's intervals; training may not import evaluation, which imports it)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) == 0:
+        return 0.0, 0.0, 0.0
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
 def recall_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:
     """Mean over queries with >= 1 relevant item of |top-k ∩ relevant| / |relevant|."""
     vals = recall_per_query(ranked, relevant, k)

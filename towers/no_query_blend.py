@@ -31,7 +31,7 @@ import numpy as np
 
 from towers.bundle_contract import BLEND_FEATURES, Blend
 from towers.covisit import CovisitTable, ValidationRanking
-from towers.metrics import recall_per_query
+from towers.metrics import paired_gain, recall_per_query
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +53,6 @@ def logit_scale(retrieval: list[np.ndarray], logits: list[np.ndarray]) -> float:
     c = np.concatenate([x - x.mean() for x in logits if len(x)] or [np.zeros(1)])
     r_sd, c_sd = float(r.std()), float(c.std())
     return r_sd / c_sd if r_sd > 0 and c_sd > 0 else 1.0
-
-
-def _paired_gain(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
-    """``mean(a - b)`` and its 95% percentile bootstrap interval over users (the paired
-    bootstrap of towers.evaluation.confidence, which training may not import: evaluation
-    imports training)."""
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    if len(d) == 0:
-        return 0.0, 0.0, 0.0
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
-    return float(d.mean()), float(lo), float(hi)
 
 
 def fit_no_query_blend(
@@ -102,7 +88,7 @@ def fit_no_query_blend(
         per_user[a] = recall_per_query(lists, val.task.targets, VALIDATION_K)
         results[f"a={a:g}"] = float(per_user[a].mean()) if len(per_user[a]) else 0.0
     best_a = max(CE_WEIGHTS, key=lambda a: results[f"a={a:g}"])  # ties: the first
-    gain, lo, hi = _paired_gain(per_user[best_a], per_user[0.0])
+    gain, lo, hi = paired_gain(per_user[best_a], per_user[0.0])
     results.update({"gain": gain, "gain_lo": lo, "gain_hi": hi})
     if best_a != 0.0 and not lo > 0:
         best_a = 0.0  # not surely better than the retrieval order

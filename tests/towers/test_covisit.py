@@ -313,20 +313,27 @@ def test_limited_neighbours_are_the_first_of_the_whole_list() -> None:
             np.testing.assert_array_equal(scores, all_scores[:limit])
 
 
-def test_auto_fits_both_kinds_and_keeps_the_better() -> None:
-    """Where EASE fits, ``auto`` fits an EASE and an item-kNN table and keeps the one with
-    the better validation Recall@50 (``final``); a named kind is fitted alone."""
+def test_auto_fits_both_kinds_and_keeps_item_knn_only_when_surely_better() -> None:
+    """Where EASE fits, ``auto`` fits an EASE and an item-kNN table on the same validation
+    users and keeps item-kNN only when its paired Recall@50 gain is surely above 0; a named
+    kind is fitted alone."""
+    from towers.metrics import paired_gain
+
     events, at, users, vectors = fit_inputs()
     kw = {"validation_s": at - 300_000, "n_candidates": 5}
     tab, scores = fit_model_covisit(events, np.arange(400), at, users, vectors, **kw)
-    assert {"kind=ease", "kind=item_knn", "final"} <= set(scores)
-    better = max(("ease", "item_knn"), key=lambda k: scores[f"kind={k}"])
-    if scores["kind=ease"] == scores["kind=item_knn"]:
-        better = "ease"
-    assert tab.kind == better and scores["final"] == scores[f"kind={better}"]
+    assert {"kind=ease", "kind=item_knn", "kind_gain_lo", "final"} <= set(scores)
+    assert tab.kind == ("item_knn" if scores["kind_gain_lo"] > 0 else "ease")
+    assert scores["final"] == scores[f"kind={tab.kind}"]
     for kind in ("ease", "item_knn"):
         alone, alone_scores = fit_model_covisit(
             events, np.arange(400), at, users, vectors, kind=kind, **kw
         )
         assert alone.kind == kind and "kind=ease" not in alone_scores
         assert alone_scores["final"] == pytest.approx(scores[f"kind={kind}"])
+    # the rule itself: a sure gain has an interval above 0, a gain of one user in 300 not
+    better = np.r_[np.ones(150), np.zeros(150)]
+    assert paired_gain(better, np.zeros(300))[1] > 0
+    one = np.r_[1.0, np.zeros(299)]
+    assert paired_gain(one, np.zeros(300))[1] <= 0
+    assert paired_gain(np.zeros(0), np.zeros(0)) == (0.0, 0.0, 0.0)
