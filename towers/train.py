@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,6 +412,24 @@ def fit_reranker(
     return reranker, rerank_losses, blend, int(len(pairs[0]))
 
 
+def _task_user_vectors(
+    user_tower: UserTower,
+    tok: Tokenizer,
+    item_vecs: np.ndarray,
+    row_of: dict[int, int],
+    cfg: TrainConfig,
+) -> Callable[[NextItemTask], np.ndarray]:
+    """The user vectors of a next-item task's histories (empty query), as the prior,
+    co-visitation and no-query blend fits rank them; ``row_of`` maps item ids to rows of
+    ``item_vecs``."""
+
+    def user_vectors(task: NextItemTask) -> np.ndarray:
+        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
+        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
+
+    return user_vectors
+
+
 def fit_tower_prior(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -423,11 +442,7 @@ def fit_tower_prior(
     """The retriever's popularity prior as of ``at_ts``, its weight fitted with ``user_tower``
     on the newest events before it (see :func:`towers.prior.fit_model_prior`)."""
     row_of = {int(i): r for r, i in enumerate(item_ids)}
-
-    def user_vectors(task: NextItemTask) -> np.ndarray:
-        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
-        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
-
+    user_vectors = _task_user_vectors(user_tower, tok, item_vecs, row_of, cfg)
     return fit_model_prior(events, item_ids, at_ts, user_vectors, item_vecs, seed=cfg.seed)
 
 
@@ -448,11 +463,7 @@ def fit_tower_covisit(
     random share of the events (``validation="random"``: a model for the random protocol;
     see :func:`towers.covisit.fit_model_covisit`, which has the defaults)."""
     row_of = {int(i): r for r, i in enumerate(item_ids)}
-
-    def user_vectors(task: NextItemTask) -> np.ndarray:
-        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
-        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
-
+    user_vectors = _task_user_vectors(user_tower, tok, item_vecs, row_of, cfg)
     return fit_model_covisit(
         events,
         item_ids,
@@ -489,11 +500,7 @@ def fit_tower_no_query_blend(
     row_of = {int(i): r for r, i in enumerate(item_ids)}
     if cfg.rerank_item_tokens is not None:
         item_tokens = [t[: cfg.rerank_item_tokens] for t in item_tokens]
-
-    def user_vectors(task: NextItemTask) -> np.ndarray:
-        rows, weights = history_matrix(task, row_of, cfg.recency_tau_s)
-        return embed_histories(user_tower, tok, rows, weights, item_vecs, bf16=cfg.bf16)
-
+    user_vectors = _task_user_vectors(user_tower, tok, item_vecs, row_of, cfg)
     val = validation_ranking(
         events,
         item_ids,
