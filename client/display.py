@@ -13,8 +13,15 @@ __all__ = ["print_recommendation", "recommendation_table"]
 
 def recommendation_table(query: str, rec: Recommendation) -> Table:
     """A rich table of one answer: rank, item id, score (3 decimals) and title, with the
-    number of reranked candidates, the degraded flag and the round trip in ms in its title."""
-    title = f"query {query!r}: {rec.n_scored} reranked" + (" (degraded)" if rec.degraded else "")
+    number of reranked candidates (or that none were needed), the degraded flag and the
+    round trip in ms in its title."""
+    if rec.n_scored == 0 and not rec.degraded and rec.item_ids:
+        # a request whose blend keeps the retrieval order (serving/reranker.py)
+        title = f"query {query!r}: retrieval order (its blend needs no reranking)"
+    else:
+        title = f"query {query!r}: {rec.n_scored} reranked" + (
+            " (degraded)" if rec.degraded else ""
+        )
     table = Table(title=f"{title}, {rec.latency_ms:.1f} ms")
     table.add_column("#", justify="right")
     table.add_column("item id", justify="right")
