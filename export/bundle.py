@@ -41,6 +41,7 @@ from towers.bundle_contract import (
     TRAIN_REPORT_FILE,
     USER_HISTORY_FILE,
     USER_HISTORY_HEAD_FILE,
+    USER_HISTORY_SEQUENCE_FILE,
     ItemIdTable,
     Manifest,
     checksums,
@@ -138,6 +139,9 @@ def build_bundle(
     user_tower = modules["user_tower"]
     if isinstance(user_tower, UserTower):  # the empty-query path without the graph
         np.save(tmp / USER_HISTORY_HEAD_FILE, user_tower.history_head())
+        sequence = user_tower.sequence_arrays()
+        if sequence is not None:  # ... and the sequence block's term, in numpy too
+            np.savez(tmp / USER_HISTORY_SEQUENCE_FILE, **sequence)
     item_tower = modules["item_tower"]
     if not isinstance(item_tower, ItemTower):
         raise TypeError(f"{artifacts / 'item_tower'} is not an item tower")

@@ -105,6 +105,7 @@ def sample_inputs(kind: str, module: nn.Module, batch: int = 3, seq: int = 11) -
         hist = nn.functional.normalize(torch.randn(batch, 4, dim, generator=g), dim=-1)
         weights = torch.softmax(torch.randn(batch, 4, generator=g), dim=-1)
         weights[1] = 0.0  # a user with no history
+        weights[0, 0] = 0.0  # ... and one whose history is padded on the left
         has_query = torch.tensor([[1.0]] * (batch - 1) + [[0.0]])
         return (ids, mask, has_query, hist, weights)
     if kind == "reranker_context_once":

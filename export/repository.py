@@ -58,6 +58,7 @@ from towers.bundle_contract import (
     TOKENIZER_FILE,
     USER_HISTORY_FILE,
     USER_HISTORY_HEAD_FILE,
+    USER_HISTORY_SEQUENCE_FILE,
     BundleError,
     Manifest,
     context_once_file,
@@ -145,6 +146,7 @@ OPTIONAL_FILES: dict[str, tuple[str, ...]] = {
         torch_program_file("user_tower"),
         tensorrt_file("user_tower"),
         USER_HISTORY_HEAD_FILE,
+        USER_HISTORY_SEQUENCE_FILE,
     ),
     "item_tower": (
         torch_program_file("item_tower"),

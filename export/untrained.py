@@ -78,7 +78,10 @@ def write_untrained_artifacts(
     if item.n_ids:
         with torch.no_grad():
             item.ids.weight[1:] = torch.randn(item.n_ids, dim) / dim**0.5
-    user = UserTower(_bert(layers, hidden, heads), dim).eval()
+    user = UserTower(_bert(layers, hidden, heads), dim, sequence=True).eval()
+    assert user.sequence is not None
+    with torch.no_grad():  # a sequence block that changes the vector (its trained start is 0)
+        user.sequence.out.weight.copy_(torch.randn(dim, dim) / dim)
     reranker = CrossEncoder(_bert(layers, hidden, heads)).eval()
     save_module(item, item.text.bert.config, out_dir / "item_tower", **meta)
     save_module(user, user.text.bert.config, out_dir / "user_tower", **meta)

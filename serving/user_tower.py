@@ -38,6 +38,7 @@ from towers.bundle_contract import (
     ITEM_IDS_FILE,
     USER_HISTORY_FILE,
     USER_HISTORY_HEAD_FILE,
+    USER_HISTORY_SEQUENCE_FILE,
 )
 from towers.features import (
     CLS_ID,
@@ -48,6 +49,7 @@ from towers.features import (
     last_n,
     recency_weights,
 )
+from towers.history_sequence import check_sequence_arrays, history_sequence
 
 if TYPE_CHECKING:
     from serving.events.settings import LiveHistory
@@ -164,7 +166,10 @@ class UserEncoder:
     its user vector is ``normalize((weights . vectors) @ history_head)``, the graph's own
     arithmetic for ``has_query`` 0 (towers.models.UserTower), in numpy (tested equal). Half
     of the benchmark's requests are such homepage requests, and the graph's run was most of
-    the stage's 3-5 ms in the server.
+    the stage's 3-5 ms in the server. A tower with a sequence block also needs its arrays,
+    ``history_sequence`` (the bundle's ``user_history_sequence.npz``): its term
+    (towers.history_sequence) is added before the normalisation; without them such a tower
+    runs the graph for every request.
     """
 
     #: What runs the tower (serving.stage_metrics.graph_backend).
@@ -182,6 +187,7 @@ class UserEncoder:
         live: LiveHistory | None = None,
         hand_on: int = LONG_HISTORY,
         history_head: np.ndarray | None = None,
+        history_sequence: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.items = ItemRows(item_ids)
         self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
@@ -203,6 +209,13 @@ class UserEncoder:
             if head.shape != (self.dim, self.dim):
                 raise ValueError(f"history_head must be [{self.dim}, {self.dim}], got {head.shape}")
             self.history_head = head
+        self.history_sequence = None
+        if history_sequence is not None:
+            check_sequence_arrays(history_sequence, self.dim)
+            self.history_sequence = {
+                k: np.asarray(v, np.float32 if k != "heads" else np.int64)
+                for k, v in history_sequence.items()
+            }
         self.recency_tau_s = float(recency_tau_s)
         self.encode_fn = encode_fn
         self.stored = stored if stored is not None else StoredHistory.empty()
@@ -237,6 +250,11 @@ class UserEncoder:
         history_path = folder / USER_HISTORY_FILE
         stored = StoredHistory.from_npz(history_path) if history_path.is_file() else None
         head_path = folder / USER_HISTORY_HEAD_FILE
+        sequence_path = folder / USER_HISTORY_SEQUENCE_FILE
+        sequence = None
+        if sequence_path.is_file():
+            with np.load(sequence_path) as arrays:
+                sequence = {k: arrays[k] for k in arrays.files}
         encoder = cls(
             np.load(folder / ITEM_IDS_FILE),
             vectors,
@@ -244,6 +262,7 @@ class UserEncoder:
             encode_fn=session,
             stored=stored,
             history_head=np.load(head_path) if head_path.is_file() else None,
+            history_sequence=sequence,
         )
         encoder.backend = graph_backend(session)
         return encoder
@@ -322,6 +341,8 @@ class UserEncoder:
         if not query and self.history_head is not None:  # the graph's arithmetic, no graph
             pooled = weights[0, :h] @ vectors[0, :h]
             out = (pooled @ self.history_head)[None]
+            if self.history_sequence is not None:
+                out = out + history_sequence(self.history_sequence, vectors[:, :h], weights[:, :h])
             return (out / max(float(np.linalg.norm(out)), 1e-6)).astype(np.float32)
         pad = -input_ids.shape[1] % PAD_TO
         out = self.encode_fn(

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "USER_HISTORY_HEAD_FILE",
+    "USER_HISTORY_SEQUENCE_FILE",
     "ARTIFACTS_BUNDLE_DIR",
     "BLEND_FEATURES",
     "BLEND_FILE",
@@ -127,6 +128,11 @@ USER_HISTORY_FILE = "user_history.npz"
 #: ``normalize(pooled @ head)`` (towers.models.UserTower.history_head), which the served stage
 #: computes without running the graph (optional; older bundles lack it).
 USER_HISTORY_HEAD_FILE = "user_history_head.npy"
+#: The user tower's sequence block (towers.models.HistorySequence.arrays, float32 arrays and
+#: ``heads``): for an empty query the user vector is ``normalize(pooled @ head + seq)`` with
+#: ``seq`` computed by towers.history_sequence (optional: towers without the block, and
+#: older bundles, lack it).
+USER_HISTORY_SEQUENCE_FILE = "user_history_sequence.npz"
 #: The teacher's fast tokenizer (uncased BERT WordPiece).
 TOKENIZER_FILE = "tokenizer.json"
 #: The lexical (BM25) index: the files ``towers.lexical.LexicalIndex.save`` writes

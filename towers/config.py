@@ -50,6 +50,18 @@ class TrainConfig(BaseModel):
     id_valid_frac: float = Field(
         0.1, ge=0.0, lt=1.0, description="newest share of history pairs held out to stop on"
     )
+    # the history path refitted on the final item vectors, with a sequence block where it helps
+    # (towers/history_fit.py)
+    user_sequence: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="self-attention over the history in the user tower: auto keeps it when "
+        "surely better on validation, on always, off never",
+    )
+    history_epochs: int = Field(
+        30, ge=0, description="most passes fitting the user history path (0: skip the stage)"
+    )
+    history_batch: int = Field(256, ge=2, description="history pairs per step of those passes")
+    history_lr: float = Field(1e-3, gt=0, description="learning rate of those passes")
     # retrieval without a query: collaborative neighbours of the history join the candidates
     covisit: bool = Field(
         True, description="fit a co-visitation table (towers/covisit.py) for the retriever"
@@ -98,6 +110,8 @@ PRESETS: dict[str, dict[str, object]] = {
         max_history_pairs=5000,
         until_frac=0.75,
         item_ids=True,  # the tests' model exercises the id path end to end
+        user_sequence="on",  # ... and the sequence block's
+        history_epochs=3,
     ),
     "demo": dict(until_frac=0.75),
     "full": dict(distil_epochs=3, finetune_steps=2000, rerank_steps=1500, max_history_pairs=200000),

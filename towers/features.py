@@ -34,13 +34,20 @@ SEP_ID = 102
 PAD_ID = 0
 
 
+#: The smallest recency weight of a real history event (a float32 normal number, exact in
+#: bfloat16 too): weights ``> 0`` mark real items, 0 padding.
+MIN_RECENCY_WEIGHT = 1e-30
+
+
 def recency_weights(ts_s: np.ndarray, tau_s: float) -> np.ndarray:
     """Weights of history events by recency, summing to 1 (all zeros for an empty history).
 
     ``ts_s`` are event times in seconds (any epoch). Age is measured from the newest event in
     the history, not from the wall clock, so replayed or offline histories weigh the same as
     live ones. ``tau_s`` is the decay constant in seconds: an event ``tau_s`` older than the
-    newest weighs ``1/e`` of it.
+    newest weighs ``1/e`` of it. Every event weighs at least :data:`MIN_RECENCY_WEIGHT`
+    (an old one's weight would underflow to 0 in float32), so a weight ``> 0`` marks a real
+    history item and 0 padding: the user tower's sequence block reads its items that way.
     """
     ts = np.asarray(ts_s, dtype=np.float64)
     if ts.size == 0:
@@ -48,7 +55,7 @@ def recency_weights(ts_s: np.ndarray, tau_s: float) -> np.ndarray:
     if tau_s <= 0:
         raise ValueError(f"tau_s must be > 0, got {tau_s}")
     w = np.exp(-(ts.max() - ts) / tau_s)
-    return (w / w.sum()).astype(np.float32)
+    return np.maximum(w / w.sum(), MIN_RECENCY_WEIGHT).astype(np.float32)
 
 
 def last_n(

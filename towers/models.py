@@ -17,6 +17,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from towers.encoder import TextEncoder
+from towers.features import MAX_HISTORY
 
 
 class ItemTower(nn.Module):
@@ -96,13 +97,14 @@ class UserTower(nn.Module):
     history). The two signals are projected into the item space and added.
     """
 
-    def __init__(self, bert: BertModel, dim: int) -> None:
+    def __init__(self, bert: BertModel, dim: int, sequence: bool = False) -> None:
         super().__init__()
         self.text = TextEncoder(bert, dim)
         self.history = nn.Linear(dim, dim, bias=False)
         nn.init.eye_(self.history.weight)
         self.query_scale = nn.Parameter(torch.tensor(1.0))
         self.history_scale = nn.Parameter(torch.tensor(0.5))
+        self.sequence = HistorySequence(dim, max_len=MAX_HISTORY) if sequence else None
 
     def forward(
         self,
@@ -118,7 +120,8 @@ class UserTower(nn.Module):
 
     def history_head(self) -> np.ndarray:
         """float32 ``[dim, dim]`` with ``history_part(v, w) == (w . v) @ head``: the whole user
-        tower for an empty query, up to the normalisation (serving skips the graph then)."""
+        tower for an empty query, up to the normalisation (serving skips the graph then), plus
+        the sequence term where the tower has one (:meth:`sequence_arrays`)."""
         head = self.history.weight.detach().float().T * self.history_scale.detach().float()
         return head.cpu().numpy().astype(np.float32)
 
@@ -128,7 +131,78 @@ class UserTower(nn.Module):
         """The history's share of the user vector (before normalisation), ``[B, dim]``; for an
         empty query the user vector is its normalisation."""
         pooled = (history_vectors * history_weights.unsqueeze(-1)).sum(1)
-        return self.history(pooled) * self.history_scale
+        out = self.history(pooled) * self.history_scale
+        if self.sequence is not None:
+            out = out + self.sequence(history_vectors, history_weights)
+        return out
+
+    def sequence_arrays(self) -> dict[str, np.ndarray] | None:
+        """The sequence block's weights as float32 arrays for serving's numpy form
+        (towers.bundle_contract.history_sequence), or ``None`` without one."""
+        return None if self.sequence is None else self.sequence.arrays()
+
+
+class HistorySequence(nn.Module):
+    """Self-attention over a history's item vectors, read out at the newest item.
+
+    A one-block SASRec-style encoder (Kang and McAuley 2018): each history item vector plus a
+    learned embedding of its recency *rank* (0 = newest) attends to the others (pre-norm
+    multi-head attention and a feed-forward block), and the newest item's output, through
+    ``out``, is the sequence's share of the user vector. ``out`` starts at zero, so an
+    untrained block adds nothing and the tower starts as the recency-weighted mean alone.
+
+    Inputs as :class:`UserTower`'s: ``vectors`` ``[B, H, dim]`` and ``weights`` ``[B, H]``,
+    where a weight ``> 0`` marks a real item and 0 padding, on either side (training pads on
+    the left, serving on the right); the order of the real items is oldest first. At most
+    ``max_len`` real items (older ranks share the last embedding). Written with plain
+    matmuls so that it exports to ONNX as it is.
+    """
+
+    def __init__(self, dim: int, heads: int = 4, max_len: int = 20) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.max_len = max_len
+        self.rank = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.rank.weight, std=0.02)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.GELU(approximate="tanh"), nn.Linear(2 * dim, dim)
+        )
+        self.out = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.out.weight)
+
+    def forward(self, vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        real = (weights > 0).to(vectors.dtype)  # [B, H]
+        # rank 0 = the newest real item: the number of real items after each position
+        after = real.flip(1).cumsum(1).flip(1) - real
+        rank = after.clamp(max=self.max_len - 1).long()
+        x = vectors + self.rank(rank) * real.unsqueeze(-1)
+        batch, length, dim = x.shape
+        head_dim = dim // self.heads
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, length, self.heads, head_dim).transpose(1, 2)
+
+        scores = torch.matmul(split(q), split(k).transpose(-1, -2)) * (head_dim**-0.5)
+        scores = scores + (1.0 - real)[:, None, None, :] * MASKED_SCORE
+        mixed = torch.matmul(torch.softmax(scores, dim=-1), split(v))
+        x = x + self.proj(mixed.transpose(1, 2).reshape(batch, length, dim))
+        x = x + self.ff(self.norm2(x))
+        newest = (real * (after == 0).to(real.dtype)).unsqueeze(-1)  # one-hot (or all zero)
+        return self.out((x * newest).sum(1))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every weight as float32 numpy, named as towers.bundle_contract.history_sequence
+        reads them (``heads`` as a 0-d array)."""
+        out = {k: v.detach().float().cpu().numpy() for k, v in self.state_dict().items()}
+        out["heads"] = np.array(self.heads, dtype=np.int64)
+        return out
 
 
 class CrossEncoder(nn.Module):
@@ -325,7 +399,7 @@ def load_module(kind: str, folder: Path) -> nn.Module:
         keys = state["id_keys"].tolist() if "id_keys" in state else None
         module: nn.Module = ItemTower(bert, dim, keys)
     elif kind == "user_tower":
-        module = UserTower(bert, dim)
+        module = UserTower(bert, dim, sequence=any(k.startswith("sequence.") for k in state))
     elif kind == "reranker":
         module = CrossEncoder(bert)
     else:

@@ -63,6 +63,7 @@ from towers.finetune import (
     finetune_towers,
     target_log_q,
 )
+from towers.history_fit import fit_user_history
 from towers.lexical import LexicalIndex
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 from towers.next_item import NextItemTask, history_matrix
@@ -115,6 +116,7 @@ class TrainedTowers:
     distil_losses: list[float]
     tower_losses: list[float]
     id_report: dict[str, object] = field(default_factory=dict)
+    history_report: dict[str, object] = field(default_factory=dict)
 
 
 def train_towers(
@@ -193,8 +195,17 @@ def train_towers(
     item_vecs = timer.run(
         "embed_items", embed_items, item_tower, tok, texts, item_ids=item_ids, bf16=cfg.bf16
     )
+    history_report = timer.run("user_history", fit_user_history, user_tower, hist, item_vecs, cfg)
     return TrainedTowers(
-        item_tower, user_tower, item_vecs, qpos, hist, distil_losses, tower_losses, id_report
+        item_tower,
+        user_tower,
+        item_vecs,
+        qpos,
+        hist,
+        distil_losses,
+        tower_losses,
+        id_report,
+        history_report,
     )
 
 
@@ -303,6 +314,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             "reranker_first_last": _ends(rerank_losses),
         },
         "item_ids": towers.id_report,
+        "user_history": towers.history_report,
         "blend": blend.to_dict(),
         "no_query_blend": None
         if no_query_blend is None
