@@ -90,3 +90,18 @@ def test_reranker_forms_compares_the_two_graph_forms(untrained_bundle, tmp_path)
     ]
     assert all(r["max_logit_diff_to_first"] < 0.05 for r in rows)  # bf16, same model
     assert "stage x first" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_user_sequence_ab_fits_both_arms_and_writes_results(tiny_model, tmp_path) -> None:
+    out = tmp_path / "seq.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "user_sequence_ab.py")]
+    cmd += ["--artifacts", str(tiny_model["artifacts"]), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["n_test_pairs"] > 0
+    for arm in ("mean (as trained)", "mean", "sequence"):
+        assert 0.0 <= result[f"test recall@50 {arm}"] <= 1.0
+    lo, hi = result["sequence - mean"]["95% interval"]
+    assert lo <= result["sequence - mean"]["gain"] <= hi

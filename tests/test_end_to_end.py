@@ -148,6 +148,28 @@ def test_server_answers_as_the_in_process_served_path(stack) -> None:
         assert list(remote.item_ids) == [int(i) for i in local.item_ids], req
 
 
+def test_the_trained_sequence_block_serves_homepage_requests_as_the_graph(stack) -> None:
+    """The tiny preset keeps the user tower's sequence block: the served stage computes a
+    request without a query in numpy (head + towers.history_sequence) and gets the exported
+    graph's vector, for real users' histories."""
+    from serving.user_tower import UserEncoder
+
+    folder = stack["repository"] / "user_tower" / "1"
+    fast = UserEncoder.from_dir(folder)
+    assert fast.history_sequence is not None and fast.history_head is not None
+    slow = UserEncoder.from_dir(folder)
+    slow.history_head = None  # the graph for every request
+    events = stack["data"].events.sort_values("ts")
+    empty = (np.array([[101, 102]]), np.ones((1, 2), np.int64))
+    for user in events["user_id"].drop_duplicates().head(10):
+        recent = events[events["user_id"] == user].tail(12)
+        ids, ts = recent["item_id"].to_numpy(np.int64), recent["ts"].to_numpy(np.int64)
+        history = fast.resolve_history(-1, ids, ts)
+        np.testing.assert_allclose(
+            fast.encode(*empty, 0.0, history), slow.encode(*empty, 0.0, history), atol=2e-5
+        )
+
+
 def test_eval_systems_over_grpc_equal_the_in_process_ones(stack) -> None:
     """`towerserve eval --url` (connect_served) ranks as `--repository` (load_served) does:
     the served recommendation systems at budget 0 over 30 users' long histories of a real

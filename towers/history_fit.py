@@ -44,7 +44,14 @@ from towers.progress import progress
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FULL_SOFTMAX_MAX_ITEMS", "fit_user_history", "padded_recency_weights"]
+__all__ = [
+    "FULL_SOFTMAX_MAX_ITEMS",
+    "HistoryPath",
+    "PairTensors",
+    "fit_user_history",
+    "padded_recency_weights",
+    "train_arm",
+]
 
 #: Largest catalog trained with a full softmax; above it, in-batch negatives with logQ.
 FULL_SOFTMAX_MAX_ITEMS = 50_000
@@ -67,7 +74,7 @@ def padded_recency_weights(hist_pos: np.ndarray, hist_ts: np.ndarray, tau_s: flo
     return np.where(real, np.maximum(w, MIN_RECENCY_WEIGHT), 0.0).astype(np.float32)
 
 
-class _HistoryPath(nn.Module):
+class HistoryPath(nn.Module):
     """A trainable copy of a user tower's history path (the arm of a fit)."""
 
     def __init__(self, tower: UserTower, sequence: bool) -> None:
@@ -90,7 +97,7 @@ class _HistoryPath(nn.Module):
         return nn.functional.normalize(self.raw(vectors, weights), dim=-1, eps=1e-6)
 
 
-class _Pairs:
+class PairTensors:
     """History pairs as tensors over frozen item vectors."""
 
     def __init__(self, pairs: HistoryPairs, items: torch.Tensor, tau_s: float) -> None:
@@ -122,9 +129,9 @@ class _Pairs:
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def _train_arm(
-    arm: _HistoryPath,
-    pairs: _Pairs,
+def train_arm(
+    arm: HistoryPath,
+    pairs: PairTensors,
     fit_idx: np.ndarray,
     valid_idx: np.ndarray,
     log_q: torch.Tensor,
@@ -174,7 +181,7 @@ def _train_arm(
     return best_hits, curve, best_epoch
 
 
-def _mean_norm(path: _HistoryPath, pairs: _Pairs, idx: np.ndarray) -> float:
+def _mean_norm(path: HistoryPath, pairs: PairTensors, idx: np.ndarray) -> float:
     path.eval()
     with torch.no_grad():
         return float(path.raw(*pairs.inputs(idx)).norm(dim=-1).mean())
@@ -195,7 +202,7 @@ def fit_user_history(
         return {"chosen": "fine-tuned", "n_pairs": int(n)}
     t0 = time.perf_counter()
     items = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
-    pairs = _Pairs(histories, items, cfg.recency_tau_s)
+    pairs = PairTensors(histories, items, cfg.recency_tau_s)
     order = np.argsort(histories.target_ts, kind="stable")
     n_valid = max(1, int(round(n * cfg.id_valid_frac)))
     fit_idx, valid_idx = order[: n - n_valid], order[n - n_valid :]
@@ -203,15 +210,15 @@ def fit_user_history(
     np.add.at(counts, histories.target_pos[fit_idx], 1.0)
     log_q = torch.from_numpy(np.log(counts / counts.sum())).float()
 
-    tuned = _HistoryPath(user_tower, sequence=False)
+    tuned = HistoryPath(user_tower, sequence=False)
     tuned_hits = pairs.hits(tuned, valid_idx)
     report: dict[str, object] = {"n_pairs": int(n), "n_valid_pairs": int(n_valid)}
     recall = {"fine-tuned": round(float(tuned_hits.mean()), 4)}
     arms = {"mean": False} | ({} if cfg.user_sequence == "off" else {"sequence": True})
-    fitted: dict[str, tuple[_HistoryPath, np.ndarray]] = {}
+    fitted: dict[str, tuple[HistoryPath, np.ndarray]] = {}
     for name, sequence in arms.items():
-        arm = _HistoryPath(user_tower, sequence)
-        hits, curve, epoch = _train_arm(arm, pairs, fit_idx, valid_idx, log_q, cfg, name)
+        arm = HistoryPath(user_tower, sequence)
+        hits, curve, epoch = train_arm(arm, pairs, fit_idx, valid_idx, log_q, cfg, name)
         fitted[name] = (arm, hits)
         recall[name] = round(float(hits.mean()), 4)
         report[f"{name}_curve"] = curve

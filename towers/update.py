@@ -73,10 +73,13 @@ class UpdateConfig(BaseModel):
 
 
 def trainable_parameters(tower: UserTower) -> list[torch.nn.Parameter]:
-    """Freeze ``tower`` except its history path, and return that path's parameters."""
+    """Freeze ``tower`` except its history path (the projection, its scale and the sequence
+    block where the tower has one), and return that path's parameters."""
     for p in tower.parameters():
         p.requires_grad_(False)
     chosen = [tower.history.weight, tower.history_scale]
+    if tower.sequence is not None:
+        chosen += list(tower.sequence.parameters())
     for p in chosen:
         p.requires_grad_(True)
     return chosen
