@@ -13,6 +13,7 @@ Numpy only (serving imports it; pyproject's import contract checks it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -63,8 +64,12 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
     return (x - mean) / np.sqrt(var + 1e-5) * weight + bias
 
 
+#: sqrt(2 / pi), a Python float (a numpy float64 scalar would promote float32 arrays).
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
 
 
 def history_sequence(

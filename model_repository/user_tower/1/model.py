@@ -12,6 +12,7 @@ from serving.backend import (
     output_dtypes,
     parameters,
     respond,
+    single_threaded_blas,
     version_dir,
     warm_up,
 )
@@ -22,6 +23,7 @@ from serving.versions import served_by, version_parameters
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         log_to_triton(pb_utils)
+        single_threaded_blas()  # the history's numpy work is tiny matmuls (serving.backend)
         config = model_config(args)
         params = version_parameters(version_dir(args), parameters(config))
         self.dtypes = output_dtypes(config)
