@@ -92,8 +92,12 @@ def main() -> None:
         arms[name] = arm
     every = np.arange(len(test_pairs.target_pos))
     hits = {name: test.hits(arm, every) for name, arm in arms.items()}
+    touched = np.unique(train_pairs.target_pos)
+    cold = ~np.isin(test_pairs.target_pos, touched)  # never a training target
+    results["n_test_pairs_cold"] = int(cold.sum())
     for name, h in hits.items():
         results[f"test recall@50 {name}"] = round(float(h.mean()), 4)
+        results[f"test recall@50 {name}, cold targets"] = round(float(h[cold].mean()), 4)
     gain, lo, hi = paired_gain(hits["sequence"], hits["mean"])
     interval = [round(lo, 4), round(hi, 4)]
     results["sequence - mean"] = {"gain": round(gain, 4), "95% interval": interval}
