@@ -126,6 +126,14 @@ def train(
             "parent's index stays valid. Export the new artifacts folder to serve it.",
         ),
     ] = False,
+    user_sequence: Annotated[
+        str | None,
+        typer.Option(
+            help="Self-attention over the history in the user tower: auto (default) keeps it "
+            "when surely better on the newest 10% of next-item pairs, on always, off never.",
+            case_sensitive=False,
+        ),
+    ] = None,
     reranker_layers: Annotated[
         int | None,
         typer.Option(
@@ -193,6 +201,8 @@ def train(
             )
             console.print_json(json.dumps(report["seconds"]))
             return
+        if from_ is not None and user_sequence is not None:
+            raise typer.BadParameter("--user-sequence is a setting of a full training: drop --from")
         if from_ is not None:
             if rerank_overrides:
                 raise typer.BadParameter(
@@ -217,6 +227,10 @@ def train(
             return
         if since is not None:
             raise typer.BadParameter("--since is only for an update: add --from ARTIFACTS")
+        if user_sequence is not None and user_sequence.lower() not in ("auto", "on", "off"):
+            raise typer.BadParameter(
+                f"--user-sequence must be auto, on or off, got {user_sequence!r}"
+            )
         from towers.config import preset_config
         from towers.train import train as run_train
 
@@ -227,6 +241,7 @@ def train(
             student_layers=student_layers,
             until_ts=until_ts,
             until_frac=until_frac,
+            user_sequence=user_sequence.lower() if user_sequence else None,
             **rerank_overrides,
         )
         if all_events:

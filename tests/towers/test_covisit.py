@@ -337,3 +337,19 @@ def test_auto_fits_both_kinds_and_keeps_item_knn_only_when_surely_better() -> No
     one = np.r_[1.0, np.zeros(299)]
     assert paired_gain(one, np.zeros(300))[1] <= 0
     assert paired_gain(np.zeros(0), np.zeros(0)) == (0.0, 0.0, 0.0)
+
+
+def test_cold_share_is_the_best_for_cold_items_among_those_not_surely_worse() -> None:
+    from towers.covisit import choose_cold_share
+
+    rng = np.random.default_rng(0)
+    base = rng.random(900)
+    def jitter() -> np.ndarray:  # per-user differences around 0: noise, not a loss
+        return rng.choice([-0.02, 0.0, 0.02], size=900)
+
+    noise = {0.0: base, 0.05: base + jitter(), 0.1: base + jitter(), 0.3: base - 0.2}
+    cold = {0.0: 0.01, 0.05: 0.09, 0.1: 0.11, 0.3: 0.2}
+    # 0.3 is best on cold targets but surely worse overall; 0.1 costs only noise
+    assert choose_cold_share(noise, cold) == 0.1
+    flat = {s: base for s in (0.0, 0.05, 0.1)}
+    assert choose_cold_share(flat, {0.0: 0.1, 0.05: 0.1, 0.1: 0.1}) == 0.0  # ties: smaller

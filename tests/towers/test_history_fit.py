@@ -88,3 +88,15 @@ def test_padded_recency_weights_match_the_row_by_row_form() -> None:
     got = padded_recency_weights(hist, ts, 86_400.0)
     for r in range(20):
         np.testing.assert_allclose(got[r], recency_weights_padded(hist[r], ts[r], 86_400.0))
+
+
+def test_train_cli_checks_user_sequence() -> None:
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "--user-sequence", "maybe"])
+    assert bad.exit_code == 2 and "auto, on or off" in bad.output
+    update = runner.invoke(app, ["train", "--from", "x", "--since", "0", "--user-sequence", "on"])
+    assert update.exit_code == 2 and "full training" in update.output
