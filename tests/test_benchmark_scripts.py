@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +106,29 @@ def test_user_sequence_ab_fits_both_arms_and_writes_results(tiny_model, tmp_path
         assert 0.0 <= result[f"test recall@50 {arm}"] <= 1.0
     lo, hi = result["sequence - mean"]["95% interval"]
     assert lo <= result["sequence - mean"]["gain"] <= hi
+
+
+def test_replay_compare_pairs_the_users_of_two_replays(tmp_path) -> None:
+    users = list(range(300))
+    rng = np.random.default_rng(0)
+    old = rng.random(300)
+
+    def doc(values) -> dict:
+        row = {"recall@50": float(np.mean(values)), "per_user": list(map(float, values))}
+        return {"k": 50, "user_ids": users, "variants": {"live history, moving prior": row}}
+
+    (tmp_path / "old.json").write_text(json.dumps(doc(old)))
+    (tmp_path / "new.json").write_text(json.dumps(doc(np.minimum(old + 0.05, 1.0))))
+    (tmp_path / "bare.json").write_text(json.dumps({"variants": {}}))
+    script = str(ROOT / "benchmarks" / "replay_compare.py")
+    done = subprocess.run(
+        [sys.executable, script, str(tmp_path / "old.json"), str(tmp_path / "new.json")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| live history, moving prior |" in done.stdout and "new better" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, script, str(tmp_path / "bare.json"), str(tmp_path / "new.json")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "no per-user figures" in bad.stderr

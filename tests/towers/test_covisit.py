@@ -344,6 +344,7 @@ def test_cold_share_is_the_best_for_cold_items_among_those_not_surely_worse() ->
 
     rng = np.random.default_rng(0)
     base = rng.random(900)
+
     def jitter() -> np.ndarray:  # per-user differences around 0: noise, not a loss
         return rng.choice([-0.02, 0.0, 0.02], size=900)
 

@@ -211,7 +211,9 @@ def summarise(
     task: ReplayTask, hits: Mapping[Variant, np.ndarray], *, k: int = K
 ) -> dict[str, object]:
     """The section of the report: per variant Recall@``k`` (mean over users of their mean hit
-    rate; ``event_recall`` the mean over query events), 95% bootstrap interval over users;
+    rate; ``event_recall`` the mean over query events; ``per_user`` each user's, in the order
+    of ``user_ids``, so two models' replays compare paired: benchmarks/replay_compare.py), 95%
+    bootstrap interval over users;
     the :data:`COMPARISONS` as paired differences over users; and the checks (``checks``, the
     evaluation report's format) of the comparisons marked as checks."""
     users = task.query_users
@@ -231,6 +233,7 @@ def summarise(
             "ci95": [lo, hi],
             "n_users": len(order),
             "n_queries": len(task),
+            "per_user": [round(float(x), 6) for x in values],  # in the order of user_ids
         }
     comparisons, checks = [], []
     for name, a, b, is_check in COMPARISONS:
@@ -268,6 +271,7 @@ def summarise(
         "n_events": len(task.events),
         "n_queries": len(task),
         "n_users": len(order),
+        "user_ids": [int(u) for u in order],
         "variants": rows,
         "comparisons": comparisons,
         "checks": checks,
