@@ -126,6 +126,15 @@ def train(
             "parent's index stays valid. Export the new artifacts folder to serve it.",
         ),
     ] = False,
+    item_ids: Annotated[
+        bool | None,
+        typer.Option(
+            "--item-ids/--no-item-ids",
+            help="Learn an id vector per item with interactions, added to its text vector "
+            "(new items keep text alone). Default: off (the preset's; it overfitted on the "
+            "demo data, README 'Item identity').",
+        ),
+    ] = None,
     user_sequence: Annotated[
         str | None,
         typer.Option(
@@ -201,8 +210,10 @@ def train(
             )
             console.print_json(json.dumps(report["seconds"]))
             return
-        if from_ is not None and user_sequence is not None:
-            raise typer.BadParameter("--user-sequence is a setting of a full training: drop --from")
+        if from_ is not None and (user_sequence is not None or item_ids is not None):
+            raise typer.BadParameter(
+                "--user-sequence and --item-ids are settings of a full training: drop --from"
+            )
         if from_ is not None:
             if rerank_overrides:
                 raise typer.BadParameter(
@@ -242,6 +253,7 @@ def train(
             until_ts=until_ts,
             until_frac=until_frac,
             user_sequence=user_sequence.lower() if user_sequence else None,
+            item_ids=item_ids,
             **rerank_overrides,
         )
         if all_events:
