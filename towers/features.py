@@ -58,6 +58,20 @@ def recency_weights(ts_s: np.ndarray, tau_s: float) -> np.ndarray:
     return np.maximum(w / w.sum(), MIN_RECENCY_WEIGHT).astype(np.float32)
 
 
+def padded_recency_weights(hist_pos: np.ndarray, hist_ts: np.ndarray, tau_s: float) -> np.ndarray:
+    """Recency weights ``[P, H]`` of ``-1``-padded history rows, vectorised: each row's real
+    items sum to 1 (at least ``MIN_RECENCY_WEIGHT`` each,
+    :func:`recency_weights` of its real items), padding 0: the training loops' form of
+    what serving computes per request."""
+    real = hist_pos >= 0
+    ts = hist_ts.astype(np.float64)
+    newest = np.where(real, ts, -np.inf).max(axis=1, keepdims=True)
+    w = np.where(real, np.exp(-(np.where(real, newest - ts, 0.0)) / tau_s), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    w = w / np.where(total > 0, total, 1.0)
+    return np.where(real, np.maximum(w, MIN_RECENCY_WEIGHT), 0.0).astype(np.float32)
+
+
 def last_n(
     item_ids: np.ndarray, ts_s: np.ndarray, n: int = MAX_HISTORY
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from towers.config import TrainConfig
 from towers.examples import HistoryPairs, QueryPositives
-from towers.features import recency_weights
+from towers.features import padded_recency_weights
 from towers.models import ItemTower, UserTower, combine
 from towers.progress import progress
 from towers.text import encode_items, encode_queries
@@ -78,12 +78,7 @@ def history_inputs(
         rows = torch.from_numpy(id_rows[np.maximum(hist_pos, 0)])
         vecs = combine(vecs, item_tower.ids(rows))
     vecs = vecs * torch.from_numpy(hist_pos >= 0).unsqueeze(-1).float()
-    weights = np.zeros(hist_pos.shape, dtype=np.float32)
-    for row in range(len(hist_pos)):
-        ok = hist_pos[row] >= 0
-        if ok.any():
-            weights[row, ok] = recency_weights(hist_ts[row, ok], tau_s)
-    return vecs, torch.from_numpy(weights)
+    return vecs, torch.from_numpy(padded_recency_weights(hist_pos, hist_ts, tau_s))
 
 
 def target_log_q(n_items: int, queries: QueryPositives, histories: HistoryPairs) -> np.ndarray:

@@ -40,7 +40,7 @@ from torch import nn
 
 from towers.config import TrainConfig
 from towers.examples import HistoryPairs
-from towers.features import MIN_RECENCY_WEIGHT
+from towers.features import padded_recency_weights
 from towers.metrics import paired_gain
 from towers.models import HistorySequence, UserTower
 from towers.progress import progress
@@ -52,7 +52,6 @@ __all__ = [
     "HistoryPath",
     "PairTensors",
     "fit_user_history",
-    "padded_recency_weights",
     "train_arm",
 ]
 
@@ -62,19 +61,6 @@ FULL_SOFTMAX_MAX_ITEMS = 50_000
 MIN_PAIRS = 200
 #: Epochs without a validation gain before a fit stops.
 PATIENCE = 2
-
-
-def padded_recency_weights(hist_pos: np.ndarray, hist_ts: np.ndarray, tau_s: float) -> np.ndarray:
-    """Recency weights ``[P, H]`` of ``-1``-padded history rows, vectorised: each row's real
-    items sum to 1 (at least ``MIN_RECENCY_WEIGHT`` each, as ``towers.features
-    .recency_weights``), padding 0."""
-    real = hist_pos >= 0
-    ts = hist_ts.astype(np.float64)
-    newest = np.where(real, ts, -np.inf).max(axis=1, keepdims=True)
-    w = np.where(real, np.exp(-(np.where(real, newest - ts, 0.0)) / tau_s), 0.0)
-    total = w.sum(axis=1, keepdims=True)
-    w = w / np.where(total > 0, total, 1.0)
-    return np.where(real, np.maximum(w, MIN_RECENCY_WEIGHT), 0.0).astype(np.float32)
 
 
 class HistoryPath(nn.Module):

@@ -54,7 +54,7 @@ from towers.examples import (
     positions,
     query_positives,
 )
-from towers.features import CONTEXT_ITEMS, recency_weights
+from towers.features import CONTEXT_ITEMS, padded_recency_weights
 from towers.finetune import (
     embed_histories,
     embed_items,
@@ -380,12 +380,7 @@ def fit_reranker(
                 "with a history before them"
             )
         log.info("no labelled queries: reranker trained on %d history contexts", len(q_texts))
-        weights = np.stack(
-            [
-                recency_weights_padded(h, t, cfg.recency_tau_s)
-                for h, t in zip(hist.hist_pos[rows], hist.hist_ts[rows])
-            ]
-        )
+        weights = padded_recency_weights(hist.hist_pos[rows], hist.hist_ts[rows], cfg.recency_tau_s)
         q_vecs = embed_histories(
             user_tower, tok, hist.hist_pos[rows], weights, item_vecs, bf16=cfg.bf16
         )
@@ -578,15 +573,6 @@ def resolve_cut(events: pd.DataFrame, cfg: TrainConfig) -> int | None:
     if cfg.until_frac is None or len(events) == 0:
         return None
     return cut_ts_at(events, cfg.until_frac)
-
-
-def recency_weights_padded(hist_pos: np.ndarray, hist_ts: np.ndarray, tau_s: float) -> np.ndarray:
-    """Recency weights of one ``-1``-padded history row (zeros at the padding)."""
-    out = np.zeros(len(hist_pos), dtype=np.float32)
-    ok = hist_pos >= 0
-    if ok.any():
-        out[ok] = recency_weights(hist_ts[ok], tau_s)
-    return out
 
 
 def cut_events(ds: Dataset, until_ts: int | None) -> Dataset:

@@ -9,10 +9,9 @@ import torch
 from towers.config import preset_config
 from towers.encoder import tiny_bert
 from towers.examples import HistoryPairs
-from towers.features import MAX_HISTORY
-from towers.history_fit import fit_user_history, padded_recency_weights
+from towers.features import MAX_HISTORY, padded_recency_weights, recency_weights
+from towers.history_fit import fit_user_history
 from towers.models import UserTower
-from towers.train import recency_weights_padded
 
 DIM, N_ITEMS = 16, 300
 
@@ -86,8 +85,10 @@ def test_padded_recency_weights_match_the_row_by_row_form() -> None:
         hist[r, -r:] = rng.integers(0, 50, r)
         ts[r, -r:] = np.sort(rng.integers(0, 10**7, r))
     got = padded_recency_weights(hist, ts, 86_400.0)
-    for r in range(20):
-        np.testing.assert_allclose(got[r], recency_weights_padded(hist[r], ts[r], 86_400.0))
+    assert not got[0].any()  # no history: all padding
+    for r in range(1, 20):
+        np.testing.assert_allclose(got[r, -r:], recency_weights(ts[r, -r:], 86_400.0), rtol=1e-6)
+        assert not got[r, :-r].any()
 
 
 def test_train_cli_checks_user_sequence() -> None:
@@ -100,3 +101,14 @@ def test_train_cli_checks_user_sequence() -> None:
     assert bad.exit_code == 2 and "auto, on or off" in bad.output
     update = runner.invoke(app, ["train", "--from", "x", "--since", "0", "--user-sequence", "on"])
     assert update.exit_code == 2 and "drop --from" in update.output  # (the panel wraps lines)
+
+
+def test_an_update_trains_the_sequence_block_with_the_history_path() -> None:
+    from towers.update import trainable_parameters
+
+    user = UserTower(tiny_bert(), DIM, sequence=True)
+    assert user.sequence is not None
+    chosen = {id(p) for p in trainable_parameters(user)}
+    assert all(id(p) in chosen for p in user.sequence.parameters())
+    assert {id(user.history.weight), id(user.history_scale)} <= chosen
+    assert not any(p.requires_grad for p in user.text.parameters())
