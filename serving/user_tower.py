@@ -167,9 +167,10 @@ class UserEncoder:
     arithmetic for ``has_query`` 0 (towers.models.UserTower), in numpy (tested equal). Half
     of the benchmark's requests are such homepage requests, and the graph's run was most of
     the stage's 3-5 ms in the server. A tower with a sequence block also needs its arrays,
-    ``history_sequence`` (the bundle's ``user_history_sequence.npz``): its term
-    (towers.history_sequence) is added before the normalisation; without them such a tower
-    runs the graph for every request.
+    ``history_sequence`` (the bundle's ``user_history_sequence.npz``, which export writes
+    whenever the tower has a block): its term (towers.history_sequence) is added before the
+    normalisation. A bundle without the file is served with the head alone (towers without
+    a block, bundles exported before it).
     """
 
     #: What runs the tower (serving.stage_metrics.graph_backend).

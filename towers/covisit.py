@@ -781,11 +781,8 @@ def _fit_one_kind(
     4. ``cold_share`` (:data:`COLD_SHARES`): the best Recall@50 on cold targets (items
        without interactions before the window) among the shares whose overall Recall@50 is
        not surely below the best share's (the 95% paired bootstrap interval of the best
-       one's per-user gain reaches 0); ties: the smaller share. (The rule before, the best
-       overall Recall@50 among the shares at least as good on cold targets as the towers
-       alone, chose by a noise-level overall difference: on the demo data it kept 0.05 on
-       120 validation users with cold targets, and served cold Recall@50 fell to 0.038
-       against 0.056 for the towers alone.)
+       one's per-user gain reaches 0); ties: the smaller share (:func:`choose_cold_share`;
+       ``cold@text``, the towers alone on cold targets, is reported beside it).
 
     With no users to validate on, the weight is 0 (the table is kept but unused). Returns the
     table and the validation scores: ``str(weight)`` (at the final settings),

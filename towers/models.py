@@ -119,9 +119,9 @@ class UserTower(nn.Module):
         return nn.functional.normalize(query + hist, dim=-1, eps=1e-6)
 
     def history_head(self) -> np.ndarray:
-        """float32 ``[dim, dim]`` with ``history_part(v, w) == (w . v) @ head``: the whole user
-        tower for an empty query, up to the normalisation (serving skips the graph then), plus
-        the sequence term where the tower has one (:meth:`sequence_arrays`)."""
+        """float32 ``[dim, dim]`` with ``history_part(v, w) == (w . v) @ head`` (plus the
+        sequence block's term where the tower has one: :meth:`sequence_arrays`): the whole
+        user tower for an empty query, up to the normalisation (serving skips the graph then)."""
         head = self.history.weight.detach().float().T * self.history_scale.detach().float()
         return head.cpu().numpy().astype(np.float32)
 
@@ -138,7 +138,7 @@ class UserTower(nn.Module):
 
     def sequence_arrays(self) -> dict[str, np.ndarray] | None:
         """The sequence block's weights as float32 arrays for serving's numpy form
-        (towers.bundle_contract.history_sequence), or ``None`` without one."""
+        (towers.history_sequence.history_sequence), or ``None`` without one."""
         return None if self.sequence is None else self.sequence.arrays()
 
 
@@ -198,7 +198,7 @@ class HistorySequence(nn.Module):
         return self.out((x * newest).sum(1))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every weight as float32 numpy, named as towers.bundle_contract.history_sequence
+        """Every weight as float32 numpy, named as towers.history_sequence.history_sequence
         reads them (``heads`` as a 0-d array)."""
         out = {k: v.detach().float().cpu().numpy() for k, v in self.state_dict().items()}
         out["heads"] = np.array(self.heads, dtype=np.int64)
