@@ -143,6 +143,16 @@ def train(
             case_sensitive=False,
         ),
     ] = None,
+    fit_towers: Annotated[
+        str | None,
+        typer.Option(
+            help="Towers the prior, co-visitation and no-query blend fits rank with: holdout "
+            "(trained again without the events those fits validate on; twice the fine-tuning "
+            "time), shared (the final towers, which saw them) or auto (default: holdout with "
+            "--item-ids, whose id vectors memorise the validation events).",
+            case_sensitive=False,
+        ),
+    ] = None,
     reranker_layers: Annotated[
         int | None,
         typer.Option(
@@ -210,9 +220,12 @@ def train(
             )
             console.print_json(json.dumps(report["seconds"]))
             return
-        if from_ is not None and (user_sequence is not None or item_ids is not None):
+        if from_ is not None and (
+            user_sequence is not None or item_ids is not None or fit_towers is not None
+        ):
             raise typer.BadParameter(
-                "--user-sequence and --item-ids are settings of a full training: drop --from"
+                "--user-sequence, --item-ids and --fit-towers are settings of a full training: "
+                "drop --from"
             )
         if from_ is not None:
             if rerank_overrides:
@@ -242,6 +255,10 @@ def train(
             raise typer.BadParameter(
                 f"--user-sequence must be auto, on or off, got {user_sequence!r}"
             )
+        if fit_towers is not None and fit_towers.lower() not in ("auto", "holdout", "shared"):
+            raise typer.BadParameter(
+                f"--fit-towers must be auto, holdout or shared, got {fit_towers!r}"
+            )
         from towers.config import preset_config
         from towers.train import train as run_train
 
@@ -254,6 +271,7 @@ def train(
             until_frac=until_frac,
             user_sequence=user_sequence.lower() if user_sequence else None,
             item_ids=item_ids,
+            fit_towers=fit_towers.lower() if fit_towers else None,
             **rerank_overrides,
         )
         if all_events:

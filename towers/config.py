@@ -62,6 +62,13 @@ class TrainConfig(BaseModel):
     )
     history_batch: int = Field(256, ge=2, description="history pairs per step of those passes")
     history_lr: float = Field(1e-3, gt=0, description="learning rate of those passes")
+    # the towers the prior, co-visitation and no-query blend fits rank with (towers/train.py)
+    fit_towers: Literal["auto", "holdout", "shared"] = Field(
+        "auto",
+        description="holdout: the fits rank with towers trained again without the validation "
+        "events (honest for id vectors, which memorise them; twice the fine-tuning time); "
+        "shared: with the final towers, which saw them; auto: holdout when item_ids is on",
+    )
     # retrieval without a query: collaborative neighbours of the history join the candidates
     covisit: bool = Field(
         True, description="fit a co-visitation table (towers/covisit.py) for the retriever"

@@ -77,6 +77,8 @@ __all__ = [
     "fit_covisit_weight",
     "fit_model_covisit",
     "reserve_share",
+    "validation_events",
+    "validation_ranking",
 ]
 
 #: Neighbours kept per item.
@@ -673,6 +675,38 @@ class ValidationRanking:
         )
 
 
+def validation_events(
+    events: pd.DataFrame,
+    at_ts: int,
+    validation: str = "time",
+    *,
+    validation_s: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Which rows of ``events`` the fits validate on (bool ``[len(events)]``): with
+    ``validation="time"`` those of the last ``validation_s`` seconds before ``at_ts`` (default
+    :data:`towers.prior.VALIDATION_S`); with ``"random"`` a random
+    :data:`RANDOM_VALIDATION_FRAC` of the events before ``at_ts`` (``seed``). The one
+    definition :func:`validation_ranking` and the holdout towers of towers/train.py share.
+
+    Raises:
+        ValueError: ``validation`` is neither time nor random.
+    """
+    from towers.prior import VALIDATION_S
+
+    if validation not in ("time", "random"):
+        raise ValueError(f"validation must be time or random, got {validation!r}")
+    ts = events["ts"].to_numpy()
+    before = ts < at_ts
+    if validation == "random":
+        mask = np.zeros(len(events), dtype=bool)
+        draws = np.random.default_rng(seed).random(int(before.sum()))
+        mask[np.flatnonzero(before)] = draws < RANDOM_VALIDATION_FRAC
+        return mask
+    window = VALIDATION_S if validation_s is None else validation_s
+    return before & (ts >= int(at_ts - window))
+
+
 def validation_ranking(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -703,14 +737,13 @@ def validation_ranking(
     from towers.next_item import next_item_task, random_split_task
     from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior
 
-    if validation not in ("time", "random"):
-        raise ValueError(f"validation must be time or random, got {validation!r}")
     window = VALIDATION_S if validation_s is None else validation_s
     start = int(at_ts - window)
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    fit_events = events[events["ts"].to_numpy() < at_ts]
+    before = events["ts"].to_numpy() < at_ts
+    held = validation_events(events, at_ts, validation, validation_s=window, seed=seed)[before]
+    fit_events = events[before]
     if validation == "random":
-        held = np.random.default_rng(seed).random(len(fit_events)) < RANDOM_VALIDATION_FRAC
         fit_events, held_events = fit_events[~held], fit_events[held]
         if len(fit_events) == 0:
             return None

@@ -44,7 +44,7 @@ from towers.covisit import CovisitTable, fit_model_covisit, validation_ranking
 from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
-from towers.encoder import make_student
+from towers.encoder import TextEncoder, make_student
 from towers.examples import (
     HistoryPairs,
     QueryPositives,
@@ -119,20 +119,30 @@ class TrainedTowers:
     history_report: dict[str, object] = field(default_factory=dict)
 
 
-def train_towers(
+@dataclass
+class DistilledStudent:
+    """The student both towers start from: distilled on the catalog and the train queries,
+    which no event touches, so a second training of the towers (the holdout towers of
+    :func:`train`) starts from the same one."""
+
+    student: TextEncoder
+    proj: torch.Tensor  # [dim, hidden]: the teacher items' principal directions
+    losses: list[float]
+
+
+def distil_towers(
     ds: Dataset,
     cfg: TrainConfig,
     teacher: BertModel,
     teacher_items: np.ndarray,
     timer: StageTimer | None = None,
-) -> TrainedTowers:
-    """Distil a ``cfg.student_layers``-layer student from ``teacher`` on the catalog and train
-    query text, then fine-tune both towers on ``ds`` (its events already cut to the training
-    window). ``teacher_items`` are the teacher's vectors of the items, in row order."""
+) -> DistilledStudent:
+    """Distil a ``cfg.student_layers``-layer student from ``teacher`` on the catalog and the
+    train queries' text. ``teacher_items`` are the teacher's vectors of the items, in row
+    order."""
     timer = timer or StageTimer()
     items = ds.items.reset_index(drop=True)
     texts = make_item_texts(items)
-    pos_of = positions(items)
     tok = load_tokenizer(tokenizer_path())
     train_queries = sorted(set(ds.queries.loc[ds.queries["split"] == "train", "query_text"]))
     teacher_queries = timer.run(
@@ -153,7 +163,31 @@ def train_towers(
         bf16=cfg.bf16,
         seed=cfg.seed,
     )
-    proj = pca_projection(teacher_items, cfg.dim)
+    return DistilledStudent(student, pca_projection(teacher_items, cfg.dim), distil_losses)
+
+
+def train_towers(
+    ds: Dataset,
+    cfg: TrainConfig,
+    teacher: BertModel,
+    teacher_items: np.ndarray,
+    timer: StageTimer | None = None,
+    *,
+    distilled: DistilledStudent | None = None,
+    stage_prefix: str = "",
+) -> TrainedTowers:
+    """Distil a student (:func:`distil_towers`, unless ``distilled`` is given), then fine-tune
+    both towers from it on ``ds`` (its events already cut to the training window).
+    ``teacher_items`` are the teacher's vectors of the items, in row order; ``stage_prefix``
+    names the fine-tuning stages in ``timer`` (``holdout_``)."""
+    timer = timer or StageTimer()
+    if distilled is None:
+        distilled = distil_towers(ds, cfg, teacher, teacher_items, timer)
+    student, proj, distil_losses = distilled.student, distilled.proj, distilled.losses
+    items = ds.items.reset_index(drop=True)
+    texts = make_item_texts(items)
+    pos_of = positions(items)
+    tok = load_tokenizer(tokenizer_path())
     item_ids = items["item_id"].to_numpy(np.int64)
     # id vectors for the items with interactions before the cut (ds.events is already cut)
     id_keys = np.intersect1d(ds.events["item_id"].to_numpy(np.int64), item_ids)
@@ -176,13 +210,22 @@ def train_towers(
         "fine-tuning on %d queries and %d history pairs", len(qpos.texts), len(hist.target_pos)
     )
     tower_losses = timer.run(
-        "finetune", finetune_towers, item_tower, user_tower, tok, texts, qpos, hist, cfg, item_ids
+        stage_prefix + "finetune",
+        finetune_towers,
+        item_tower,
+        user_tower,
+        tok,
+        texts,
+        qpos,
+        hist,
+        cfg,
+        item_ids,
     )
     id_report: dict[str, object] = {"n_ids": item_tower.n_ids}
     if item_tower.n_ids and cfg.id_epochs:
         text_table = embed_items(item_tower, tok, texts, bf16=cfg.bf16)
         id_report |= timer.run(
-            "finetune_ids",
+            stage_prefix + "finetune_ids",
             finetune_ids,
             item_tower,
             user_tower,
@@ -193,9 +236,17 @@ def train_towers(
             cfg,
         )
     item_vecs = timer.run(
-        "embed_items", embed_items, item_tower, tok, texts, item_ids=item_ids, bf16=cfg.bf16
+        stage_prefix + "embed_items",
+        embed_items,
+        item_tower,
+        tok,
+        texts,
+        item_ids=item_ids,
+        bf16=cfg.bf16,
     )
-    history_report = timer.run("user_history", fit_user_history, user_tower, hist, item_vecs, cfg)
+    history_report = timer.run(
+        stage_prefix + "user_history", fit_user_history, user_tower, hist, item_vecs, cfg
+    )
     return TrainedTowers(
         item_tower,
         user_tower,
@@ -222,16 +273,19 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     tok = load_tokenizer(tokenizer_path())
     teacher = load_teacher()
     teacher_items = timer.run("teacher_items", embed_texts, teacher, texts, bf16=cfg.bf16)
-    towers = train_towers(ds, cfg, teacher, teacher_items, timer)
+    distilled = distil_towers(ds, cfg, teacher, teacher_items, timer)
+    towers = train_towers(ds, cfg, teacher, teacher_items, timer, distilled=distilled)
     item_tower, user_tower, item_vecs = towers.item_tower, towers.user_tower, towers.item_vecs
     qpos, hist = towers.queries, towers.histories
     distil_losses, tower_losses = towers.distil_losses, towers.tower_losses
 
     prior_at = until_ts if until_ts is not None else _end_ts(ds.events)
-    prior, prior_validation = timer.run(
-        "prior", fit_tower_prior, ds.events, item_ids, prior_at, user_tower, tok, item_vecs, cfg
-    )
     validation = covisit_validation_kind(ds, until_ts)
+    fit = holdout_towers(ds, cfg, teacher, teacher_items, distilled, prior_at, validation, timer)
+    fit_user, fit_vecs = (fit.user_tower, fit.item_vecs) if fit else (user_tower, item_vecs)
+    prior, prior_validation = timer.run(
+        "prior", fit_tower_prior, ds.events, item_ids, prior_at, fit_user, tok, fit_vecs, cfg
+    )
     covisit, covisit_validation = (
         timer.run(
             "covisit",
@@ -239,9 +293,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             ds.events,
             item_ids,
             prior_at,
-            user_tower,
+            fit_user,
             tok,
-            item_vecs,
+            fit_vecs,
             prior,
             cfg,
             validation=validation,
@@ -273,9 +327,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         ds.events,
         items,
         prior_at,
-        user_tower,
+        fit_user,
         tok,
-        item_vecs,
+        fit_vecs,
         prior,
         covisit,
         reranker,
@@ -315,6 +369,14 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         },
         "item_ids": towers.id_report,
         "user_history": towers.history_report,
+        "fit_towers": "shared"
+        if fit is None
+        else {
+            "kind": "holdout",
+            "n_train_events": fit.n_events,
+            "item_ids": fit.towers.id_report,
+            "user_history": fit.towers.history_report,
+        },
         "blend": blend.to_dict(),
         "no_query_blend": None
         if no_query_blend is None
@@ -333,6 +395,74 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))
     log.info("trained model version %s in %.0f s", version, sum(timer.seconds.values()))
     return report
+
+
+@dataclass
+class HoldoutTowers:
+    """Towers trained like the final ones without the events the fits validate on
+    (:func:`holdout_towers`); ``n_events`` how many events they trained on."""
+
+    towers: TrainedTowers
+    n_events: int
+
+    @property
+    def user_tower(self) -> UserTower:
+        return self.towers.user_tower
+
+    @property
+    def item_vecs(self) -> np.ndarray:
+        return self.towers.item_vecs
+
+
+def holdout_towers(
+    ds: Dataset,
+    cfg: TrainConfig,
+    teacher: BertModel,
+    teacher_items: np.ndarray,
+    distilled: DistilledStudent,
+    at_ts: int,
+    validation: str,
+    timer: StageTimer,
+) -> HoldoutTowers | None:
+    """With ``cfg.fit_towers`` holdout (or auto with ``cfg.item_ids``): towers fine-tuned from
+    the same ``distilled`` student on ``ds``'s events less those the prior, co-visitation and
+    no-query blend fits validate on (:func:`towers.covisit.validation_events`), for those fits
+    to rank with. The final towers saw the validation events, and id vectors memorise them:
+    fitted with the final towers, the co-visitation weight trusted ids that the test weeks
+    did not reward (README, Item identity). ``None`` with shared towers, or when the
+    validation leaves nothing to train on. The random number streams are forked, so the
+    final model's other stages are the same with or without this pass."""
+    use = cfg.fit_towers == "holdout" or (cfg.fit_towers == "auto" and cfg.item_ids)
+    if not use:
+        return None
+    from towers.covisit import validation_events
+
+    held = validation_events(ds.events, at_ts, validation, seed=cfg.seed)
+    kept = dataclasses.replace(ds, events=ds.events[~held].reset_index(drop=True))
+    if not held.any() or not len(kept.events):
+        log.warning("holdout towers: nothing held out or nothing left; the fits use the final")
+        return None
+    log.info(
+        "holdout towers: training again on %d events, without the %d the fits validate on",
+        len(kept.events),
+        int(held.sum()),
+    )
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            towers = train_towers(
+                kept,
+                cfg,
+                teacher,
+                teacher_items,
+                timer,
+                distilled=distilled,
+                stage_prefix="holdout_",
+            )
+    finally:
+        np.random.set_state(np_state)
+    return HoldoutTowers(towers, len(kept.events))
 
 
 def fit_reranker(

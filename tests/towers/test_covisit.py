@@ -15,6 +15,7 @@ from towers.covisit import (
     covisit_rank,
     fit_model_covisit,
     reserve_share,
+    validation_events,
 )
 from towers.features import MAX_HISTORY
 
@@ -171,6 +172,27 @@ def test_random_validation_fits_on_a_random_share_of_every_event() -> None:
     assert scores and tab.weight > 0 and scores[str(tab.weight)] > scores["0.0"]
     with pytest.raises(ValueError, match="validation must be time or random"):
         fit_model_covisit(events, np.arange(400), at, users, vectors, validation="future")
+
+
+def test_validation_events_are_the_window_or_a_random_share_before_the_cut() -> None:
+    """The one definition of what the fits validate on (the holdout towers train without
+    it): the newest window, or a random share, and never an event at or after the cut."""
+    from towers.prior import VALIDATION_S
+
+    events, at, _, _ = fit_inputs()
+    ts = events["ts"].to_numpy()
+    cut = int(np.quantile(ts, 0.8))
+    window = validation_events(events, cut, "time")
+    np.testing.assert_array_equal(window, (ts < cut) & (ts >= cut - VALIDATION_S))
+    narrow = validation_events(events, cut, "time", validation_s=1000.0)
+    np.testing.assert_array_equal(narrow, (ts < cut) & (ts >= cut - 1000))
+    share = validation_events(events, cut, "random", seed=5)
+    assert not share[ts >= cut].any()
+    assert 0.05 < share[ts < cut].mean() < 0.15  # RANDOM_VALIDATION_FRAC = 0.1
+    np.testing.assert_array_equal(share, validation_events(events, cut, "random", seed=5))
+    assert not np.array_equal(share, validation_events(events, cut, "random", seed=6))
+    with pytest.raises(ValueError, match="validation must be time or random"):
+        validation_events(events, at, "future")
 
 
 def test_a_model_of_a_random_split_is_validated_at_random() -> None:
