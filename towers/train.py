@@ -369,7 +369,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         },
         "item_ids": towers.id_report,
         "user_history": towers.history_report,
-        "fit_towers": "shared"
+        "fit_towers": {"kind": "shared"}
         if fit is None
         else {
             "kind": "holdout",
