@@ -22,8 +22,7 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
   table (``item_covisit.npz``, towers/covisit.py: each item's strongest collaborative
   neighbours) when it has a weight: the union is ranked by ``cosine + prior_weight * prior +
   covisit_weight * covisit`` (the table's fitted history length, decay and per-length
-  weight), with the table's share of every prefix kept for cold items, drawn in cosine order
-  from every candidate fetched, those the prior ranked past the depth included
+  weight), with the table's share of every prefix kept for cold items
   (:func:`towers.covisit.covisit_rank`); removed and changed items are never drawn from the
   table;
 * with ``exclude_recent`` N > 0 (``towerserve export --exclude-recent N``; 0 by default),
@@ -350,8 +349,6 @@ class Retriever:
             scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
         found_ids, found = ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
-        # the cold candidates the prior ranked past the cut: the reserve may still draw them
-        cold_pool = (found_ids[depth + hidden :], found[depth + hidden :])
         found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if self.covisit is not None and not has_query and history_ids is not None:
             drop = self.removed_ids
@@ -370,7 +367,6 @@ class Retriever:
                 drop=drop,
                 max_new=fetch,
                 limit=depth + hidden,
-                cold_pool=cold_pool,
             )
             found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if delta is None or len(delta) == 0:

@@ -500,7 +500,6 @@ def covisit_rank(
     max_new: int | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     limit: int | None = None,
-    cold_pool: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One request's ranking with co-visitation, as the served retriever does it.
 
@@ -510,11 +509,8 @@ def covisit_rank(
     ``neighbours``, the same precomputed), less ``drop`` (removed or changed items), the first
     ``max_new`` of them, join by :func:`blend_covisit` at :meth:`CovisitTable.request_weight`;
     then :func:`reserve_share` keeps ``table.cold_share`` of every prefix for cold candidates
-    (of the first ``limit`` places: the ones returned). ``cold_pool`` (ids, scores; best
-    first): cold candidates retrieval fetched beyond ``ids`` (the prior, which has no
-    popularity for them, ranked them below the cut), which join the end of the list so that
-    the reserve can draw them by their cosine order; those not drawn stay past ``limit``.
-    Without neighbours or weight the candidates come back unchanged.
+    (of the first ``limit`` places: the ones returned). Without neighbours or weight the
+    candidates come back unchanged.
     """
     if neighbours is None:  # only the first max_new are used: at most len(drop) fall out
         limit_new = None if max_new is None else max_new + (0 if drop is None else len(drop))
@@ -531,16 +527,6 @@ def covisit_rank(
     out_ids, out = blend_covisit(
         ids, scores, floor, cv_ids, cv, weight, prior=prior, prior_weight=prior_weight
     )
-    if cold_pool is not None and table.cold_share > 0 and len(cold_pool[0]):
-        pool_ids = np.asarray(cold_pool[0], dtype=np.int64)
-        pool = np.asarray(cold_pool[1], dtype=np.float32)
-        keep = table.is_cold(pool_ids) & ~np.isin(pool_ids, out_ids)
-        if drop is not None and len(drop):
-            keep &= ~np.isin(pool_ids, drop)
-        # below every place of the list (scores stay sorted); drawn ones take a place's score
-        low = np.float32(min(float(out[-1]), float(pool.min())) if len(pool) else 0.0)
-        out_ids = np.concatenate([out_ids, pool_ids[keep]])
-        out = np.concatenate([out, np.full(int(keep.sum()), low, np.float32)])
     return reserve_share(out_ids, out, table.is_cold(out_ids), table.cold_share, limit)
 
 
@@ -623,12 +609,10 @@ def covisit_ranked(
     else:
         base = cos
     cut = ids.shape[1] if depth is None else depth
-    tail_base, tail_ids = base[:, cut:], ids[:, cut:]
     base, ids = base[:, :cut], ids[:, :cut]
     out = []
     for u, skip in enumerate(exclude):
         ok = ids[u] >= 0
-        tail_ok = tail_ids[u] >= 0
         top, top_scores = covisit_rank(
             ids[u][ok].astype(np.int64),
             base[u][ok].astype(np.float32),
@@ -641,7 +625,6 @@ def covisit_ranked(
             drop=np.asarray(skip, np.int64) if fetch is not None and len(skip) else None,
             neighbours=None if neighbours is None else neighbours[u],
             limit=cut,
-            cold_pool=(tail_ids[u][tail_ok].astype(np.int64), tail_base[u][tail_ok]),
         )
         top, top_scores = np.asarray(top, np.int64)[:cut], np.asarray(top_scores, np.float32)[:cut]
         keep = ~np.isin(top, np.asarray(skip, np.int64))

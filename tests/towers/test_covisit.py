@@ -285,37 +285,6 @@ def test_covisit_rank_blends_drops_and_reserves() -> None:
     assert unchanged.tolist() == cand.tolist()
 
 
-def test_the_reserve_draws_cold_items_the_prior_ranked_past_the_cut() -> None:
-    """Cold items have no popularity, so the prior ranks them low and the depth cut can drop
-    them before the reserve sees them: the cut's tail (``cold_pool``) joins the end of the
-    list and the reserve draws its cold items in order; warm ones and dropped ones never."""
-    ring = CovisitTable(
-        np.arange(6, dtype=np.int64),
-        np.arange(7, dtype=np.int64),
-        (np.arange(6, dtype=np.int64) + 1) % 6,
-        np.ones(6, np.float32),
-        "ease",
-        1000.0,
-    ).with_settings(cold_share=0.5)
-    warm = np.array([0, 1, 2], np.int64)
-    scores3 = np.array([0.9, 0.8, 0.7], np.float32)
-    pool = (np.array([30, 5, 31, 32], np.int64), np.array([0.4, 0.35, 0.3, 0.2], np.float32))
-    out, sc = covisit_rank(warm, scores3, 0.5, ring, np.array([3]), limit=4)
-    assert out.tolist() == [4, 0, 1, 2]  # no cold candidate within the cut: nothing reserved
-    out, sc = covisit_rank(warm, scores3, 0.5, ring, np.array([3]), limit=4, cold_pool=pool)
-    assert out[:4].tolist() == [4, 30, 0, 31]  # the cold ones of the pool, in order; 5 is warm
-    assert 5 not in out.tolist()
-    assert np.all(np.diff(sc[:4]) <= 0)  # scores stay by place
-    out, _ = covisit_rank(
-        warm, scores3, 0.5, ring, np.array([3]), limit=4, cold_pool=pool, drop=np.array([30])
-    )
-    assert out[:4].tolist() == [4, 31, 0, 32]
-    off, _ = covisit_rank(
-        warm, scores3, 0.5, ring.with_settings(cold_share=0.0), np.array([3]), cold_pool=pool
-    )
-    assert off.tolist() == [4, 0, 1, 2]  # no share: the pool is not used
-
-
 def test_settings_round_trip_and_old_tables_read_with_defaults(tmp_path: Path) -> None:
     tab = chain(weight=0.3, history=200, decay=0.9, ramp=10, cold_share=0.1)
     tab.save(tmp_path / "t.npz")
