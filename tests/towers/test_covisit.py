@@ -376,3 +376,14 @@ def test_cold_share_is_the_best_for_cold_items_among_those_not_surely_worse() ->
     assert choose_cold_share(noise, cold) == 0.1
     flat = {s: base for s in (0.0, 0.05, 0.1)}
     assert choose_cold_share(flat, {0.0: 0.1, 0.05: 0.1, 0.1: 0.1}) == 0.0  # ties: smaller
+    # every share costs overall, surely: without a floor no share is kept ...
+    costly = {0.0: base, 0.05: base - 0.05, 0.1: base - 0.06, 0.3: base - 0.2}
+    cold4 = {0.0: 0.0, 0.05: 0.03, 0.1: 0.06, 0.3: 0.2}
+    assert choose_cold_share(costly, cold4) == 0.0
+    # ... with the towers' own cold recall as the floor, the cheapest share that reaches it
+    assert choose_cold_share(costly, cold4, text_cold=0.04) == 0.1
+    assert choose_cold_share(costly, cold4, text_cold=0.02) == 0.05
+    # within noise of the best, the best cold share among those reaching the floor
+    assert choose_cold_share(noise, cold, text_cold=0.1) == 0.1
+    # nothing reaches the floor: the rule without it
+    assert choose_cold_share(noise, cold, text_cold=0.5) == 0.1
