@@ -8,7 +8,9 @@ For the cross-encoder (``reranker``) and the item tower (``item_tower``) of an e
 small untrained bundle is built under ``--out``), measures:
 
 * the machine's matmul ceiling in the same run: torch GEMM (``--gemm-size``, cube) in fp32 and
-  bf16 on 1 and 2 threads, GFLOP/s (median of several calls);
+  bf16 on 1 and 2 threads, GFLOP/s (median of several calls), and OpenVINO's own (a product
+  with a constant weight matrix, the dense layer the graphs are made of), against which the
+  OpenVINO rows are measured;
 * each runtime that is available here (ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16, and
   torch bf16 when the bundle has the ``.pt2`` program) at 1 and 2 threads, batch ``--batch``
   (64) at each pair/text length of ``--lengths`` (tokens, padding included): rows per second
@@ -70,6 +72,59 @@ def gemm_ceiling(size: int, repeats: int) -> dict[str, float]:
     finally:
         torch.set_num_threads(saved)
     return out
+
+
+def openvino_ceiling(size: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of OpenVINO on this CPU for a ``size``-cube product of an input and a constant
+    weight matrix (what the served graphs' dense layers are: OpenVINO runs them as
+    FullyConnected, on AMX in bf16), compiled as serving/openvino_engine.py compiles the
+    graphs (one stream, latency hint, ``INFERENCE_NUM_THREADS``), by precision and thread
+    count (keys ``openvino_fp32@1``, ``openvino_bf16@2``, ...). Empty without OpenVINO.
+
+    torch's GEMM is a poor ceiling for the OpenVINO runtimes: it did not reliably reach AMX
+    here (1,021 GFLOP/s bf16 on one thread one day, 291-339 another), which put a graph at
+    134-159% of it (benchmarks/results/reranker_context_once_2026-11-30.md, section 6)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((size, size)).astype(np.float32)
+    w = rng.standard_normal((size, size)).astype(np.float32)
+    core = ov.Core()
+    out: dict[str, float] = {}
+    for threads in (1, 2):
+        for name, hint in (("fp32", "f32"), ("bf16", "bf16")):
+            param = ops.parameter([size, size], ov.Type.f32, name="x")
+            model = ov.Model([ops.matmul(param, ops.constant(w), False, False)], [param])
+            compiled = core.compile_model(
+                model,
+                "CPU",
+                {
+                    "INFERENCE_PRECISION_HINT": hint,
+                    "PERFORMANCE_HINT": "LATENCY",
+                    "NUM_STREAMS": "1",
+                    "INFERENCE_NUM_THREADS": str(threads),
+                    "ENABLE_CPU_PINNING": "NO",
+                },
+            )
+            request = compiled.create_infer_request()
+            sec = median_s(lambda r=request: r.infer({"x": x}), repeats)
+            out[f"openvino_{name}@{threads}"] = 2 * size**3 / sec / 1e9
+    return out
+
+
+def ceiling_for(ceiling: dict[str, float], engine: str, precision: str, threads: int) -> float:
+    """The ceiling a runtime is measured against: OpenVINO's own for the OpenVINO runtimes
+    (when measured), torch's GEMM for the others, at the runtime's precision and threads;
+    nan when neither was measured."""
+    key = f"{'bf16' if precision == 'bf16' else 'fp32'}@{threads}"
+    if engine == "openvino" and f"openvino_{key}" in ceiling:
+        return ceiling[f"openvino_{key}"]
+    return ceiling.get(key, float("nan"))
 
 
 def matmul_flops(onnx_path: Path, feeds: dict[str, np.ndarray]) -> float:
@@ -265,8 +320,8 @@ def bench_graph(
             for n in lengths:
                 feeds = sample_inputs(bundle, graph, batch, n, pairs=pairs)
                 sec = median_s(lambda m=model, f=feeds: m(**f), repeats)
-                key = f"{'bf16' if precision == 'bf16' else 'fp32'}@{t}"
                 achieved = flops[n] / sec / 1e9
+                top = ceiling_for(ceiling, engine, precision, t)
                 rows.append(
                     {
                         "graph": graph,
@@ -277,7 +332,7 @@ def bench_graph(
                         "rows_per_s": batch / sec,
                         "ms_per_call": sec * 1e3,
                         "gflops": achieved,
-                        "ceiling_share": achieved / ceiling[key] if key in ceiling else None,
+                        "ceiling_share": None if np.isnan(top) else achieved / top,
                         **quality,
                     }
                 )
@@ -290,8 +345,8 @@ def markdown(res: dict) -> str:
     lines = ["# Served graphs on this CPU, runtime by runtime (one run)", ""]
     c = res["ceiling_gflops"]
     lines += [
-        f"Matmul ceiling (torch GEMM {res['gemm_size']}^3, GFLOP/s): "
-        + ", ".join(f"{k} {v:,.0f}" for k, v in c.items()),
+        f"Matmul ceiling ({res['gemm_size']}^3, GFLOP/s; torch GEMM, and OpenVINO's dense "
+        "layer for the OpenVINO rows): " + ", ".join(f"{k} {v:,.0f}" for k, v in c.items()),
         "",
     ]
     for graph, g in res["graphs"].items():
@@ -358,7 +413,8 @@ def main(argv: list[str] | None = None) -> dict:
         "bundle": str(bundle),
         "batch": a.batch,
         "gemm_size": a.gemm_size,
-        "ceiling_gflops": gemm_ceiling(a.gemm_size, max(3, a.repeats // 3)),
+        "ceiling_gflops": gemm_ceiling(a.gemm_size, max(3, a.repeats // 3))
+        | openvino_ceiling(a.gemm_size, max(3, a.repeats // 3)),
         "graphs": {},
     }
     for graph in a.graphs.split(","):

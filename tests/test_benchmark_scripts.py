@@ -132,3 +132,25 @@ def test_replay_compare_pairs_the_users_of_two_replays(tmp_path) -> None:
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert bad.returncode != 0 and "no per-user figures" in bad.stderr
+
+
+def test_model_bench_measures_graphs_against_each_runtimes_ceiling(untrained_bundle, tmp_path):
+    """The OpenVINO rows are measured against OpenVINO's own dense-layer ceiling, the others
+    against torch's GEMM, both measured in the same run."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "mb"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "model_bench.py"), "--bundle"]
+    cmd += [str(untrained_bundle), "--out", str(out), "--graphs", "item_tower"]
+    cmd += ["--lengths", "16", "--threads", "1", "--repeats", "2", "--gemm-size", "128"]
+    cmd += ["--quality-rows", "16", "--batch", "8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    ceiling = result["ceiling_gflops"]
+    assert {"bf16@1", "openvino_bf16@1", "openvino_fp32@1"} <= set(ceiling)
+    rows = {r["runtime"]: r for r in result["graphs"]["item_tower"]["rows"]}
+    ov = rows["openvino bf16"]
+    assert ov["ceiling_share"] == pytest.approx(ov["gflops"] / ceiling["openvino_bf16@1"])
+    ort = rows["onnxruntime fp32"]
+    assert ort["ceiling_share"] == pytest.approx(ort["gflops"] / ceiling["fp32@1"])
+    assert "OpenVINO's dense layer" in (out / "results.md").read_text()
