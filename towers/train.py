@@ -429,9 +429,10 @@ def holdout_towers(
     no-query blend fits validate on (:func:`towers.covisit.validation_events`), for those fits
     to rank with. The final towers saw the validation events, and id vectors memorise them:
     fitted with the final towers, the co-visitation weight trusted ids that the test weeks
-    did not reward (README, Item identity). ``None`` with shared towers, or when the
-    validation leaves nothing to train on. The random number streams are forked, so the
-    final model's other stages are the same with or without this pass."""
+    did not reward (README, "Fits on towers that never saw the validation"). ``None`` with
+    shared towers, or when the validation leaves nothing to train on. The random number
+    streams are forked, so the final model's other stages are the same with or without this
+    pass."""
     use = cfg.fit_towers == "holdout" or (cfg.fit_towers == "auto" and cfg.item_ids)
     if not use:
         return None
