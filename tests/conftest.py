@@ -22,7 +22,8 @@ def tokenizer():
 def tiny_model(tmp_path_factory):
     """A small generated data set and a model trained on it with the tiny preset (events
     before 75% of the time range; the rest held out), with half its fine-tune and reranker
-    steps: ``{"data": dir, "artifacts": dir}``. Trained once per test session (about two
+    steps, its fits ranked with holdout towers (towers/train.py ``holdout_towers``):
+    ``{"data": dir, "artifacts": dir}``. Trained once per test session (about two
     minutes on 2 cores; the whole preset took 300 s, 187 of them fine-tuning)."""
     from towers.config import preset_config
     from towers.data import GenerateConfig, generate
@@ -30,7 +31,9 @@ def tiny_model(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("tiny_model")
     generate(GenerateConfig(n_items=1500, n_users=200, n_queries=600, seed=3), work / "data")
-    config = preset_config("tiny", seed=3, finetune_steps=60, rerank_steps=100)
+    config = preset_config(
+        "tiny", seed=3, finetune_steps=60, rerank_steps=100, fit_towers="holdout"
+    )
     train(work / "data", work / "artifacts", config)
     return {"data": work / "data", "artifacts": work / "artifacts"}
 

@@ -119,6 +119,9 @@ PRESETS: dict[str, dict[str, object]] = {
         item_ids=True,  # the tests' model exercises the id path end to end
         user_sequence="on",  # ... and the sequence block's
         history_epochs=3,
+        # a second fine-tune per training: the tests' shared model (tests/conftest.py
+        # tiny_model) asks for the holdout pass; the other small trainings skip it
+        fit_towers="shared",
     ),
     "demo": dict(until_frac=0.75),
     "full": dict(distil_epochs=3, finetune_steps=2000, rerank_steps=1500, max_history_pairs=200000),

@@ -39,8 +39,9 @@ def test_a_bad_fit_towers_setting_is_refused() -> None:
 
 @pytest.mark.slow
 def test_the_tiny_model_fits_with_towers_that_never_saw_the_validation(tiny_model) -> None:
-    """The tiny preset learns id vectors, so auto trains the holdout towers: on fewer events
-    than the final ones, from the same student, and the report says so."""
+    """The tests' model asks for the holdout towers (the tiny preset skips them to keep the
+    other small trainings short): trained on fewer events than the final ones, from the same
+    student, and the report says so."""
     report = json.loads((tiny_model["artifacts"] / "train_report.json").read_text())
     holdout = report["fit_towers"]
     assert holdout["kind"] == "holdout"
