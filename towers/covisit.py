@@ -740,11 +740,13 @@ def validation_ranking(
     window = VALIDATION_S if validation_s is None else validation_s
     start = int(at_ts - window)
     item_ids = np.asarray(item_ids, dtype=np.int64)
+    if validation not in ("time", "random"):
+        raise ValueError(f"validation must be time or random, got {validation!r}")
     before = events["ts"].to_numpy() < at_ts
-    held = validation_events(events, at_ts, validation, validation_s=window, seed=seed)[before]
     fit_events = events[before]
-    if validation == "random":
-        fit_events, held_events = fit_events[~held], fit_events[held]
+    if validation == "random":  # a time validation's window is cut from the table below
+        held = validation_events(events, at_ts, "random", seed=seed)
+        fit_events, held_events = events[before & ~held], events[held]
         if len(fit_events) == 0:
             return None
         task = random_split_task(fit_events, held_events, max_users=max_users, seed=seed)
