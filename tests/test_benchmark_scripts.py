@@ -154,3 +154,20 @@ def test_model_bench_measures_graphs_against_each_runtimes_ceiling(untrained_bun
     ort = rows["onnxruntime fp32"]
     assert ort["ceiling_share"] == pytest.approx(ort["gflops"] / ceiling["fp32@1"])
     assert "OpenVINO's dense layer" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_fusion_ceiling_ranks_every_fusion_against_ease(tiny_model, tmp_path) -> None:
+    out = tmp_path / "fusion"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fusion_ceiling.py")]
+    cmd += ["--artifacts", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
+    cmd += ["--out", str(out), "--max-users", "60"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads((out / "fusion_ceiling.json").read_text())
+    rows = {r["system"]: r for r in doc["rows"]}
+    assert rows["ease@500"]["vs_ease500"][0] == pytest.approx(1.0)
+    for name in ("towers", "als", "ease@500, 100 positive neighbours", "rrf a=0.2"):
+        assert 0.0 <= rows[name]["recall@50"] <= 1.0
+    assert set(doc["best_by_family"]) == {"towers", "als"}
+    assert "| z(ease) + 1 z(towers) |" in (out / "fusion_ceiling.md").read_text()

@@ -264,6 +264,32 @@ REC_BASELINES = ("popularity", "popularity_all", "item_knn", "ease", "als")
 PerQuery = Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
 
 
+def _cold_check(
+    rec: Mapping[str, Any],
+    ours: str,
+    compare: Callable[..., tuple[float, tuple[float, float] | None, int | None]],
+    add: Callable[..., None],
+) -> None:
+    """Issue 9's cold-start target: the served path's Recall@50 among held-out new items (no
+    interaction before the cut) at least that of its own towers alone (``student_faiss``:
+    FAISS by text and prior, no co-visitation), as a paired difference over the users with a
+    cold target. Skipped when either row lacks the figure or no user has a cold target."""
+    a, b = rec[ours], rec["student_faiss"]
+    if "cold_recall@50" not in a or "cold_recall@50" not in b or not a.get("n_cold_users"):
+        return
+    v, ci, n = compare("recommendation", rec, ours, "student_faiss", "cold_recall@50", "diff")
+    if ci is None:  # no per-user arrays: the count is the cold users', not all users'
+        n = int(a["n_cold_users"])
+    add(
+        "cold items keep the towers' Recall@50",
+        v,
+        0.0,
+        f"{ours} - student_faiss, Recall@50 among held-out new items (users with one)",
+        n=n,
+        ci=ci,
+    )
+
+
 def checks(
     results: dict[str, object], per_query: PerQuery | None = None
 ) -> list[dict[str, object]]:
@@ -305,7 +331,7 @@ def checks(
     ) -> tuple[float, tuple[float, float] | None, int | None]:
         """``a`` against ``b`` on ``metric``: value, paired interval and count."""
         arrays = per_query.get(section, {})
-        if a in arrays and b in arrays:
+        if metric in arrays.get(a, {}) and metric in arrays.get(b, {}):
             value, lo, hi = paired_ci(arrays[a][metric], arrays[b][metric], stat)  # type: ignore[arg-type]
             return value, (lo, hi), len(arrays[a][metric])
         va, vb = float(systems[a][metric]), float(systems[b][metric])
@@ -388,6 +414,8 @@ def checks(
             n=n,
             ci=ci,
         )
+    if ours and ours != "student_faiss" and "student_faiss" in rec:
+        _cold_check(rec, ours, compare, add)
     drift = results.get("drift", {})
     upd = drift.get("update") if isinstance(drift, dict) else None
     if upd:

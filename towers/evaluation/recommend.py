@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "NextItemTask",
     "RecSystem",
+    "cold_recall",
+    "cold_recall_per_user",
     "exclude_history",
     "history_matrix",
     "next_item_task",
@@ -75,13 +77,20 @@ def top_k_hits(ranked: list[list[int]], task: NextItemTask, k: int = 100) -> np.
     return np.asarray([len(set(r[:k]) & t) for r, t in zip(ranked, task.targets)], dtype=np.float64)
 
 
+def cold_recall_per_user(
+    ranked: list[list[int]], task: NextItemTask, cold_items: set[int], k: int = 50
+) -> np.ndarray:
+    """Recall@``k`` over each user's targets that are cold items (no interaction before the
+    cut), for the users who have one, in task order (so aligned across systems)."""
+    return recall_per_query(ranked, [t & cold_items for t in task.targets], k)
+
+
 def cold_recall(
     ranked: list[list[int]], task: NextItemTask, cold_items: set[int], k: int = 50
 ) -> tuple[float, int]:
     """Recall@``k`` over the targets that are cold items (no interaction before the cut),
     mean over the users who have one, and how many users that is."""
-    cold_targets = [t & cold_items for t in task.targets]
-    vals = recall_per_query(ranked, cold_targets, k)
+    vals = cold_recall_per_user(ranked, task, cold_items, k)
     return (float(vals.mean()) if len(vals) else 0.0), len(vals)
 
 
@@ -97,7 +106,8 @@ def score_recommendations(
     user's top 100, over all of them: the metric of the TensorFlow Recommenders retrieval
     tutorial), coverage@10, users per second, the user count and the 95% bootstrap interval
     of each of :data:`CI_METRICS` and of the accuracy (``ci95``) of one system's lists; with
-    ``cold_items``, also ``cold_recall@50`` (:func:`cold_recall`) and ``n_cold_users``."""
+    ``cold_items``, also ``cold_recall@50`` (:func:`cold_recall`, with its interval over
+    the cold users) and ``n_cold_users``."""
     per_user = per_user if per_user is not None else per_user_metrics(ranked, task)
     top10 = {i for r in ranked for i in r[:10]}
     out: dict[str, object] = {
@@ -107,14 +117,20 @@ def score_recommendations(
     n_targets = np.asarray([len(t) for t in task.targets], dtype=np.float64)
     accuracy, lo, hi = paired_ci(hits, n_targets, "ratio")
     out["accuracy@100"] = accuracy if len(hits) else 0.0
+    cold_ci: dict[str, list[float]] = {}
     if cold_items is not None:
-        out["cold_recall@50"], out["n_cold_users"] = cold_recall(ranked, task, cold_items)
+        cold_vals = cold_recall_per_user(ranked, task, cold_items)
+        out["cold_recall@50"] = float(cold_vals.mean()) if len(cold_vals) else 0.0
+        out["n_cold_users"] = len(cold_vals)
+        if len(cold_vals):
+            cold_ci["cold_recall@50"] = list(bootstrap_ci(cold_vals))
     out["coverage@10"] = len(top10) / max(n_items, 1)
     out["users_per_s"] = len(task) / max(seconds, 1e-9)
     out["n_users"] = len(task)
     out["ci95"] = {
         **{m: list(bootstrap_ci(per_user[m])) for m in CI_METRICS},
         "accuracy@100": [lo, hi],
+        **cold_ci,
     }
     return out
 
@@ -129,8 +145,9 @@ def run_systems(
 ) -> dict[str, dict[str, object]]:
     """Each system's metrics on ``task``, timed over the whole task; ``per_user`` (when
     given) receives each system's per-user metrics and ``hits@100`` (targets in the top
-    100: for paired comparisons of the top-100 accuracy); ``cold_items``
-    adds Recall@50 among targets no one had interacted with before the task."""
+    100: for paired comparisons of the top-100 accuracy; and, with ``cold_items``,
+    ``cold_recall@50`` of the users with a cold target); ``cold_items`` adds Recall@50 among
+    targets no one had interacted with before the task."""
     results = {}
     for name, system in systems.items():
         start = time.perf_counter()
@@ -139,6 +156,8 @@ def run_systems(
         values = per_user_metrics(ranked, task)
         if per_user is not None:  # with each user's top-100 hits, for paired accuracy checks
             per_user[name] = {**values, "hits@100": top_k_hits(ranked, task, 100)}
+            if cold_items is not None:
+                per_user[name]["cold_recall@50"] = cold_recall_per_user(ranked, task, cold_items)
         results[name] = score_recommendations(
             ranked, task, n_items, seconds, values, cold_items=cold_items
         )

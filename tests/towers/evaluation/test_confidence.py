@@ -94,3 +94,30 @@ def test_the_served_path_is_held_to_the_strongest_baseline() -> None:
     assert "student_faiss / item_knn" in c["detail"] and c["n"] == 500
     assert c["value"] == pytest.approx(hits["student_faiss"].sum() / hits["item_knn"].sum())
     assert c["status"] == "failed" and c["ci95"][1] < 1.0
+
+
+def test_cold_items_are_held_to_the_towers_alone_over_the_users_with_a_cold_target() -> None:
+    rng = np.random.default_rng(5)
+    users = {"ease": rng.random(600), "student_faiss": rng.random(600), "served": rng.random(600)}
+    results = _rec(users)
+    rec = results["recommendation"]["systems"]
+    towers_cold = rng.random(250)
+    cold = {"ease": np.zeros(250), "student_faiss": towers_cold, "served": towers_cold * 0.5}
+    per_query = {"recommendation": {n: {"recall@50": v} for n, v in users.items()}}
+    for name, values in cold.items():
+        rec[name].update({"cold_recall@50": float(values.mean()), "n_cold_users": 250})
+        per_query["recommendation"][name]["cold_recall@50"] = values
+    by = {c["name"]: c for c in checks(results, per_query)}
+    c = by["cold items keep the towers' Recall@50"]
+    assert "served - student_faiss" in c["detail"] and c["n"] == 250
+    assert c["value"] == pytest.approx(-0.5 * towers_cold.mean()) and c["status"] == "failed"
+    per_query["recommendation"]["served"]["cold_recall@50"] = towers_cold.copy()
+    c = {c["name"]: c for c in checks(results, per_query)}["cold items keep the towers' Recall@50"]
+    assert c["value"] == 0.0 and c["status"] == "passed"  # the same lists: nothing lost
+    # without per-user arrays the count is still the cold users'
+    c = {c["name"]: c for c in checks(results)}["cold items keep the towers' Recall@50"]
+    assert c["n"] == 250 and c["ci95"] is None
+    # no user with a cold target (or no cold figure): no check
+    for row in rec.values():
+        row["n_cold_users"] = 0
+    assert "cold items keep the towers' Recall@50" not in {c["name"] for c in checks(results)}

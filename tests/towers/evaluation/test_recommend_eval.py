@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from towers.evaluation.recommend import (
+    cold_recall_per_user,
     exclude_history,
     history_matrix,
     next_item_task,
@@ -117,5 +118,8 @@ def test_cold_recall_counts_only_users_with_a_cold_target() -> None:
     assert task.targets == [{11, 12}, {11}]
     scored = score_recommendations([[12], [11]], task, n_items=3, seconds=1.0, cold_items={12})
     assert scored["cold_recall@50"] == 1.0 and scored["n_cold_users"] == 1
+    assert scored["ci95"]["cold_recall@50"] == [1.0, 1.0]  # over the one cold user
     scored = score_recommendations([[11], [11]], task, n_items=3, seconds=1.0, cold_items={12})
     assert scored["cold_recall@50"] == 0.0
+    assert list(cold_recall_per_user([[11, 12], [11]], task, {12}, k=1)) == [0.0]
+    assert list(cold_recall_per_user([[11, 12], [11]], task, {12}, k=2)) == [1.0]
