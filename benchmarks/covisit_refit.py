@@ -100,6 +100,7 @@ def main() -> int:
     table.save(args.out / COVISIT_FILE)
     report["covisit"] = {
         "kind": table.kind,
+        "l2": table.l2,
         **table.settings(),
         "entries": len(table),
         "validation": covisit_validation_kind(ds, report["events_until_ts"]),

@@ -15,8 +15,8 @@ On the eval harness's own time-protocol task (``towerserve eval --sections recom
 the model's cut, its users, the same exclusions), ranks every catalog item by
 
 - ``ease@l2``: EASE (towers/cooccurrence.py) at ridge ``l2`` (the eval's baseline is 500);
-- ``ease@500, k positive neighbours``: each EASE row cut to its ``k`` largest positive
-  weights, as the co-visitation table keeps them;
+- ``ease@L, k positive neighbours``: each EASE row cut to its ``k`` largest positive
+  weights, as the co-visitation table keeps them (100 at every ridge, 200 at 500);
 - ``towers``: cosine of the model's user vector (its history, as evaluation embeds it) and
   every item vector (exact, no FAISS, no prior);
 - ``served_twin``: the in-process twin of the served ranking (``student_faiss_covisit``);
@@ -50,8 +50,9 @@ log = logging.getLogger("fusion_ceiling")
 #: Weights of the second (and third) standardised score tried for each fusion.
 FUSION_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 #: Ridges of the EASE rows (the eval's baseline is 500).
-EASE_L2 = (100.0, 250.0, 500.0, 1000.0)
-#: Neighbours per item of the truncated EASE rows (towers/covisit.py keeps 100 positive ones).
+EASE_L2 = (50.0, 100.0, 250.0, 500.0, 1000.0)
+#: Neighbours per item of the truncated EASE rows (towers/covisit.py keeps 100 positive ones):
+#: at every ridge the first, at 500 each.
 TABLE_NEIGHBOURS = (100, 200)
 #: Reciprocal-rank fusion's constant (Cormack et al. 2009).
 RRF_K = 60
@@ -100,16 +101,16 @@ def main() -> int:
 
     def ease_scores(l2: float) -> np.ndarray:
         model = EASE(data, l2=l2)
-        if l2 == 500.0:
-            for k in TABLE_NEIGHBOURS:  # what the co-visitation table keeps of each row
-                w = np.maximum(model.weights, 0.0)
-                cut = min(k, w.shape[1])
-                kth = -np.partition(-w, cut - 1, axis=1)[:, cut - 1 : cut]
-                truncated[k] = np.zeros((rows.shape[0], model.n_items), np.float32)
-                truncated[k][:, model.active] = rows[:, model.active] @ np.where(w >= kth, w, 0.0)
+        for k in TABLE_NEIGHBOURS if l2 == 500.0 else TABLE_NEIGHBOURS[:1]:
+            w = np.maximum(model.weights, 0.0)  # what the co-visitation table keeps of a row
+            cut = min(k, w.shape[1])
+            kth = -np.partition(-w, cut - 1, axis=1)[:, cut - 1 : cut]
+            kept = np.zeros((rows.shape[0], model.n_items), np.float32)
+            kept[:, model.active] = rows[:, model.active] @ np.where(w >= kth, w, 0.0)
+            truncated[(l2, k)] = kept
         return model.scores(rows)
 
-    truncated: dict[int, np.ndarray] = {}
+    truncated: dict[tuple[float, int], np.ndarray] = {}
 
     tau_s = float(m.report["config"].get("recency_tau_s", 2 * 86400.0))
     hist_rows, hist_weights = history_matrix(task, m.row_of, tau_s)
@@ -126,8 +127,8 @@ def main() -> int:
 
     for l2, s in ease.items():
         rankings[f"ease@{l2:g}"] = top(s)
-    for k, s in truncated.items():
-        rankings[f"ease@500, {k} positive neighbours"] = top(s)
+    for (l2, k), s in truncated.items():
+        rankings[f"ease@{l2:g}, {k} positive neighbours"] = top(s)
     rankings["als"] = top(als)
     rankings["towers"] = top(towers)
     twin = recommendation_systems(m, ("student_faiss_covisit",)).get("student_faiss_covisit")

@@ -41,6 +41,7 @@ items come from FAISS alone). The table is numpy-only at serving time: ``indptr`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ __all__ = [
     "COVISIT_WEIGHTS",
     "COVISIT_EASE_MAX_ITEMS",
     "DECAYS",
+    "EASE_L2S",
     "HISTORY_LENGTHS",
     "N_NEIGHBOURS",
     "RAMPS",
@@ -86,6 +88,12 @@ N_NEIGHBOURS = 100
 #: Largest number of interacted items for which the ``auto`` kind builds EASE (a dense
 #: float64 ``n x n`` inverse: 800 MB and about 20 s on two cores at 10,000 items).
 COVISIT_EASE_MAX_ITEMS = 10_000
+#: Candidate ridges of an EASE table, fitted on validation (:func:`fit_model_covisit`): the
+#: first is the default (Steck's 500), kept unless another is surely better there. Measured on
+#: two generated data sets' test weeks, a lower ridge ranked better (100 neighbours per item:
+#: 0.2370 -> 0.2469 at 100 on the demo data, 0.2993 -> 0.3140 at 50 on the identity data;
+#: benchmarks/results/ease_ridge_2026-11-30.md).
+EASE_L2S = (500.0, 50.0, 100.0, 250.0, 1000.0)
 #: Candidate weights of the normalised co-visitation score (cosine spans [-1, 1]; 1000 ranks
 #: by co-visitation first, cosine breaking ties). A finer grid fitted the validation window's
 #: noise (benchmarks/results/fullhist_2026-11-29.md).
@@ -121,7 +129,8 @@ class CovisitTable:
     blend weight (0: unused); ``history`` (>= 1) the newest history items read, ``decay``
     (0 < decay <= 1) the weight of each older position, ``ramp`` (>= 0) the history length
     at which a request gets the full weight, ``cold_share`` (0 <= share < 1) the share of every
-    list prefix kept for items without neighbours (module docstring).
+    list prefix kept for items without neighbours (module docstring); ``l2`` the EASE ridge
+    the neighbours were computed with (unused by ``item_knn``; an update recounts with it).
     """
 
     item_ids: np.ndarray
@@ -134,6 +143,7 @@ class CovisitTable:
     decay: float = 1.0
     ramp: int = 0
     cold_share: float = 0.0
+    l2: float = EASE_L2S[0]
     #: Row of each neighbour (positions in ``item_ids``), and whether each row has neighbours.
     _neighbour_rows: np.ndarray = field(init=False, repr=False, compare=False)
     _has_row: np.ndarray = field(init=False, repr=False, compare=False)
@@ -298,12 +308,14 @@ class CovisitTable:
                 decay=np.array(self.decay, dtype=np.float64),
                 ramp=np.array(self.ramp, dtype=np.int64),
                 cold_share=np.array(self.cold_share, dtype=np.float64),
+                l2=np.array(self.l2, dtype=np.float64),
             )
 
     @classmethod
     def load(cls, path: Path) -> CovisitTable:
-        """The table saved at ``path`` (one saved before ``history``, ``decay``, ``ramp`` and
-        ``cold_share`` existed reads with their defaults: the behaviour it was fitted with).
+        """The table saved at ``path`` (one saved before ``history``, ``decay``, ``ramp``,
+        ``cold_share`` and ``l2`` existed reads with their defaults: the behaviour it was
+        fitted with).
 
         Raises:
             ValueError: the file is not a co-visitation table (names what is missing).
@@ -321,6 +333,7 @@ class CovisitTable:
                     float(doc["decay"]) if "decay" in doc else 1.0,
                     int(doc["ramp"]) if "ramp" in doc else 0,
                     float(doc["cold_share"]) if "cold_share" in doc else 0.0,
+                    float(doc["l2"]) if "l2" in doc else EASE_L2S[0],
                 )
         except (KeyError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a co-visitation table: {exc}") from exc
@@ -333,11 +346,12 @@ def build_covisit(
     until_ts: int | None,
     kind: str = "auto",
     n_neighbours: int = N_NEIGHBOURS,
-    l2: float = 500.0,
+    l2: float = EASE_L2S[0],
 ) -> CovisitTable:
     """The neighbour table of ``events`` before ``until_ts`` (unix s; all when ``None``) over
     the catalog ``item_ids``. ``kind`` ``auto`` picks ``ease`` when at most
-    :data:`COVISIT_EASE_MAX_ITEMS` items have interactions, else ``item_knn``.
+    :data:`COVISIT_EASE_MAX_ITEMS` items have interactions, else ``item_knn``; ``l2`` is
+    EASE's ridge (> 0).
 
     Raises:
         ValueError: an unknown ``kind``, or ``n_neighbours`` < 1.
@@ -350,6 +364,8 @@ def build_covisit(
         raise ValueError(f"kind must be auto, ease or item_knn, got {kind!r}")
     if n_neighbours < 1:
         raise ValueError(f"n_neighbours must be >= 1, got {n_neighbours}")
+    if not l2 > 0:
+        raise ValueError(f"l2 must be > 0, got {l2}")
     ids = np.sort(np.asarray(item_ids, dtype=np.int64))
     data = interactions(events, ids, until_ts=until_ts)
     n_active = int((np.diff(data.matrix.tocsc().indptr) > 0).sum())
@@ -384,6 +400,7 @@ def build_covisit(
         np.concatenate(nbr) if nbr else np.zeros(0, np.int64),
         np.concatenate(wts) if wts else np.zeros(0, np.float32),
         kind,
+        l2=float(l2),
     )
     log.info(
         "co-visitation table: %s over %d interacted of %d items, %d entries",
@@ -640,7 +657,8 @@ class ValidationRanking:
     ``table`` holds the neighbours of the events before the validation (its settings are
     varied by the fits); ``cos``/``ids`` the FAISS candidates of the task's users;
     ``exclude``/``fetch`` as :func:`covisit_ranked` takes them; ``prior``/``prior_weight``
-    the prior as of the validation; ``label`` names the validation for logs.
+    the prior as of the validation; ``label`` names the validation for logs; ``fit_events``
+    and ``table_until`` what ``table`` was built from (to build it again with other settings).
     """
 
     task: NextItemTask
@@ -653,6 +671,8 @@ class ValidationRanking:
     prior: PriorLookup | None
     prior_weight: float
     label: str
+    fit_events: pd.DataFrame | None = None
+    table_until: int | None = None
 
     def ranked(
         self,
@@ -721,6 +741,7 @@ def validation_ranking(
     max_users: int = 1000,
     seed: int = 0,
     validation: str = "time",
+    l2: float = EASE_L2S[0],
 ) -> ValidationRanking | None:
     """The validation of :func:`fit_model_covisit` (its arguments): the next-item task of the
     last ``validation_s`` seconds before ``at_ts``, or with ``validation="random"`` of a random
@@ -757,7 +778,7 @@ def validation_ranking(
         label = f"the last {window / 86_400:.1f} days"
     if len(task) == 0:
         return None
-    table = build_covisit(fit_events, item_ids, until_ts=start, kind=kind)
+    table = build_covisit(fit_events, item_ids, until_ts=start, kind=kind, l2=l2)
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
     lookup, pw = None, 0.0
@@ -774,7 +795,9 @@ def validation_ranking(
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
     cos, rows = index.search(users, min(fetch + extra, len(item_ids)))
     ids = np.where(rows >= 0, item_ids[np.maximum(rows, 0)], -1)
-    return ValidationRanking(task, table, cos, ids, depth, exclude, keep, lookup, pw, label)
+    return ValidationRanking(
+        task, table, cos, ids, depth, exclude, keep, lookup, pw, label, fit_events, start
+    )
 
 
 def _fit_one_kind(
@@ -792,6 +815,7 @@ def _fit_one_kind(
     seed: int = 0,
     validation: str = "time",
     per_user: list[float] | None = None,
+    ease_l2s: Sequence[float] = EASE_L2S,
 ) -> tuple[CovisitTable, dict[str, float]]:
     """The co-visitation table of the events before ``at_ts``, its weight and settings fitted
     on the last ``validation_s`` seconds before it (default: the prior's validation window),
@@ -808,6 +832,8 @@ def _fit_one_kind(
     neighbours of the user's long history in a table built from the events before the window.
     Validation Recall@50 picks, in turn (ties: the first of each grid):
 
+    0. for an EASE table, its ridge among ``ease_l2s`` (:data:`EASE_L2S`; :func:`_choose_ease_l2`:
+       the first unless another is surely better, ranked by the table alone);
     1. the weight of :data:`COVISIT_WEIGHTS`;
     2. ``history`` and ``decay`` (:data:`HISTORY_LENGTHS` x :data:`DECAYS`; lengths past the
        longest validation history are not tried: they read the same events as the first
@@ -820,7 +846,8 @@ def _fit_one_kind(
        ``cold@text``, the towers alone on cold targets, is reported beside it).
 
     With no users to validate on, the weight is 0 (the table is kept but unused). Returns the
-    table and the validation scores: ``str(weight)`` (at the final settings),
+    table (an EASE table's ``l2`` the chosen ridge) and the validation scores: ``l2=X`` (each
+    candidate ridge's Recall@50, EASE only), ``str(weight)`` (at the final settings),
     ``history=H,decay=D``, ``ramp=R``, ``cold_share=S`` (with ``cold@...`` twins for the cold
     Recall@50) and ``cold@text``, and ``final`` (the Recall@50 of the table returned).
     """
@@ -828,7 +855,9 @@ def _fit_one_kind(
     from towers.prior import VALIDATION_K
 
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    final = build_covisit(events, item_ids, until_ts=at_ts, kind=kind)
+    if not ease_l2s:
+        raise ValueError("ease_l2s must name at least one ridge")
+    final = build_covisit(events, item_ids, until_ts=at_ts, kind=kind, l2=ease_l2s[0])
     val = validation_ranking(
         events,
         item_ids,
@@ -842,10 +871,18 @@ def _fit_one_kind(
         max_users=max_users,
         seed=seed,
         validation=validation,
+        l2=ease_l2s[0],
     )
     if val is None:
         log.warning("no users to fit the co-visitation weight on: it stays unused")
         return final, {}
+    scores: dict[str, float] = {}
+    if final.kind == "ease" and len(ease_l2s) > 1:
+        l2, by_l2, chosen = _choose_ease_l2(val, item_ids, ease_l2s)
+        scores.update(by_l2)
+        if l2 != final.l2:
+            val = dataclasses.replace(val, table=chosen)
+            final = build_covisit(events, item_ids, until_ts=at_ts, kind="ease", l2=l2)
     task, table, histories = val.task, val.table, val.task.long_histories
     cold_items = item_ids[table.is_cold(item_ids)]
     cold_targets = [t & set(map(int, cold_items)) for t in task.targets]
@@ -868,7 +905,6 @@ def _fit_one_kind(
             [ranked[u] for u in cold_users], [cold_targets[u] for u in cold_users], VALIDATION_K
         )
 
-    scores: dict[str, float] = {}
     current = table.with_settings(weight=0.0)
 
     def fit_weight(t: CovisitTable) -> CovisitTable:
@@ -917,6 +953,40 @@ def _fit_one_kind(
         scores["final"],
     )
     return final.fitted_like(current), scores
+
+
+def _choose_ease_l2(
+    val: ValidationRanking, item_ids: np.ndarray, l2s: Sequence[float]
+) -> tuple[float, dict[str, float], CovisitTable]:
+    """The EASE ridge of ``l2s`` whose table (built from ``val``'s events) ranks ``val``'s
+    users best: the first of ``l2s`` unless another is surely better
+    (:func:`towers.metrics.surely_better_choice` on per-user Recall@50). Each candidate ranks
+    by the table alone (the largest weight of :data:`COVISIT_WEIGHTS`, the longest history of
+    :data:`HISTORY_LENGTHS`, no decay): the ridge shapes the table's own order, which the
+    later fits then blend. Returns the ridge, the ``l2=X`` scores (each candidate's validation
+    Recall@50) and its table."""
+    from towers.metrics import recall_per_query, surely_better_choice
+    from towers.prior import VALIDATION_K
+
+    if val.fit_events is None:
+        raise ValueError("the validation does not say what its table was built from")
+    per_user: dict[float, np.ndarray] = {}
+    tables: dict[float, CovisitTable] = {}
+    for l2 in l2s:
+        tables[l2] = (
+            val.table
+            if val.table.l2 == l2
+            else build_covisit(
+                val.fit_events, item_ids, until_ts=val.table_until, kind="ease", l2=l2
+            )
+        )
+        alone = tables[l2].with_settings(weight=max(COVISIT_WEIGHTS), history=max(HISTORY_LENGTHS))
+        ranked = [[int(i) for i in row[:VALIDATION_K]] for row, _ in val.ranked(alone)]
+        per_user[l2] = recall_per_query(ranked, val.task.targets, VALIDATION_K)
+    chosen = float(surely_better_choice(per_user, l2s[0]))
+    scores = {f"l2={l2:g}": float(v.mean()) if len(v) else 0.0 for l2, v in per_user.items()}
+    log.info("co-visitation: EASE ridge %g chosen on validation (%s)", chosen, scores)
+    return chosen, scores, tables[chosen]
 
 
 def choose_cold_share(

@@ -7,6 +7,7 @@ dict ``{item_id: grade}`` (ESCI grades 0..3; unjudged items count as 0).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,19 @@ def paired_gain(
     idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
     lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
     return float(d.mean()), float(lo), float(hi)
+
+
+def surely_better_choice(per_user: Mapping[Any, np.ndarray], default: Any) -> Any:
+    """The key of ``per_user`` (each one's per-user metric over the same users, in the same
+    order) with the best mean, if its paired gain over ``default``'s is surely above 0 (the
+    95% interval of :func:`paired_gain` lies above 0); else ``default``. So a setting
+    changes from its default only on evidence, not on validation noise."""
+    best = max(
+        per_user, key=lambda key: float(np.mean(per_user[key])) if len(per_user[key]) else 0.0
+    )
+    if best != default and paired_gain(per_user[best], per_user[default])[1] > 0:
+        return best
+    return default
 
 
 def recall_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:

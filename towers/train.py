@@ -40,7 +40,7 @@ from towers.bundle_contract import (
     blend_features,
 )
 from towers.config import TrainConfig
-from towers.covisit import CovisitTable, fit_model_covisit, validation_ranking
+from towers.covisit import EASE_L2S, CovisitTable, fit_model_covisit, validation_ranking
 from towers.data import Dataset, cut_ts_at, load_dataset
 from towers.data import item_texts as make_item_texts
 from towers.distil import distil_student, pca_projection
@@ -386,6 +386,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         if covisit is None
         else {
             "kind": covisit.kind,
+            "l2": covisit.l2,
             **covisit.settings(),
             "entries": len(covisit),
             "validation": covisit_validation_kind(ds, until_ts),
@@ -647,6 +648,7 @@ def fit_tower_no_query_blend(
         item_vecs,
         prior=prior,
         kind=covisit.kind if covisit is not None else "auto",
+        l2=covisit.l2 if covisit is not None else EASE_L2S[0],
         max_users=NO_QUERY_BLEND_USERS,
         seed=cfg.seed,
         validation=validation,

@@ -190,7 +190,11 @@ def update(
         # the neighbours recounted as of the window's end, with the parent's kind and fit
         parent_covisit = CovisitTable.load(artifacts / COVISIT_FILE)
         build_covisit(
-            events, items["item_id"].to_numpy(np.int64), until_ts=end_ts, kind=parent_covisit.kind
+            events,
+            items["item_id"].to_numpy(np.int64),
+            until_ts=end_ts,
+            kind=parent_covisit.kind,
+            l2=parent_covisit.l2,
         ).fitted_like(parent_covisit).save(out_dir / COVISIT_FILE)
     version = save_child_module(user_tower, "user_tower", artifacts, out_dir, tag="u")
     seconds = round(time.perf_counter() - started, 2)

@@ -10,6 +10,7 @@ import pytest
 
 from towers.covisit import (
     CovisitTable,
+    _fit_one_kind,
     blend_covisit,
     build_covisit,
     covisit_rank,
@@ -307,6 +308,11 @@ def test_settings_round_trip_and_old_tables_read_with_defaults(tmp_path: Path) -
         "ramp": 0,
         "cold_share": 0.0,
     }
+    assert old.l2 == 500.0  # a table saved before the ridge was fitted: Steck's default
+    ridged = chain().with_settings(weight=1.0)
+    object.__setattr__(ridged, "l2", 100.0)
+    ridged.save(tmp_path / "r.npz")
+    assert CovisitTable.load(tmp_path / "r.npz").l2 == 100.0
     assert chain().fitted_like(tab).settings() == tab.settings()
     with pytest.raises(ValueError, match="unknown settings"):
         chain(alpha=1.0)
@@ -387,3 +393,37 @@ def test_cold_share_is_the_best_for_cold_items_among_those_not_surely_worse() ->
     assert choose_cold_share(noise, cold, text_cold=0.1) == 0.1
     # nothing reaches the floor: the rule without it
     assert choose_cold_share(noise, cold, text_cold=0.5) == 0.1
+
+
+def test_an_ease_table_fits_its_ridge_on_validation_unless_it_has_one_candidate() -> None:
+    """Each candidate ridge ranks the validation users with the table alone; the first (500)
+    stays unless another is surely better, the table and the final build carry the choice,
+    and item-kNN tables have no ridge to fit."""
+    from towers.covisit import EASE_L2S
+
+    events, at, users, vectors = fit_inputs()
+    kw = {"validation_s": at - 300_000, "n_candidates": 5, "kind": "ease"}
+    tab, scores = fit_model_covisit(events, np.arange(400), at, users, vectors, **kw)
+    assert {f"l2={x:g}" for x in EASE_L2S} <= set(scores)
+    assert all(0.0 <= scores[f"l2={x:g}"] <= 1.0 for x in EASE_L2S)
+    assert tab.l2 in EASE_L2S
+    one, one_scores = _fit_one_kind(
+        events, np.arange(400), at, users, vectors, ease_l2s=(300.0,), **kw
+    )
+    assert one.l2 == 300.0 and not any(k.startswith("l2=") for k in one_scores)
+    knn, knn_scores = fit_model_covisit(
+        events, np.arange(400), at, users, vectors, **{**kw, "kind": "item_knn"}
+    )
+    assert knn.kind == "item_knn" and not any(k.startswith("l2=") for k in knn_scores)
+    with pytest.raises(ValueError, match="l2 must be > 0"):
+        build_covisit(events, np.arange(400), until_ts=None, kind="ease", l2=0.0)
+    with pytest.raises(ValueError, match="at least one ridge"):
+        _fit_one_kind(events, np.arange(400), at, users, vectors, ease_l2s=(), **kw)
+
+
+def test_the_ridge_shapes_an_ease_table_and_is_recorded_in_it() -> None:
+    events = pair_events(n_users=80, seed=2)
+    low = build_covisit(events, np.arange(20), until_ts=None, kind="ease", l2=1.0)
+    high = build_covisit(events, np.arange(20), until_ts=None, kind="ease", l2=5000.0)
+    assert low.l2 == 1.0 and high.l2 == 5000.0
+    assert not np.allclose(low.weights[:5], high.weights[:5])  # the ridge shapes the weights

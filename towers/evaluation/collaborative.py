@@ -14,7 +14,11 @@ and item) and score a user from that row of the matrix plus the request's histor
 - :class:`ALS`: implicit-feedback matrix factorisation (Hu, Koren, Volinsky 2008) from the
   ``implicit`` library, confidence ``1 + alpha * x``.
 
-Hyper-parameters are the usual defaults of each method, not tuned on the test data.
+Hyper-parameters are the usual defaults of each method, not tuned on the test data, except
+EASE's ridge: the served co-visitation table chooses its ridge on a validation window before
+the cut (towers/covisit.py :data:`~towers.covisit.EASE_L2S`), so the EASE baseline chooses
+its own the same way (:func:`fit_ease_l2`) and is never held to a ridge the served path
+improved on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from towers.cooccurrence import EASE, EASE_MAX_ITEMS, Interactions, ItemKNN, interactions
@@ -35,9 +40,73 @@ __all__ = [
     "EASE_MAX_ITEMS",
     "Interactions",
     "ItemKNN",
+    "fit_ease_l2",
     "interactions",
     "top_k_excluding",
 ]
+
+
+def fit_ease_l2(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    *,
+    validation: str = "time",
+    l2s: Sequence[float] | None = None,
+    max_users: int = 1000,
+    seed: int = 0,
+) -> tuple[float, dict[str, float]]:
+    """EASE's ridge for a baseline fitted on the events before ``at_ts``, chosen as the served
+    table's is (towers/covisit.py ``_choose_ease_l2``): on the same validation (the next-item
+    task of the last :data:`towers.prior.VALIDATION_S` seconds before ``at_ts`` with the events
+    before it, or with ``validation="random"`` a random share of them,
+    :func:`towers.covisit.validation_events`), the first of ``l2s`` (default
+    :data:`towers.covisit.EASE_L2S`, Steck's 500 first) unless another ranks the validation
+    users surely better by Recall@50 (:func:`towers.metrics.surely_better_choice`). Returns
+    the ridge and ``l2=X`` validation scores (empty when there is nothing to validate on or
+    too many items for EASE: the first ridge then).
+
+    Raises:
+        ValueError: ``validation`` is neither time nor random.
+    """
+    from towers.covisit import EASE_L2S, validation_events
+    from towers.metrics import recall_per_query, surely_better_choice
+    from towers.next_item import next_item_task, random_split_task
+    from towers.prior import VALIDATION_K, VALIDATION_S
+
+    grid = tuple(l2s) if l2s is not None else EASE_L2S
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    before = events["ts"].to_numpy() < at_ts
+    if validation == "random":
+        held = validation_events(events, at_ts, "random", seed=seed)
+        fit_events = events[before & ~held]
+        if len(fit_events) == 0:
+            return grid[0], {}
+        task = random_split_task(fit_events, events[held], max_users=max_users, seed=seed)
+        until = int(at_ts)
+    elif validation == "time":
+        until = int(at_ts - VALIDATION_S)
+        fit_events = events[before]
+        task = next_item_task(events, until, int(at_ts), max_users=max_users, seed=seed)
+    else:
+        raise ValueError(f"validation must be time or random, got {validation!r}")
+    if len(task) == 0 or len(grid) == 1:
+        return grid[0], {}
+    data = interactions(fit_events, item_ids, until_ts=until)
+    rows = data.user_rows(task.user_ids, task.hist_ids)
+    per_user: dict[float, np.ndarray] = {}
+    for l2 in grid:
+        try:
+            model = EASE(data, l2=l2)
+        except ValueError as exc:  # too many items: the baseline is skipped anyway
+            log.warning("EASE ridge not fitted: %s", exc)
+            return grid[0], {}
+        ranked = top_k_excluding(model.scores(rows), item_ids, task.excluded, VALIDATION_K)
+        per_user[l2] = recall_per_query(ranked, task.targets, VALIDATION_K)
+    chosen = float(surely_better_choice(per_user, grid[0]))
+    scores = {f"l2={l2:g}": float(v.mean()) if len(v) else 0.0 for l2, v in per_user.items()}
+    log.info("EASE baseline: ridge %g chosen on validation (%s)", chosen, scores)
+    return chosen, scores
 
 
 def top_k_excluding(

@@ -200,6 +200,7 @@ def _recommendation(
             "split": split_info(m.ds),
             "n_users": len(task),
             "systems": res,
+            "baseline_settings": _baseline_settings(systems),
         }
     assert m.cut_ts is not None
     _, end = events_range(m.ds.events)
@@ -213,6 +214,16 @@ def _recommendation(
         "cut_ts": m.cut_ts,
         "window_s": end - m.cut_ts,
         "systems": res,
+        "baseline_settings": _baseline_settings(systems),
+    }
+
+
+def _baseline_settings(systems: Mapping[str, RecSystem]) -> dict[str, object]:
+    """What each baseline chose on validation before the task (EASE's ridge), by system."""
+    return {
+        name: dict(settings)
+        for name, system in systems.items()
+        if (settings := getattr(system, "settings", None))
     }
 
 

@@ -37,6 +37,7 @@ from towers.bundle_contract import (
 )
 from towers.covisit import CovisitTable, covisit_lists
 from towers.data import Dataset, item_texts, load_dataset
+from towers.data.split import split_info
 from towers.encoder import mean_pool
 from towers.evaluation.baselines import BM25Ranker, PopularityRanker
 from towers.evaluation.collaborative import (
@@ -45,6 +46,7 @@ from towers.evaluation.collaborative import (
     EASE_MAX_ITEMS,
     Interactions,
     ItemKNN,
+    fit_ease_l2,
     interactions,
     top_k_excluding,
 )
@@ -463,14 +465,26 @@ def recommendation_systems(
 
 def _collaborative(m: Loaded, name: str) -> RecSystem:
     """A collaborative baseline fitted on the events before each task's start (fits are
-    cached per start time: the recommendation section asks once, drift once per window)."""
+    cached per start time: the recommendation section asks once, drift once per window).
+    EASE's ridge is chosen on validation before that start, as the served table's is
+    (:func:`fit_ease_l2`); the system's ``settings`` attribute records it per start."""
     fitted: dict[int, tuple[Interactions, ItemKNN | EASE | ALS]] = {}
-    kinds = {"item_knn": ItemKNN, "ease": EASE, "als": ALS}
+    settings: dict[str, dict[str, object]] = {}
+    validation = "random" if m.cut_ts is None and split_info(m.ds) is not None else "time"
+
+    def fit(data: Interactions, start_ts: int) -> ItemKNN | EASE | ALS:
+        if name == "item_knn":
+            return ItemKNN(data)
+        if name == "als":
+            return ALS(data)
+        l2, scores = fit_ease_l2(m.ds.events, m.item_ids, start_ts, validation=validation)
+        settings[str(start_ts)] = {"l2": l2, "validation": validation, "recall@50": scores}
+        return EASE(data, l2=l2)
 
     def system(task: NextItemTask, k: int) -> list[list[int]]:
         if task.start_ts not in fitted:
             data = interactions(m.ds.events, m.item_ids, until_ts=task.start_ts)
-            fitted[task.start_ts] = (data, kinds[name](data))
+            fitted[task.start_ts] = (data, fit(data, task.start_ts))
         data, model = fitted[task.start_ts]
         out: list[list[int]] = []
         for lo in range(0, len(task), COLLABORATIVE_BATCH):
@@ -479,6 +493,7 @@ def _collaborative(m: Loaded, name: str) -> RecSystem:
             out += top_k_excluding(model.scores(rows), m.item_ids, task.excluded[lo:hi], k)
         return out
 
+    system.settings = settings  # type: ignore[attr-defined]
     return system
 
 

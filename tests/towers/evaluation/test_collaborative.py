@@ -71,3 +71,31 @@ def test_ease_refuses_too_many_items(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(collab, "EASE_MAX_ITEMS", 3)
     with pytest.raises(ValueError, match="at most 3 items"):
         EASE(interactions(_events(), ITEMS))
+
+
+def test_ease_ridge_is_chosen_on_the_window_before_the_cut() -> None:
+    """The baseline gets the served table's chance: each ridge ranks the users of the last
+    days before the cut, with only the events before those days; the default stays unless
+    another is surely better."""
+    from towers.covisit import EASE_L2S
+    from towers.evaluation.collaborative import fit_ease_l2
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for user in range(60):
+        group = GROUP_A if user < 30 else GROUP_B
+        picks = rng.choice(group, size=4, replace=False)
+        for day, item in zip((0, 1, 2, 9), picks):  # the last one inside the window
+            rows.append((user, int(item), "click", day * 86_400 + user))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
+    at = 10 * 86_400
+    l2, scores = fit_ease_l2(events, ITEMS, at)
+    assert l2 in EASE_L2S and set(scores) == {f"l2={x:g}" for x in EASE_L2S}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert scores["l2=500"] > 0.5  # the rest of the user's group ranks first
+    assert fit_ease_l2(events, ITEMS, at, l2s=(42.0,)) == (42.0, {})
+    assert fit_ease_l2(events, ITEMS, 86_400) == (EASE_L2S[0], {})  # nothing before the window
+    l2, scores = fit_ease_l2(events, ITEMS, at, validation="random")
+    assert l2 in EASE_L2S
+    with pytest.raises(ValueError, match="validation must be time or random"):
+        fit_ease_l2(events, ITEMS, at, validation="future")
