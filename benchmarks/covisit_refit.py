@@ -10,7 +10,10 @@ its co-visitation table again exactly as ``towerserve train`` does at the end of
 history length, decay, per-length ramp and cold share fitted on the validation window with the
 trained towers and prior); the towers, prior and reranker are unchanged. So the table can be
 iterated on without retraining the towers (minutes to hours on two cores). The train report's
-``covisit`` entry and ``seconds.covisit`` are replaced.
+``covisit`` entry and ``seconds.covisit`` are replaced. ``--refit-prior`` first fits the
+popularity prior again too (towers/train.py ``fit_tower_prior``, with the validation training
+would use now: a random share of the events for a random-split model), replacing the prior
+files and the report's ``prior`` entry, and fits the table with it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def main() -> int:
         default=None,
         help="days before the cut the settings are fitted on (default: training's)",
     )
+    p.add_argument(
+        "--refit-prior",
+        action="store_true",
+        help="fit the popularity prior again first (as training does now), then the table",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     report_path = args.artifacts / TRAIN_REPORT_FILE
@@ -59,10 +67,10 @@ def main() -> int:
     from towers.config import TrainConfig
     from towers.data import load_dataset
     from towers.models import load_module
-    from towers.prior import load_prior
+    from towers.prior import load_prior, save_prior
     from towers.teacher import tokenizer_path
     from towers.text import load_tokenizer
-    from towers.train import covisit_validation_kind, fit_tower_covisit
+    from towers.train import covisit_validation_kind, fit_tower_covisit, fit_tower_prior
 
     report = json.loads(report_path.read_text())
     cfg = TrainConfig(**report["config"])
@@ -83,18 +91,29 @@ def main() -> int:
         (args.out / ARTIFACTS_BUNDLE_DIR).mkdir()
         for name in (MANIFEST_FILE, INDEX_FILE):
             shutil.copy2(bundle / name, args.out / ARTIFACTS_BUNDLE_DIR / name)
+    user_tower = load_module("user_tower", args.artifacts / "user_tower")
+    tok = load_tokenizer(tokenizer_path())
+    item_vecs = np.load(args.artifacts / ITEM_EMBEDDINGS_FILE)
+    validation_kind = covisit_validation_kind(ds, report["events_until_ts"])
+    if args.refit_prior:
+        prior, prior_validation = fit_tower_prior(
+            ds.events, item_ids, at_ts, user_tower, tok, item_vecs, cfg, validation_kind
+        )
+        save_prior(prior, args.out)
+        report["prior"] = {**prior.meta(), "validation_recall@50": prior_validation}
+        log.info("prior refitted on %s validation: %s", validation_kind, prior.meta())
     start = time.perf_counter()
     table, validation = fit_tower_covisit(
         ds.events,
         item_ids,
         at_ts,
-        load_module("user_tower", args.artifacts / "user_tower"),  # type: ignore[arg-type]
-        load_tokenizer(tokenizer_path()),
-        np.load(args.artifacts / ITEM_EMBEDDINGS_FILE),
+        user_tower,  # type: ignore[arg-type]
+        tok,
+        item_vecs,
         prior,
         cfg,
         None if args.validation_days is None else args.validation_days * 86_400,
-        validation=covisit_validation_kind(ds, report["events_until_ts"]),
+        validation=validation_kind,
     )
     seconds = round(time.perf_counter() - start, 2)
     table.save(args.out / COVISIT_FILE)

@@ -218,35 +218,57 @@ def fit_model_prior(
     half_lives_s: tuple[float, ...] = PRIOR_HALF_LIVES_S,
     max_users: int = 1000,
     seed: int = 0,
+    validation: str = "time",
 ) -> tuple[ItemPrior, dict[str, float]]:
     """The prior as of ``at_ts`` with its half-life and weight fitted on the last
-    ``validation_s`` seconds before it.
+    ``validation_s`` seconds before it, or, with ``validation="random"`` (a model for the
+    random protocol), on the random share of the events the co-visitation fit holds out
+    (:func:`towers.covisit.validation_events`, same ``seed``): that protocol's targets are
+    spread over the whole time range, not after its end.
 
     The validation task is the next-item task of ``[at_ts - validation_s, at_ts)`` (see
-    :mod:`towers.evaluation.recommend`), ranked the way the served retriever ranks: the
+    :mod:`towers.evaluation.recommend`), or the random protocol's task of the held-out share
+    (every other item of the user excluded), ranked the way the served retriever ranks: the
     ``PRIOR_OVERFETCH`` x depth best items by cosine, re-ranked with a prior computed as of the
-    window start; the (half-life, weight) pair with the best Recall@50 wins (ties: the first
+    window start (of the events left in, as of ``at_ts``, for a random validation); the
+    (half-life, weight) pair with the best Recall@50 wins (ties: the first
     half-life of ``half_lives_s``, the smaller weight). With no users to validate on the weight
     is 0 (cosine only) and the half-life the first one. ``user_vectors`` maps a task to its
     user vectors ``[U, dim]``. Returns the prior and the validation Recall@50 of each pair,
     keyed ``"<half-life days>d/<weight>"``.
 
     Raises:
-        ValueError: ``half_lives_s`` is empty.
+        ValueError: ``half_lives_s`` is empty, or ``validation`` is neither time nor random.
     """
+    from towers.covisit import validation_events
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
     from towers.metrics import recall_at_k
-    from towers.next_item import exclude_history, next_item_task
+    from towers.next_item import exclude_history, next_item_task, random_split_task
 
     if not half_lives_s:
         raise ValueError("half_lives_s must name at least one half-life")
-    start = int(at_ts - validation_s)
-    task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
-    if len(task) == 0:
+    if validation == "random":
+        before = events["ts"].to_numpy() < at_ts
+        held = validation_events(events, at_ts, "random", seed=seed)
+        prior_events, start = events[before & ~held], int(at_ts)
+        task = (
+            random_split_task(prior_events, events[held], max_users=max_users, seed=seed)
+            if len(prior_events)
+            else None
+        )
+        label = "a random share of the events"
+    elif validation == "time":
+        prior_events, start = events, int(at_ts - validation_s)
+        task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
+        label = f"the last {validation_s / 86_400:.1f} days"
+    else:
+        raise ValueError(f"validation must be time or random, got {validation!r}")
+    if task is None or len(task) == 0:
         log.warning("no users to fit the prior weight on: the retriever ranks by cosine only")
         return compute_prior(events, item_ids, at_ts, half_lives_s[0]), {}
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
-    depth = min(PRIOR_OVERFETCH * (VALIDATION_K + MAX_HISTORY), len(item_ids))
+    longest = max((len(e) for e in task.excluded), default=0)
+    depth = min(PRIOR_OVERFETCH * (VALIDATION_K + max(MAX_HISTORY, longest)), len(item_ids))
     index = faiss.IndexFlatIP(item_vectors.shape[1])
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
     cos, rows = index.search(users, depth)
@@ -254,7 +276,7 @@ def fit_model_prior(
     scores: dict[str, float] = {}
     best: tuple[float, float, float] | None = None  # (recall, half-life, weight)
     for half_life in half_lives_s:
-        val_prior = compute_prior(events, item_ids, start, half_life).values
+        val_prior = compute_prior(prior_events, item_ids, start, half_life).values
 
         def recall(weight: float, val_prior: np.ndarray = val_prior) -> float:
             _, ranked = rank_with_prior(cos, rows, val_prior[np.maximum(rows, 0)], weight)
@@ -269,10 +291,10 @@ def fit_model_prior(
     assert best is not None
     _, half_life, weight = best
     log.info(
-        "prior: half-life %.1f days, weight %.3f, fitted on %d users of the last %.1f days",
+        "prior: half-life %.1f days, weight %.3f, fitted on %d users of %s",
         half_life / 86_400,
         weight,
         len(task),
-        validation_s / 86_400,
+        label,
     )
     return compute_prior(events, item_ids, at_ts, half_life, weight), scores

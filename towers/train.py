@@ -284,7 +284,16 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     fit = holdout_towers(ds, cfg, teacher, teacher_items, distilled, prior_at, validation, timer)
     fit_user, fit_vecs = (fit.user_tower, fit.item_vecs) if fit else (user_tower, item_vecs)
     prior, prior_validation = timer.run(
-        "prior", fit_tower_prior, ds.events, item_ids, prior_at, fit_user, tok, fit_vecs, cfg
+        "prior",
+        fit_tower_prior,
+        ds.events,
+        item_ids,
+        prior_at,
+        fit_user,
+        tok,
+        fit_vecs,
+        cfg,
+        validation,
     )
     covisit, covisit_validation = (
         timer.run(
@@ -577,12 +586,16 @@ def fit_tower_prior(
     tok: Tokenizer,
     item_vecs: np.ndarray,
     cfg: TrainConfig,
+    validation: str = "time",
 ) -> tuple[ItemPrior, dict[str, float]]:
     """The retriever's popularity prior as of ``at_ts``, its weight fitted with ``user_tower``
-    on the newest events before it (see :func:`towers.prior.fit_model_prior`)."""
+    on the newest events before it, or on a random share of them (``validation="random"``: a
+    model for the random protocol; see :func:`towers.prior.fit_model_prior`)."""
     row_of = {int(i): r for r, i in enumerate(item_ids)}
     user_vectors = _task_user_vectors(user_tower, tok, item_vecs, row_of, cfg)
-    return fit_model_prior(events, item_ids, at_ts, user_vectors, item_vecs, seed=cfg.seed)
+    return fit_model_prior(
+        events, item_ids, at_ts, user_vectors, item_vecs, seed=cfg.seed, validation=validation
+    )
 
 
 def fit_tower_covisit(

@@ -124,3 +124,36 @@ def test_half_life_is_chosen_on_validation_long_memory_wins_for_steady_sellers()
     assert prior.half_life_s in (30 * day, NO_DECAY_S) and prior.weight > 0
     assert scores[f"{prior.half_life_s / day:g}d/{prior.weight}"] > scores[f"1d/{prior.weight}"]
     assert len(scores) == 5 * 10  # every half-life x every weight
+
+
+def test_a_random_split_model_fits_its_prior_on_a_random_share_of_the_events() -> None:
+    """A random-split model's targets are spread over the whole range: its prior is fitted on
+    the random share the co-visitation fit holds out, even when the newest days hold no event
+    (where the time validation has nobody to fit on)."""
+    from towers.prior import fit_model_prior
+
+    day = 86_400
+    at = 100 * day
+    rng = np.random.default_rng(1)
+    popular = rng.zipf(1.3, size=40_000) % 400  # a steep, steady popularity curve
+    rows = []
+    for u in range(400):
+        items = np.unique(popular[u * 100 : (u + 1) * 100])[:12]
+        for item in items:
+            rows.append((u, int(item), "purchase", int(rng.integers(10 * day, 80 * day))))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
+    item_ids = np.arange(400, dtype=np.int64)
+    vecs = rng.standard_normal((400, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def users(task) -> np.ndarray:
+        u = rng.standard_normal((len(task), 8)).astype(np.float32)
+        return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+    _, time_scores = fit_model_prior(events, item_ids, at, users, vecs)
+    assert time_scores == {}  # nothing in the last 3 days
+    prior, scores = fit_model_prior(events, item_ids, at, users, vecs, validation="random")
+    assert len(scores) == 5 * 10 and prior.weight > 0  # popularity predicts held-out buys
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    with pytest.raises(ValueError, match="validation must be time or random"):
+        fit_model_prior(events, item_ids, at, users, vecs, validation="future")

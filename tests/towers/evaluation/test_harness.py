@@ -209,6 +209,12 @@ def test_random_protocol_trains_on_the_split_and_scores_the_held_out_share(
         lo, hi = row["ci95"]["accuracy@100"]
         assert 0.0 <= lo <= row["accuracy@100"] <= hi <= 1.0
     assert "Protocol: **random split**" in (out / "report.md").read_text()
+    # the EASE baseline chose its ridge on a random share of the training events, as the
+    # served table does for a random-split model
+    from towers.covisit import EASE_L2S
+
+    (ease,) = rec["baseline_settings"]["ease"].values()
+    assert ease["validation"] == "random" and ease["l2"] in EASE_L2S
     # the time-split model is refused: it never saw the events after its cut
     with pytest.raises(ValueError, match="--all-events"):
         run_eval(
