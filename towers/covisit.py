@@ -79,7 +79,6 @@ __all__ = [
     "fit_covisit_weight",
     "fit_model_covisit",
     "reserve_share",
-    "validation_events",
     "validation_ranking",
 ]
 
@@ -100,9 +99,6 @@ EASE_L2S = (500.0, 50.0, 100.0, 250.0, 1000.0)
 COVISIT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 1000.0)
 #: Candidate history lengths (newest events read) for the fit; at most ``LONG_HISTORY``.
 HISTORY_LENGTHS = (20, 50, 200, 1000)
-#: Share of the events held out at random to fit the table of a model for the random protocol
-#: (:func:`fit_model_covisit` ``validation="random"``).
-RANDOM_VALIDATION_FRAC = 0.1
 #: Candidate per-position decays of the history (1: every event counts the same).
 DECAYS = (1.0, 0.97, 0.9, 0.8)
 #: Candidate history lengths at which a request's weight reaches the full weight (0: off).
@@ -695,38 +691,6 @@ class ValidationRanking:
         )
 
 
-def validation_events(
-    events: pd.DataFrame,
-    at_ts: int,
-    validation: str = "time",
-    *,
-    validation_s: float | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """Which rows of ``events`` the fits validate on (bool ``[len(events)]``): with
-    ``validation="time"`` those of the last ``validation_s`` seconds before ``at_ts`` (default
-    :data:`towers.prior.VALIDATION_S`); with ``"random"`` a random
-    :data:`RANDOM_VALIDATION_FRAC` of the events before ``at_ts`` (``seed``). The one
-    definition :func:`validation_ranking` and the holdout towers of towers/train.py share.
-
-    Raises:
-        ValueError: ``validation`` is neither time nor random.
-    """
-    from towers.prior import VALIDATION_S
-
-    if validation not in ("time", "random"):
-        raise ValueError(f"validation must be time or random, got {validation!r}")
-    ts = events["ts"].to_numpy()
-    before = ts < at_ts
-    if validation == "random":
-        mask = np.zeros(len(events), dtype=bool)
-        draws = np.random.default_rng(seed).random(int(before.sum()))
-        mask[np.flatnonzero(before)] = draws < RANDOM_VALIDATION_FRAC
-        return mask
-    window = VALIDATION_S if validation_s is None else validation_s
-    return before & (ts >= int(at_ts - window))
-
-
 def validation_ranking(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -745,7 +709,8 @@ def validation_ranking(
 ) -> ValidationRanking | None:
     """The validation of :func:`fit_model_covisit` (its arguments): the next-item task of the
     last ``validation_s`` seconds before ``at_ts``, or with ``validation="random"`` of a random
-    :data:`RANDOM_VALIDATION_FRAC` of the events before it (every training item excluded),
+    :data:`towers.prior.RANDOM_VALIDATION_FRAC` of the events before it (every training item
+    excluded),
     with the co-visitation table (``kind``) and prior of the events before the validation, and
     each user's FAISS candidates. ``None`` when there is nothing to validate on.
 
@@ -756,7 +721,13 @@ def validation_ranking(
 
     from towers.features import PRIOR_OVERFETCH, PriorLookup
     from towers.next_item import next_item_task, random_split_task
-    from towers.prior import VALIDATION_K, VALIDATION_S, compute_prior
+    from towers.prior import (
+        RANDOM_VALIDATION_FRAC,
+        VALIDATION_K,
+        VALIDATION_S,
+        compute_prior,
+        validation_events,
+    )
 
     window = VALIDATION_S if validation_s is None else validation_s
     start = int(at_ts - window)
@@ -820,7 +791,8 @@ def _fit_one_kind(
     """The co-visitation table of the events before ``at_ts``, its weight and settings fitted
     on the last ``validation_s`` seconds before it (default: the prior's validation window),
     or, with ``validation="random"`` (a model for the random protocol, towers/data/split.py),
-    on a random :data:`RANDOM_VALIDATION_FRAC` of the events: the table and prior of the rest,
+    on a random :data:`towers.prior.RANDOM_VALIDATION_FRAC` of the events: the table and prior
+    of the rest,
     the task of :func:`towers.next_item.random_split_task` (every training item excluded,
     ranked as a retriever with ``exclude_recent`` 1000 ranks), since that protocol's targets
     are spread over the whole time range, not after its end.

@@ -46,6 +46,7 @@ __all__ = [
     "PRIOR_HALF_LIVES_S",
     "PRIOR_META_FILE",
     "PRIOR_WEIGHTS",
+    "RANDOM_VALIDATION_FRAC",
     "ItemPrior",
     "bundle_arrays",
     "compute_prior",
@@ -53,6 +54,7 @@ __all__ = [
     "fit_prior_weight",
     "load_prior",
     "save_prior",
+    "validation_events",
 ]
 
 #: Half-life of an interaction's contribution to the prior: 3 days, in seconds (the default
@@ -70,6 +72,9 @@ PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
 VALIDATION_S = 3 * 86_400.0
 #: List length whose recall the weight maximises.
 VALIDATION_K = 50
+#: Share of the events held out at random to fit a model for the random protocol (its prior,
+#: co-visitation table and blends: :func:`validation_events` ``validation="random"``).
+RANDOM_VALIDATION_FRAC = 0.1
 #: The artifacts' file names (the bundle contract's; old names kept for importers).
 PRIOR_FILE = PRIOR_VALUES_FILE
 
@@ -207,6 +212,37 @@ def load_prior(folder: Path) -> ItemPrior | None:
     )
 
 
+def validation_events(
+    events: pd.DataFrame,
+    at_ts: int,
+    validation: str = "time",
+    *,
+    validation_s: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Which rows of ``events`` the fits validate on (bool ``[len(events)]``): with
+    ``validation="time"`` those of the last ``validation_s`` seconds before ``at_ts`` (default
+    :data:`VALIDATION_S`); with ``"random"`` a random :data:`RANDOM_VALIDATION_FRAC` of the
+    events before ``at_ts`` (``seed``). The one definition the prior's fit
+    (:func:`fit_model_prior`), the co-visitation fits (:func:`towers.covisit.validation_ranking`)
+    and the holdout towers of towers/train.py share.
+
+    Raises:
+        ValueError: ``validation`` is neither time nor random.
+    """
+    if validation not in ("time", "random"):
+        raise ValueError(f"validation must be time or random, got {validation!r}")
+    ts = events["ts"].to_numpy()
+    before = ts < at_ts
+    if validation == "random":
+        mask = np.zeros(len(events), dtype=bool)
+        draws = np.random.default_rng(seed).random(int(before.sum()))
+        mask[np.flatnonzero(before)] = draws < RANDOM_VALIDATION_FRAC
+        return mask
+    window = VALIDATION_S if validation_s is None else validation_s
+    return before & (ts >= int(at_ts - window))
+
+
 def fit_model_prior(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -223,7 +259,7 @@ def fit_model_prior(
     """The prior as of ``at_ts`` with its half-life and weight fitted on the last
     ``validation_s`` seconds before it, or, with ``validation="random"`` (a model for the
     random protocol), on the random share of the events the co-visitation fit holds out
-    (:func:`towers.covisit.validation_events`, same ``seed``): that protocol's targets are
+    (:func:`validation_events`, same ``seed``): that protocol's targets are
     spread over the whole time range, not after its end.
 
     The validation task is the next-item task of ``[at_ts - validation_s, at_ts)`` (see
@@ -240,7 +276,6 @@ def fit_model_prior(
     Raises:
         ValueError: ``half_lives_s`` is empty, or ``validation`` is neither time nor random.
     """
-    from towers.covisit import validation_events
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
     from towers.metrics import recall_at_k
     from towers.next_item import exclude_history, next_item_task, random_split_task

@@ -436,7 +436,7 @@ def holdout_towers(
 ) -> HoldoutTowers | None:
     """With ``cfg.fit_towers`` holdout (or auto with ``cfg.item_ids``): towers fine-tuned from
     the same ``distilled`` student on ``ds``'s events less those the prior, co-visitation and
-    no-query blend fits validate on (:func:`towers.covisit.validation_events`), for those fits
+    no-query blend fits validate on (:func:`towers.prior.validation_events`), for those fits
     to rank with. The final towers saw the validation events, and id vectors memorise them:
     fitted with the final towers, the co-visitation weight trusted ids that the test weeks
     did not reward (README, "Fits on towers that never saw the validation"). ``None`` with
@@ -446,7 +446,7 @@ def holdout_towers(
     use = cfg.fit_towers == "holdout" or (cfg.fit_towers == "auto" and cfg.item_ids)
     if not use:
         return None
-    from towers.covisit import validation_events
+    from towers.prior import validation_events
 
     held = validation_events(ds.events, at_ts, validation, seed=cfg.seed)
     kept = dataclasses.replace(ds, events=ds.events[~held].reset_index(drop=True))

@@ -16,9 +16,9 @@ from towers.covisit import (
     covisit_rank,
     fit_model_covisit,
     reserve_share,
-    validation_events,
 )
 from towers.features import MAX_HISTORY
+from towers.prior import validation_events
 
 
 def table() -> CovisitTable:

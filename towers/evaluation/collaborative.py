@@ -60,7 +60,7 @@ def fit_ease_l2(
     table's is (towers/covisit.py ``_choose_ease_l2``): on the same validation (the next-item
     task of the last :data:`towers.prior.VALIDATION_S` seconds before ``at_ts`` with the events
     before it, or with ``validation="random"`` a random share of them,
-    :func:`towers.covisit.validation_events`), the first of ``l2s`` (default
+    :func:`towers.prior.validation_events`), the first of ``l2s`` (default
     :data:`towers.covisit.EASE_L2S`, Steck's 500 first) unless another ranks the validation
     users surely better by Recall@50 (:func:`towers.metrics.surely_better_choice`). Returns
     the ridge and ``l2=X`` validation scores (empty when there is nothing to validate on or
@@ -69,10 +69,10 @@ def fit_ease_l2(
     Raises:
         ValueError: ``validation`` is neither time nor random.
     """
-    from towers.covisit import EASE_L2S, validation_events
+    from towers.covisit import EASE_L2S
     from towers.metrics import recall_per_query, surely_better_choice
     from towers.next_item import next_item_task, random_split_task
-    from towers.prior import VALIDATION_K, VALIDATION_S
+    from towers.prior import VALIDATION_K, VALIDATION_S, validation_events
 
     grid = tuple(l2s) if l2s is not None else EASE_L2S
     item_ids = np.asarray(item_ids, dtype=np.int64)
