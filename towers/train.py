@@ -283,32 +283,10 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     validation = covisit_validation_kind(ds, until_ts)
     fit = holdout_towers(ds, cfg, teacher, teacher_items, distilled, prior_at, validation, timer)
     fit_user, fit_vecs = (fit.user_tower, fit.item_vecs) if fit else (user_tower, item_vecs)
-    prior, prior_validation = timer.run(
-        "prior",
-        fit_tower_prior,
-        ds.events,
-        item_ids,
-        prior_at,
-        fit_user,
-        tok,
-        fit_vecs,
-        cfg,
-        validation,
-    )
+    fit_on = (ds.events, item_ids, prior_at, fit_user, tok, fit_vecs)  # what every fit ranks
+    prior, prior_validation = timer.run("prior", fit_tower_prior, *fit_on, cfg, validation)
     covisit, covisit_validation = (
-        timer.run(
-            "covisit",
-            fit_tower_covisit,
-            ds.events,
-            item_ids,
-            prior_at,
-            fit_user,
-            tok,
-            fit_vecs,
-            prior,
-            cfg,
-            validation=validation,
-        )
+        timer.run("covisit", fit_tower_covisit, *fit_on, prior, cfg, validation=validation)
         if cfg.covisit
         else (None, {})
     )

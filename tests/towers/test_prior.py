@@ -113,13 +113,7 @@ def test_half_life_is_chosen_on_validation_long_memory_wins_for_steady_sellers()
         rows.append((9000 + u, u % 10, "purchase", start + day + u))
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
     item_ids = np.arange(100, dtype=np.int64)
-    vecs = rng.standard_normal((100, 8)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-
-    def users(task) -> np.ndarray:
-        u = rng.standard_normal((len(task), 8)).astype(np.float32)
-        return u / np.linalg.norm(u, axis=1, keepdims=True)
-
+    vecs, users = _random_vectors(rng, 100)
     prior, scores = fit_model_prior(events, item_ids, at, users, vecs)
     assert prior.half_life_s in (30 * day, NO_DECAY_S) and prior.weight > 0
     assert scores[f"{prior.half_life_s / day:g}d/{prior.weight}"] > scores[f"1d/{prior.weight}"]
@@ -143,13 +137,7 @@ def test_a_random_split_model_fits_its_prior_on_a_random_share_of_the_events() -
             rows.append((u, int(item), "purchase", int(rng.integers(10 * day, 80 * day))))
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
     item_ids = np.arange(400, dtype=np.int64)
-    vecs = rng.standard_normal((400, 8)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-
-    def users(task) -> np.ndarray:
-        u = rng.standard_normal((len(task), 8)).astype(np.float32)
-        return u / np.linalg.norm(u, axis=1, keepdims=True)
-
+    vecs, users = _random_vectors(rng, 400)
     _, time_scores = fit_model_prior(events, item_ids, at, users, vecs)
     assert time_scores == {}  # nothing in the last 3 days
     prior, scores = fit_model_prior(events, item_ids, at, users, vecs, validation="random")
@@ -157,3 +145,16 @@ def test_a_random_split_model_fits_its_prior_on_a_random_share_of_the_events() -
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     with pytest.raises(ValueError, match="validation must be time or random"):
         fit_model_prior(events, item_ids, at, users, vecs, validation="future")
+
+
+def _random_vectors(rng: np.random.Generator, n_items: int):
+    """Random unit item vectors ``[n_items, 8]`` and a task -> random unit user vectors map:
+    towers that know nothing, so only the prior can rank."""
+    vecs = rng.standard_normal((n_items, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def users(task) -> np.ndarray:
+        u = rng.standard_normal((len(task), 8)).astype(np.float32)
+        return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+    return vecs, users
