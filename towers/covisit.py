@@ -710,9 +710,9 @@ def validation_ranking(
     """The validation of :func:`fit_model_covisit` (its arguments): the next-item task of the
     last ``validation_s`` seconds before ``at_ts``, or with ``validation="random"`` of a random
     :data:`towers.prior.RANDOM_VALIDATION_FRAC` of the events before it (every training item
-    excluded),
-    with the co-visitation table (``kind``) and prior of the events before the validation, and
-    each user's FAISS candidates. ``None`` when there is nothing to validate on.
+    excluded; both from :func:`towers.prior.validation_split`), with the co-visitation table
+    (``kind``, ``l2``) and prior of the events before the validation, and each user's FAISS
+    candidates. ``None`` when there is nothing to validate on.
 
     Raises:
         ValueError: ``validation`` is neither time nor random.
@@ -720,35 +720,15 @@ def validation_ranking(
     import faiss
 
     from towers.features import PRIOR_OVERFETCH, PriorLookup
-    from towers.next_item import next_item_task, random_split_task
-    from towers.prior import (
-        RANDOM_VALIDATION_FRAC,
-        VALIDATION_K,
-        VALIDATION_S,
-        compute_prior,
-        validation_events,
-    )
+    from towers.prior import VALIDATION_K, compute_prior, validation_split
 
-    window = VALIDATION_S if validation_s is None else validation_s
-    start = int(at_ts - window)
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    if validation not in ("time", "random"):
-        raise ValueError(f"validation must be time or random, got {validation!r}")
-    before = events["ts"].to_numpy() < at_ts
-    fit_events = events[before]
-    if validation == "random":  # a time validation's window is cut from the table below
-        held = validation_events(events, at_ts, "random", seed=seed)
-        fit_events, held_events = events[before & ~held], events[held]
-        if len(fit_events) == 0:
-            return None
-        task = random_split_task(fit_events, held_events, max_users=max_users, seed=seed)
-        start = int(at_ts)  # the table and prior count every event left in
-        label = f"a random {RANDOM_VALIDATION_FRAC:.0%} of the events"
-    else:
-        task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
-        label = f"the last {window / 86_400:.1f} days"
-    if len(task) == 0:
+    split = validation_split(
+        events, at_ts, validation, validation_s=validation_s, max_users=max_users, seed=seed
+    )
+    if split is None:
         return None
+    task, fit_events, start, label = split.task, split.fit_events, split.until_ts, split.label
     table = build_covisit(fit_events, item_ids, until_ts=start, kind=kind, l2=l2)
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
@@ -792,8 +772,7 @@ def _fit_one_kind(
     on the last ``validation_s`` seconds before it (default: the prior's validation window),
     or, with ``validation="random"`` (a model for the random protocol, towers/data/split.py),
     on a random :data:`towers.prior.RANDOM_VALIDATION_FRAC` of the events: the table and prior
-    of the rest,
-    the task of :func:`towers.next_item.random_split_task` (every training item excluded,
+    of the rest, the task of :func:`towers.next_item.random_split_task` (every training item excluded,
     ranked as a retriever with ``exclude_recent`` 1000 ranks), since that protocol's targets
     are spread over the whole time range, not after its end.
 

@@ -55,6 +55,8 @@ __all__ = [
     "load_prior",
     "save_prior",
     "validation_events",
+    "validation_split",
+    "ValidationSplit",
 ]
 
 #: Half-life of an interaction's contribution to the prior: 3 days, in seconds (the default
@@ -243,6 +245,57 @@ def validation_events(
     return before & (ts >= int(at_ts - window))
 
 
+@dataclass(frozen=True)
+class ValidationSplit:
+    """What a fit validates on (:func:`validation_split`): ``task`` the validation users'
+    next-item task, ``fit_events`` the events the fitted thing may count, ``until_ts`` the
+    second before which it counts them, ``label`` the validation's name for logs."""
+
+    task: NextItemTask
+    fit_events: pd.DataFrame
+    until_ts: int
+    label: str
+
+
+def validation_split(
+    events: pd.DataFrame,
+    at_ts: int,
+    validation: str = "time",
+    *,
+    validation_s: float | None = None,
+    max_users: int = 1000,
+    seed: int = 0,
+) -> ValidationSplit | None:
+    """The validation of the fits as of ``at_ts``, one definition for the prior, the
+    co-visitation table and the EASE baseline: with ``validation="time"`` the next-item task
+    of the last ``validation_s`` seconds (default :data:`VALIDATION_S`) with the events
+    before that window; with ``"random"`` the random protocol's task of the
+    :func:`validation_events` share (every other training item of the user excluded) with the
+    rest, counted up to ``at_ts``. ``None`` when no user is left to validate on.
+
+    Raises:
+        ValueError: ``validation`` is neither time nor random.
+    """
+    from towers.next_item import next_item_task, random_split_task
+
+    if validation not in ("time", "random"):
+        raise ValueError(f"validation must be time or random, got {validation!r}")
+    before = events["ts"].to_numpy() < at_ts
+    if validation == "random":
+        held = validation_events(events, at_ts, "random", seed=seed)
+        fit_events = events[before & ~held]
+        if len(fit_events) == 0:
+            return None
+        task = random_split_task(fit_events, events[held], max_users=max_users, seed=seed)
+        until, label = int(at_ts), f"a random {RANDOM_VALIDATION_FRAC:.0%} of the events"
+    else:
+        window = VALIDATION_S if validation_s is None else validation_s
+        until, label = int(at_ts - window), f"the last {window / 86_400:.1f} days"
+        fit_events = events[before]
+        task = next_item_task(events, until, int(at_ts), max_users=max_users, seed=seed)
+    return ValidationSplit(task, fit_events, until, label) if len(task) else None
+
+
 def fit_model_prior(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -278,29 +331,17 @@ def fit_model_prior(
     """
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
     from towers.metrics import recall_at_k
-    from towers.next_item import exclude_history, next_item_task, random_split_task
+    from towers.next_item import exclude_history
 
     if not half_lives_s:
         raise ValueError("half_lives_s must name at least one half-life")
-    if validation == "random":
-        before = events["ts"].to_numpy() < at_ts
-        held = validation_events(events, at_ts, "random", seed=seed)
-        prior_events, start = events[before & ~held], int(at_ts)
-        task = (
-            random_split_task(prior_events, events[held], max_users=max_users, seed=seed)
-            if len(prior_events)
-            else None
-        )
-        label = "a random share of the events"
-    elif validation == "time":
-        prior_events, start = events, int(at_ts - validation_s)
-        task = next_item_task(events, start, int(at_ts), max_users=max_users, seed=seed)
-        label = f"the last {validation_s / 86_400:.1f} days"
-    else:
-        raise ValueError(f"validation must be time or random, got {validation!r}")
-    if task is None or len(task) == 0:
+    split = validation_split(
+        events, at_ts, validation, validation_s=validation_s, max_users=max_users, seed=seed
+    )
+    if split is None:
         log.warning("no users to fit the prior weight on: the retriever ranks by cosine only")
         return compute_prior(events, item_ids, at_ts, half_lives_s[0]), {}
+    task, prior_events, start, label = split.task, split.fit_events, split.until_ts, split.label
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     longest = max((len(e) for e in task.excluded), default=0)
     depth = min(PRIOR_OVERFETCH * (VALIDATION_K + max(MAX_HISTORY, longest)), len(item_ids))

@@ -71,28 +71,15 @@ def fit_ease_l2(
     """
     from towers.covisit import EASE_L2S
     from towers.metrics import recall_per_query, surely_better_choice
-    from towers.next_item import next_item_task, random_split_task
-    from towers.prior import VALIDATION_K, VALIDATION_S, validation_events
+    from towers.prior import VALIDATION_K, validation_split
 
     grid = tuple(l2s) if l2s is not None else EASE_L2S
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    before = events["ts"].to_numpy() < at_ts
-    if validation == "random":
-        held = validation_events(events, at_ts, "random", seed=seed)
-        fit_events = events[before & ~held]
-        if len(fit_events) == 0:
-            return grid[0], {}
-        task = random_split_task(fit_events, events[held], max_users=max_users, seed=seed)
-        until = int(at_ts)
-    elif validation == "time":
-        until = int(at_ts - VALIDATION_S)
-        fit_events = events[before]
-        task = next_item_task(events, until, int(at_ts), max_users=max_users, seed=seed)
-    else:
-        raise ValueError(f"validation must be time or random, got {validation!r}")
-    if len(task) == 0 or len(grid) == 1:
+    split = validation_split(events, at_ts, validation, max_users=max_users, seed=seed)
+    if split is None or len(grid) == 1:
         return grid[0], {}
-    data = interactions(fit_events, item_ids, until_ts=until)
+    task = split.task
+    data = interactions(split.fit_events, item_ids, until_ts=split.until_ts)
     rows = data.user_rows(task.user_ids, task.hist_ids)
     per_user: dict[float, np.ndarray] = {}
     for l2 in grid:
