@@ -772,9 +772,9 @@ def _fit_one_kind(
     on the last ``validation_s`` seconds before it (default: the prior's validation window),
     or, with ``validation="random"`` (a model for the random protocol, towers/data/split.py),
     on a random :data:`towers.prior.RANDOM_VALIDATION_FRAC` of the events: the table and prior
-    of the rest, the task of :func:`towers.next_item.random_split_task` (every training item excluded,
-    ranked as a retriever with ``exclude_recent`` 1000 ranks), since that protocol's targets
-    are spread over the whole time range, not after its end.
+    of the rest, the task of :func:`towers.next_item.random_split_task` (every training item
+    excluded, ranked as a retriever with ``exclude_recent`` 1000 ranks), since that protocol's
+    targets are spread over the whole time range, not after its end.
 
     The validation task is the next-item task of ``[at_ts - validation_s, at_ts)``, ranked the
     way the served retriever ranks a request without a query (:func:`covisit_lists`): the
