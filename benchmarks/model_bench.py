@@ -3,8 +3,9 @@
     python benchmarks/model_bench.py --bundle runs/artifacts/bundle --out runs/model_bench
     python benchmarks/model_bench.py --quick --out DIR      # tiny untrained bundle (tests)
 
-For the cross-encoder (``reranker``) and the item tower (``item_tower``) of an exported bundle
-(``--bundle``: a version folder with ``manifest.json`` and the ``.onnx`` graphs; without it, a
+For the cross-encoder (``reranker``), the item tower (``item_tower``) and the user tower
+(``user_tower``: a query of the row's length and a history of ``USER_HISTORY_ROWS`` item
+vectors per row, the graph a search request runs) of an exported bundle (``--bundle``: a version folder with ``manifest.json`` and the ``.onnx`` graphs; without it, a
 small untrained bundle is built under ``--out``), measures:
 
 * the machine's matmul ceiling in the same run: torch GEMM (``--gemm-size``, cube) in fp32 and
@@ -17,8 +18,9 @@ small untrained bundle is built under ``--out``), measures:
   and the share of the ceiling at that precision and thread count. FLOPs per call are counted
   from the ONNX graph itself (every MatMul/Gemm, by ONNX shape inference at that shape);
 * quality against ONNX Runtime fp32 on real inputs (the bundle's item texts; for the reranker,
-  pairs of its titles): reranker max abs logit difference and Spearman correlation, item
-  tower mean/min cosine of the embeddings.
+  pairs of its titles; for the user tower, titles as queries with histories of the bundle's
+  item vectors): reranker max abs logit difference and Spearman correlation, towers' mean/min
+  cosine of the embeddings.
 
 Writes ``results.json`` and ``results.md`` under ``--out`` and prints the markdown. Timings
 are medians of ``--repeats`` calls after warm-up; this machine is shared and noisy, so read
@@ -39,7 +41,11 @@ import numpy as np
 
 log = logging.getLogger("model_bench")
 
-GRAPHS = ("reranker", "item_tower")
+GRAPHS = ("reranker", "item_tower", "user_tower")
+
+#: History items per row of the user tower's feeds (the served tower reads at most
+#: ``towers.features.MAX_HISTORY``, 20; the bench requests' mean history is about 19).
+USER_HISTORY_ROWS = 16
 
 
 def median_s(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -196,14 +202,38 @@ def sample_inputs(
     mask = np.ones((batch, length), dtype=np.int64)
     if graph == "item_tower":
         return {"input_ids": ids, "attention_mask": mask}
+    if graph == "user_tower":
+        return {"input_ids": ids, "attention_mask": mask} | user_history_feeds(
+            bundle, batch, rng
+        )
     types = np.zeros((batch, length), dtype=np.int64)
     types[:, length // 2 :] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+def user_history_feeds(bundle: Path, batch: int, rng: np.random.Generator) -> dict:
+    """The user tower's other feeds for ``batch`` search requests: ``has_query`` 1 and
+    histories of :data:`USER_HISTORY_ROWS` random item vectors of the bundle (recency-like
+    weights, newest last, summing to 1)."""
+    from towers.bundle_contract import ITEM_EMBEDDINGS_FILE
+
+    vectors = np.load(bundle / ITEM_EMBEDDINGS_FILE, mmap_mode="r")
+    h = min(USER_HISTORY_ROWS, len(vectors))
+    rows = rng.integers(0, len(vectors), size=(batch, h))
+    weights = np.tile(np.linspace(0.5, 1.0, h, dtype=np.float32), (batch, 1))
+    return {
+        "has_query": np.ones((batch, 1), dtype=np.float32),
+        "history_vectors": np.asarray(vectors[rows.reshape(-1)], dtype=np.float32).reshape(
+            batch, h, -1
+        ),
+        "history_weights": weights / weights.sum(1, keepdims=True),
+    }
+
+
 def real_inputs(bundle: Path, graph: str, n: int, pairs: bool = False) -> dict:
     """Feeds built the way the served stages build them, from the bundle's item texts:
-    item tower: ``n`` item texts; reranker: ``n`` pairs (a title as the query, another item)."""
+    item tower: ``n`` item texts; reranker: ``n`` pairs (a title as the query, another item);
+    user tower: ``n`` titles as queries, each with a history of random item vectors."""
     from serving.catalog import ItemTexts
     from serving.tokenizer import QueryTokenizer
     from towers.features import build_pairs
@@ -218,6 +248,18 @@ def real_inputs(bundle: Path, graph: str, n: int, pairs: bool = False) -> dict:
         ids, mask = encode_items(load_tokenizer(bundle / TOKENIZER_FILE), texts)
         return {"input_ids": ids, "attention_mask": mask}
     tok = QueryTokenizer.from_dir(bundle)
+    if graph == "user_tower":
+        from towers.features import CLS_ID, SEP_ID
+
+        queries = [tok.query_tokens(items.titles[r]) for r in rows]
+        width = max(len(q) for q in queries) + 2
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, q in enumerate(queries):  # [CLS] query [SEP], right-padded
+            ids[i, : len(q) + 2] = [CLS_ID, *q, SEP_ID]
+            mask[i, : len(q) + 2] = 1
+        feeds = user_history_feeds(bundle, len(rows), np.random.default_rng(2))
+        return {"input_ids": ids, "attention_mask": mask} | feeds
     rng = np.random.default_rng(1)
     if context_once(bundle, graph):  # one context a call; as pairs too, to compare with
         from towers.features import build_context_once
@@ -264,8 +306,11 @@ def open_runtime(bundle: Path, graph: str, engine: str, precision: str, threads:
     from serving.graphs import Runtime, open_graph
     from serving.item_tower import ITEM_TOWER_INPUTS
     from serving.reranker import RERANKER_INPUTS
+    from serving.user_tower import USER_TOWER_INPUTS
 
-    inputs = ITEM_TOWER_INPUTS if graph == "item_tower" else RERANKER_INPUTS
+    inputs = {"item_tower": ITEM_TOWER_INPUTS, "user_tower": USER_TOWER_INPUTS}.get(
+        graph, RERANKER_INPUTS
+    )
     if context_once(bundle, graph) and engine != "torch":  # torch programs take pairs
         from towers.features import CONTEXT_ONCE_INPUTS as inputs
     if engine == "torch":
@@ -306,7 +351,7 @@ def bench_graph(
             out = np.asarray(model(**real), dtype=np.float32)
             if reference is None:
                 reference = out
-            if graph == "item_tower":
+            if graph in ("item_tower", "user_tower"):
                 a = out / np.linalg.norm(out, axis=-1, keepdims=True)
                 b = reference / np.linalg.norm(reference, axis=-1, keepdims=True)
                 cos = (a * b).sum(-1)
@@ -350,7 +395,7 @@ def markdown(res: dict) -> str:
         "",
     ]
     for graph, g in res["graphs"].items():
-        unit = "pairs/s" if graph == "reranker" else "texts/s"
+        unit = {"reranker": "pairs/s", "user_tower": "queries/s"}.get(graph, "texts/s")
         lines += [f"## {graph} (batch {res['batch']})", ""]
         lines += [
             f"| runtime | threads | tokens | {unit} | ms/call | share of ceiling "
@@ -390,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bundle", type=Path, help="exported version folder (manifest.json, *.onnx)")
     p.add_argument("--out", type=Path, required=True, help="folder for results.json/.md")
-    p.add_argument("--graphs", default=",".join(GRAPHS), help="reranker,item_tower")
+    p.add_argument("--graphs", default=",".join(GRAPHS), help="reranker,item_tower,user_tower")
     p.add_argument("--batch", type=int, default=64, help="rows per call (64)")
     p.add_argument("--lengths", default="24,48", help="tokens per row, comma-separated")
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")

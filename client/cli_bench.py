@@ -124,8 +124,18 @@ def bench_cmd(
         str, typer.Option("--budgets-ms", help="Reranking budgets in ms (each its own input file).")
     ] = "0,25,50",
     requests: Annotated[
-        int, typer.Option(help="Distinct requests in the input data (half search, half homepage).")
+        int, typer.Option(help="Distinct requests in the input data (see --search-share).")
     ] = 200,
+    search_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of the requests that are search requests (a held-out query); the rest "
+            "are homepage ones (a user's history, empty query). 1 puts every request through "
+            "the cross-encoder whatever the model's blend for requests without a query.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.5,
     k: Annotated[int, typer.Option("-k", help="Items per answer (K).")] = 10,
     measurement_interval_ms: Annotated[
         int, typer.Option(help="perf_analyzer measurement window in ms.")
@@ -182,6 +192,7 @@ def bench_cmd(
             jitter_s=jitter_s,
             sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
             n_requests=requests,
+            search_share=search_share,
             k=k,
             concurrencies=_ints(concurrency, "--concurrency"),
             budgets_ms=_floats(budgets_ms, "--budgets-ms"),

@@ -136,11 +136,12 @@ def test_replay_compare_pairs_the_users_of_two_replays(tmp_path) -> None:
 
 def test_model_bench_measures_graphs_against_each_runtimes_ceiling(untrained_bundle, tmp_path):
     """The OpenVINO rows are measured against OpenVINO's own dense-layer ceiling, the others
-    against torch's GEMM, both measured in the same run."""
+    against torch's GEMM, both measured in the same run; the user tower (a search request's
+    graph: query and history) is measured beside the item tower."""
     pytest.importorskip("openvino")
     out = tmp_path / "mb"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "model_bench.py"), "--bundle"]
-    cmd += [str(untrained_bundle), "--out", str(out), "--graphs", "item_tower"]
+    cmd += [str(untrained_bundle), "--out", str(out), "--graphs", "item_tower,user_tower"]
     cmd += ["--lengths", "16", "--threads", "1", "--repeats", "2", "--gemm-size", "128"]
     cmd += ["--quality-rows", "16", "--batch", "8"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -153,7 +154,12 @@ def test_model_bench_measures_graphs_against_each_runtimes_ceiling(untrained_bun
     assert ov["ceiling_share"] == pytest.approx(ov["gflops"] / ceiling["openvino_bf16@1"])
     ort = rows["onnxruntime fp32"]
     assert ort["ceiling_share"] == pytest.approx(ort["gflops"] / ceiling["fp32@1"])
-    assert "OpenVINO's dense layer" in (out / "results.md").read_text()
+    user = {r["runtime"]: r for r in result["graphs"]["user_tower"]["rows"]}
+    assert user["onnxruntime fp32"]["mean_cosine"] == pytest.approx(1.0)
+    assert user["openvino fp32"]["min_cosine"] > 0.999
+    assert user["openvino bf16"]["ceiling_share"] > 0
+    text = (out / "results.md").read_text()
+    assert "OpenVINO's dense layer" in text and "## user_tower (batch 8)" in text
 
 
 @pytest.mark.slow

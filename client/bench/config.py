@@ -41,7 +41,8 @@ class BenchConfig:
     rerank_max_call: int = 64  # most candidates per cross-encoder call
     sections: tuple[str, ...] = ("serving",)
     # -- the request mix
-    n_requests: int = 200  # distinct requests in perf_analyzer's input data (half search)
+    n_requests: int = 200  # distinct requests in perf_analyzer's input data
+    search_share: float = 0.5  # share of them that are search requests (the rest homepage)
     k: int = 10
     # -- perf_analyzer
     concurrencies: tuple[int, ...] = (1, 4, 8)
@@ -78,6 +79,8 @@ class BenchConfig:
             raise ValueError(f"budgets_ms must be >= 0, got {self.budgets_ms}")
         if self.n_requests < 2:
             raise ValueError(f"n_requests must be at least 2, got {self.n_requests}")
+        if not 0.0 <= self.search_share <= 1.0:
+            raise ValueError(f"search_share must be in 0..1, got {self.search_share}")
         if self.measurement_interval_ms < 100:
             raise ValueError(
                 f"measurement_interval_ms must be at least 100, got {self.measurement_interval_ms}"

@@ -53,6 +53,16 @@ def _get(doc: dict[str, Any], *keys: str) -> Any:
 # -- serving --------------------------------------------------------------------------------
 
 
+def _not_needed_pct(point: dict[str, Any]) -> float | None:
+    """Share (%) of a point's answers that needed no cross-encoder (``scored_summary``)."""
+    scored = point.get("n_scored") or {}
+    unneeded = scored.get("unneeded")
+    if unneeded is None:
+        return None
+    total = unneeded + scored.get("count", 0)
+    return 100.0 * unneeded / total if total else None
+
+
 def serving_markdown(res: dict[str, Any]) -> list[str]:
     """The serving section: latency and throughput, request kinds, client sweep, stages,
     memory."""
@@ -63,7 +73,11 @@ def serving_markdown(res: dict[str, Any]) -> list[str]:
         f"stability {fmt(s.get('stability_pct'), 0)}% (max {s.get('max_trials')} trials; a point "
         "that did not stabilise is marked and measured again with the check relaxed). "
         "Latencies are perf_analyzer's client-side percentiles of the stable windows; "
-        "N_SCORED and degraded under load are over every request of the run.",
+        "N_SCORED and degraded under load are over every request of the run that needed the "
+        "cross-encoder; a request whose blend gives it no weight (the homepage requests of a "
+        "model whose blend for requests without a query keeps the retrieval order: "
+        "serving/reranker.py) needs none, is left out of both and counted under 'not needed %' "
+        "(`--search-share 1` puts every request through the cross-encoder).",
         "",
     ]
     rows = [
@@ -76,6 +90,7 @@ def serving_markdown(res: dict[str, Any]) -> list[str]:
             p["throughput_rps"],
             _get(p, "n_scored", "median"),
             100 * (_get(p, "n_scored", "share_degraded") or 0.0),
+            _not_needed_pct(p),
             p["errors"],
             "yes" if p["stable"] else "no",
         ]
@@ -91,6 +106,7 @@ def serving_markdown(res: dict[str, Any]) -> list[str]:
             "req/s",
             "N_SCORED median",
             "degraded %",
+            "not needed %",
             "errors",
             "stable",
         ],

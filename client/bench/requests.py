@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,19 @@ class BenchRequest:
     history_ts: tuple[int, ...] = ()
 
 
-def build_requests(data_dir: Path, n_requests: int, *, seed: int = 0) -> list[BenchRequest]:
-    """``n_requests`` requests from the data set in ``data_dir``, kinds alternating (search
-    first); fewer distinct texts or users than needed are reused in turn.
+def build_requests(
+    data_dir: Path, n_requests: int, *, seed: int = 0, search_share: float = 0.5
+) -> list[BenchRequest]:
+    """``n_requests`` requests from the data set in ``data_dir``, a share ``search_share``
+    (0 to 1) of them search requests, spread evenly (0.5: kinds alternating, search first);
+    fewer distinct texts or users than needed are reused in turn.
 
     Raises:
-        ValueError: the data set has neither queries nor users with a history.
+        ValueError: the data set has neither queries nor users with a history, or
+            ``search_share`` is outside 0..1.
     """
+    if not 0.0 <= search_share <= 1.0:
+        raise ValueError(f"search_share must be in 0..1, got {search_share}")
     from towers.data import cut_ts_at, load_dataset
     from towers.next_item import next_item_task
 
@@ -77,9 +84,14 @@ def build_requests(data_dir: Path, n_requests: int, *, seed: int = 0) -> list[Be
         )
     searches = [BenchRequest("search", t, -1) for t in texts]
     out: list[BenchRequest] = []
+    used = {"search": 0, "homepage": 0}
     for i in range(n_requests):
-        pool = searches if (i % 2 == 0 and searches) or not homes else homes
-        out.append(pool[(i // 2) % len(pool)] if searches and homes else pool[i % len(pool)])
+        # request i is a search when the running count of searches steps up at i
+        wants_search = math.ceil((i + 1) * search_share) > math.ceil(i * search_share)
+        pool = searches if (wants_search and searches) or not homes else homes
+        kind = "search" if pool is searches else "homepage"
+        out.append(pool[used[kind] % len(pool)])
+        used[kind] += 1
     return out
 
 

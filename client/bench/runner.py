@@ -231,7 +231,9 @@ def run_bench(
                 "catalog_reused": prep.catalog_reused,
                 "bundle_reused": prep.bundle_reused,
             }
-            ctx.requests = build_requests(prep.data_dir, cfg.n_requests, seed=cfg.seed)
+            ctx.requests = build_requests(
+                prep.data_dir, cfg.n_requests, seed=cfg.seed, search_share=cfg.search_share
+            )
             doc["requests"] = {**mix_summary(ctx.requests), "k": cfg.k}
             if cfg.jitter_s > 0:  # the host alone: nothing of the server running yet
                 if console is not None:

@@ -112,6 +112,21 @@ def test_request_mix_alternates_real_queries_and_histories(small_data: Path) -> 
     assert doc["data"][0]["HISTORY_IDS"] == {"content": [], "shape": [0]}
 
 
+def test_request_mix_follows_the_search_share(small_data: Path) -> None:
+    kinds = [r.kind for r in build_requests(small_data, 40, search_share=0.25)]
+    assert kinds.count("search") == 10
+    assert kinds[:4] == ["search", "homepage", "homepage", "homepage"]
+    assert {r.kind for r in build_requests(small_data, 12, search_share=1.0)} == {"search"}
+    assert {r.kind for r in build_requests(small_data, 12, search_share=0.0)} == {"homepage"}
+    from towers.data import load_dataset
+
+    texts = set(load_dataset(small_data).queries_in("test")["query_text"])
+    searches = [r.query for r in build_requests(small_data, 30, search_share=1.0)]
+    assert len(set(searches)) == min(30, len(texts))  # every query in turn, none skipped
+    with pytest.raises(ValueError, match="search_share"):
+        build_requests(small_data, 4, search_share=1.5)
+
+
 def test_catalog_cache_is_reused(tmp_path: Path) -> None:
     first, reused = prepare_catalog(tmp_path, items=200, users=20, queries=30, seed=2)
     assert not reused and (first / "items.parquet").is_file()
@@ -214,13 +229,13 @@ def test_report_renders_from_results(tmp_path: Path) -> None:
         "p95_ms": 13.0,
         "p99_ms": float("nan"),
         "errors": 0,
-        "n_scored": {"median": 16.0, "share_degraded": 1.0},
+        "n_scored": {"median": 16.0, "share_degraded": 1.0, "count": 30, "unneeded": 10},
         "by_kind": {"search": {"p50_ms": 9.0, "p99_ms": 11.0}},
         "stages": {"reranker": {"queue_ms": 0.1, "compute_ms": 8.0, "failures": 0}},
     }
     serving = {"points": [point], "sweeps": [], "settings": {}, "memory": {}}
     lines = serving_markdown(serving)
-    assert any("| 25 | 1 | 10.0 | 12.0 | - | 50.0 | 16.0 | 100.0 | 0 | no |" in x for x in lines)
+    assert any("| 25 | 1 | 10.0 | 12.0 | - | 50.0 | 16.0 | 100.0 | 25.0 | 0 | no |" in x for x in lines)
     soak_lines = soak_markdown({"windows": [], "errors": {}, "duration_s": 60.0})
     paths = write_outputs(
         {"run": {}, "sections": {"serving": serving}},
