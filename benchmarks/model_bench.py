@@ -5,8 +5,9 @@
 
 For the cross-encoder (``reranker``), the item tower (``item_tower``) and the user tower
 (``user_tower``: a query of the row's length and a history of ``USER_HISTORY_ROWS`` item
-vectors per row, the graph a search request runs) of an exported bundle (``--bundle``: a version folder with ``manifest.json`` and the ``.onnx`` graphs; without it, a
-small untrained bundle is built under ``--out``), measures:
+vectors per row, the graph a search request runs) of an exported bundle (``--bundle``: a
+version folder with ``manifest.json`` and the ``.onnx`` graphs; without it, a small untrained
+bundle is built under ``--out``), measures:
 
 * the machine's matmul ceiling in the same run: torch GEMM (``--gemm-size``, cube) in fp32 and
   bf16 on 1 and 2 threads, GFLOP/s (median of several calls), and OpenVINO's own (a product
@@ -203,9 +204,7 @@ def sample_inputs(
     if graph == "item_tower":
         return {"input_ids": ids, "attention_mask": mask}
     if graph == "user_tower":
-        return {"input_ids": ids, "attention_mask": mask} | user_history_feeds(
-            bundle, batch, rng
-        )
+        return {"input_ids": ids, "attention_mask": mask} | user_history_feeds(bundle, batch, rng)
     types = np.zeros((batch, length), dtype=np.int64)
     types[:, length // 2 :] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

@@ -54,6 +54,7 @@ from towers.features import MAX_HISTORY
 
 if TYPE_CHECKING:
     import pandas as pd
+    import scipy.sparse as sp
 
     from towers.features import PriorLookup
     from towers.next_item import NextItemTask
@@ -74,6 +75,7 @@ __all__ = [
     "build_covisit",
     "choose_cold_share",
     "blend_covisit",
+    "covisit_kind",
     "covisit_lists",
     "covisit_rank",
     "fit_covisit_weight",
@@ -335,6 +337,36 @@ class CovisitTable:
             raise ValueError(f"{path} is not a co-visitation table: {exc}") from exc
 
 
+def covisit_kind(
+    events: pd.DataFrame, item_ids: np.ndarray, *, until_ts: int | None, kind: str = "auto"
+) -> str:
+    """The kind :func:`build_covisit` builds for these arguments (``auto`` resolved: ``ease``
+    when at most :data:`COVISIT_EASE_MAX_ITEMS` items have interactions before ``until_ts``,
+    else ``item_knn``), without building it.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    if kind not in ("auto", "ease", "item_knn"):
+        raise ValueError(f"kind must be auto, ease or item_knn, got {kind!r}")
+    if kind != "auto":
+        return kind
+    from towers.cooccurrence import interactions
+
+    ids = np.sort(np.asarray(item_ids, dtype=np.int64))
+    return _auto_kind(_active_items(interactions(events, ids, until_ts=until_ts).matrix))
+
+
+def _active_items(matrix: sp.spmatrix) -> int:
+    """How many columns (items) of the user x item ``matrix`` have an interaction."""
+    return int((np.diff(matrix.tocsc().indptr) > 0).sum())
+
+
+def _auto_kind(n_active: int) -> str:
+    """``ease`` for at most :data:`COVISIT_EASE_MAX_ITEMS` interacted items, else ``item_knn``."""
+    return "ease" if n_active <= COVISIT_EASE_MAX_ITEMS else "item_knn"
+
+
 def build_covisit(
     events: pd.DataFrame,
     item_ids: np.ndarray,
@@ -364,9 +396,9 @@ def build_covisit(
         raise ValueError(f"l2 must be > 0, got {l2}")
     ids = np.sort(np.asarray(item_ids, dtype=np.int64))
     data = interactions(events, ids, until_ts=until_ts)
-    n_active = int((np.diff(data.matrix.tocsc().indptr) > 0).sum())
+    n_active = _active_items(data.matrix)
     if kind == "auto":
-        kind = "ease" if n_active <= COVISIT_EASE_MAX_ITEMS else "item_knn"
+        kind = _auto_kind(n_active)
     if kind == "ease":
         ease = EASE(data, l2=l2)
         w = np.maximum(ease.weights, 0.0)  # negative weights: "not together"; unused
@@ -808,7 +840,9 @@ def _fit_one_kind(
     item_ids = np.asarray(item_ids, dtype=np.int64)
     if not ease_l2s:
         raise ValueError("ease_l2s must name at least one ridge")
-    final = build_covisit(events, item_ids, until_ts=at_ts, kind=kind, l2=ease_l2s[0])
+    # the final table's kind (``auto`` resolved on all the events), for the validation tables
+    # too; the final table itself is built once, with the ridge the validation chooses
+    table_kind = covisit_kind(events, item_ids, until_ts=at_ts, kind=kind)
     val = validation_ranking(
         events,
         item_ids,
@@ -818,7 +852,7 @@ def _fit_one_kind(
         prior=prior,
         n_candidates=n_candidates,
         validation_s=validation_s,
-        kind=final.kind,
+        kind=table_kind,
         max_users=max_users,
         seed=seed,
         validation=validation,
@@ -826,14 +860,15 @@ def _fit_one_kind(
     )
     if val is None:
         log.warning("no users to fit the co-visitation weight on: it stays unused")
-        return final, {}
+        return build_covisit(events, item_ids, until_ts=at_ts, kind=table_kind, l2=ease_l2s[0]), {}
     scores: dict[str, float] = {}
-    if final.kind == "ease" and len(ease_l2s) > 1:
+    l2 = ease_l2s[0]
+    if table_kind == "ease" and len(ease_l2s) > 1:
         l2, by_l2, chosen = _choose_ease_l2(val, item_ids, ease_l2s)
         scores.update(by_l2)
-        if l2 != final.l2:
+        if l2 != ease_l2s[0]:
             val = dataclasses.replace(val, table=chosen)
-            final = build_covisit(events, item_ids, until_ts=at_ts, kind="ease", l2=l2)
+    final = build_covisit(events, item_ids, until_ts=at_ts, kind=table_kind, l2=l2)
     task, table, histories = val.task, val.table, val.task.long_histories
     cold_items = item_ids[table.is_cold(item_ids)]
     cold_targets = [t & set(map(int, cold_items)) for t in task.targets]

@@ -235,7 +235,9 @@ def test_report_renders_from_results(tmp_path: Path) -> None:
     }
     serving = {"points": [point], "sweeps": [], "settings": {}, "memory": {}}
     lines = serving_markdown(serving)
-    assert any("| 25 | 1 | 10.0 | 12.0 | - | 50.0 | 16.0 | 100.0 | 25.0 | 0 | no |" in x for x in lines)
+    assert any(
+        "| 25 | 1 | 10.0 | 12.0 | - | 50.0 | 16.0 | 100.0 | 25.0 | 0 | no |" in x for x in lines
+    )
     soak_lines = soak_markdown({"windows": [], "errors": {}, "duration_s": 60.0})
     paths = write_outputs(
         {"run": {}, "sections": {"serving": serving}},

@@ -13,6 +13,7 @@ from towers.covisit import (
     _fit_one_kind,
     blend_covisit,
     build_covisit,
+    covisit_kind,
     covisit_rank,
     fit_model_covisit,
     reserve_share,
@@ -88,6 +89,21 @@ def test_build_finds_the_pairs(kind: str) -> None:
     assert len(empty) == 0
     with pytest.raises(ValueError, match="kind"):
         build_covisit(events, np.arange(20), until_ts=None, kind="svd")
+    # the kind the fits resolve before building anything is the one built
+    assert covisit_kind(events, np.arange(20), until_ts=None, kind=kind) == tab.kind
+    with pytest.raises(ValueError, match="kind"):
+        covisit_kind(events, np.arange(20), until_ts=None, kind="svd")
+
+
+def test_auto_kind_falls_back_to_item_knn_past_the_ease_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import towers.covisit as covisit
+
+    monkeypatch.setattr(covisit, "COVISIT_EASE_MAX_ITEMS", 5)
+    events = pair_events()
+    assert covisit_kind(events, np.arange(20), until_ts=None) == "item_knn"
+    assert build_covisit(events, np.arange(20), until_ts=None).kind == "item_knn"
 
 
 def test_blend_merges_and_ranks_the_union() -> None:
