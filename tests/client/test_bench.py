@@ -127,6 +127,17 @@ def test_request_mix_follows_the_search_share(small_data: Path) -> None:
         build_requests(small_data, 4, search_share=1.5)
 
 
+def test_bench_command_refuses_a_share_outside_0_1(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    args = ["bench", "--artifacts", str(tmp_path), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--search-share", "1.5"])
+    assert result.exit_code == 2 and "search-share" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_catalog_cache_is_reused(tmp_path: Path) -> None:
     first, reused = prepare_catalog(tmp_path, items=200, users=20, queries=30, seed=2)
     assert not reused and (first / "items.parquet").is_file()
@@ -190,6 +201,8 @@ def test_config_and_sections_are_checked(tmp_path: Path) -> None:
         BenchConfig(catalog_items=None)
     with pytest.raises(ValueError, match="concurrencies"):
         BenchConfig(concurrencies=(0,))
+    with pytest.raises(ValueError, match="search_share must be in 0..1"):
+        BenchConfig(search_share=-0.1)
     # serving settings fail before any catalog is built or exported
     with pytest.raises(ValueError, match="user_engine must be openvino or onnxruntime"):
         BenchConfig(user_engine="tvm")
