@@ -6,7 +6,8 @@ dict ``{item_id: grade}`` (ESCI grades 0..3; unjudged items count as 0).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,23 @@ def recall_per_query(
         [len(set(list(r)[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant) if rel],
         dtype=np.float64,
     )
+
+
+def accuracy_per_query(
+    ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int
+) -> np.ndarray:
+    """Each query's share of top-``k`` accuracy (the held-out positives found in the top
+    ``k`` over all positives, the TensorFlow Recommenders tutorial's metric), as
+    ``|top-k ∩ relevant| x n / total relevant`` over the ``n`` queries with >= 1 relevant
+    item: their mean is the accuracy, and two systems' values over the same queries are
+    paired (their mean difference is the accuracy difference), so :func:`paired_gain` and
+    :func:`surely_better_choice` apply as to per-query recall."""
+    pairs = [(r, rel) for r, rel in zip(ranked, relevant) if rel]
+    total = sum(len(rel) for _, rel in pairs)
+    if not total:
+        return np.zeros(0, dtype=np.float64)
+    hits = np.asarray([len(set(list(r)[:k]) & rel) for r, rel in pairs], dtype=np.float64)
+    return hits * len(pairs) / total
 
 
 def paired_gain(
@@ -47,6 +65,25 @@ def surely_better_choice(per_user: Mapping[Any, np.ndarray], default: Any) -> An
     if best != default and paired_gain(per_user[best], per_user[default])[1] > 0:
         return best
     return default
+
+
+@dataclass(frozen=True)
+class FitMetric:
+    """What a fit on validation maximises: ``name`` (for logs), the list length ``k`` it reads
+    and ``per_query`` (per-query values whose mean is the metric, paired across systems)."""
+
+    name: str
+    k: int
+    per_query: Callable[[Sequence[Sequence[int]], Sequence[set[int]], int], np.ndarray]
+
+    def per_user(self, ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]]) -> np.ndarray:
+        """The per-query values at this metric's ``k``."""
+        return self.per_query(ranked, relevant, self.k)
+
+    def mean(self, ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]]) -> float:
+        """The metric (0 with no query that has a relevant item)."""
+        vals = self.per_user(ranked, relevant)
+        return float(vals.mean()) if len(vals) else 0.0
 
 
 def recall_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int) -> float:
@@ -93,3 +130,9 @@ def mrr_at_k(ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: i
                 break
         vals.append(rr)
     return float(np.mean(vals)) if vals else 0.0
+
+
+#: The time protocol's metric (each user's Recall@50, averaged over users).
+RECALL_AT_50 = FitMetric("Recall@50", 50, recall_per_query)
+#: The random protocol's metric (top-100 accuracy over every held-out positive).
+ACCURACY_AT_100 = FitMetric("top-100 accuracy", 100, accuracy_per_query)

@@ -95,6 +95,13 @@ def test_build_finds_the_pairs(kind: str) -> None:
         covisit_kind(events, np.arange(20), until_ts=None, kind="svd")
 
 
+def test_random_validation_fits_on_the_random_protocols_accuracy() -> None:
+    from towers.covisit import fit_metric
+    from towers.metrics import ACCURACY_AT_100, RECALL_AT_50
+
+    assert fit_metric("random") is ACCURACY_AT_100 and fit_metric("time") is RECALL_AT_50
+
+
 def test_auto_kind_falls_back_to_item_knn_past_the_ease_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
