@@ -62,23 +62,25 @@ def fit_ease_l2(
     before it, or with ``validation="random"`` a random share of them,
     :func:`towers.prior.validation_events`), the first of ``l2s`` (default
     :data:`towers.covisit.EASE_L2S`, Steck's 500 first) unless another ranks the validation
-    users surely better by Recall@50 (:func:`towers.metrics.surely_better_choice`). Returns
-    the ridge and ``l2=X`` validation scores (empty when there is nothing to validate on or
-    too many items for EASE: the first ridge then).
+    users surely better (:func:`towers.metrics.surely_better_choice`) in the table's fit
+    metric (:func:`towers.covisit.fit_metric`: Recall@50 on a time validation, the random
+    protocol's top-100 accuracy on a random one). Returns the ridge and ``l2=X`` validation
+    scores in that metric (empty when there is nothing to validate on or too many items for
+    EASE: the first ridge then).
 
     Raises:
         ValueError: ``validation`` is neither time nor random.
     """
-    from towers.covisit import EASE_L2S
-    from towers.metrics import recall_per_query, surely_better_choice
-    from towers.prior import VALIDATION_K, validation_split
+    from towers.covisit import EASE_L2S, fit_metric
+    from towers.metrics import surely_better_choice
+    from towers.prior import validation_split
 
     grid = tuple(l2s) if l2s is not None else EASE_L2S
     item_ids = np.asarray(item_ids, dtype=np.int64)
     split = validation_split(events, at_ts, validation, max_users=max_users, seed=seed)
     if split is None or len(grid) == 1:
         return grid[0], {}
-    task = split.task
+    task, metric = split.task, fit_metric(validation)
     data = interactions(split.fit_events, item_ids, until_ts=split.until_ts)
     rows = data.user_rows(task.user_ids, task.hist_ids)
     per_user: dict[float, np.ndarray] = {}
@@ -88,8 +90,8 @@ def fit_ease_l2(
         except ValueError as exc:  # too many items: the baseline is skipped anyway
             log.warning("EASE ridge not fitted: %s", exc)
             return grid[0], {}
-        ranked = top_k_excluding(model.scores(rows), item_ids, task.excluded, VALIDATION_K)
-        per_user[l2] = recall_per_query(ranked, task.targets, VALIDATION_K)
+        ranked = top_k_excluding(model.scores(rows), item_ids, task.excluded, metric.k)
+        per_user[l2] = metric.per_user(ranked, task.targets)
     chosen = float(surely_better_choice(per_user, grid[0]))
     scores = {f"l2={l2:g}": float(v.mean()) if len(v) else 0.0 for l2, v in per_user.items()}
     log.info("EASE baseline: ridge %g chosen on validation (%s)", chosen, scores)

@@ -35,7 +35,7 @@ from towers.bundle_contract import (
     Blend,
     load_manifest,
 )
-from towers.covisit import CovisitTable, covisit_lists
+from towers.covisit import CovisitTable, covisit_lists, fit_metric
 from towers.data import Dataset, item_texts, load_dataset
 from towers.data.split import split_info
 from towers.encoder import mean_pool
@@ -478,7 +478,8 @@ def _collaborative(m: Loaded, name: str) -> RecSystem:
         if name == "als":
             return ALS(data)
         l2, scores = fit_ease_l2(m.ds.events, m.item_ids, start_ts, validation=validation)
-        settings[str(start_ts)] = {"l2": l2, "validation": validation, "recall@50": scores}
+        metric = fit_metric(validation).name
+        settings[str(start_ts)] = {"l2": l2, "validation": validation, metric: scores}
         return EASE(data, l2=l2)
 
     def system(task: NextItemTask, k: int) -> list[list[int]]:
