@@ -887,7 +887,7 @@ def _fit_one_kind(
             cache[key] = [t.neighbours(h) for h in histories]
         return [[int(i) for i in row[: metric.k]] for row, _ in val.ranked(t, cache[key])]
 
-    def recall(t: CovisitTable) -> float:  # the fit metric (Recall@50 for a time validation)
+    def fit_score(t: CovisitTable) -> float:  # the fit metric (Recall@50 for a time validation)
         return metric.mean(lists(t), task.targets)
 
     def cold_recall(ranked: list[list[int]]) -> float:
@@ -900,7 +900,7 @@ def _fit_one_kind(
     current = table.with_settings(weight=0.0)
 
     def fit_weight(t: CovisitTable) -> CovisitTable:
-        weight, by_weight = fit_covisit_weight(lambda w: recall(t.with_weight(w)))
+        weight, by_weight = fit_covisit_weight(lambda w: fit_score(t.with_weight(w)))
         scores.update(by_weight)
         return t.with_weight(weight)
 
@@ -912,12 +912,12 @@ def _fit_one_kind(
             h for i, h in enumerate(HISTORY_LENGTHS) if i == 0 or HISTORY_LENGTHS[i - 1] < longest
         ]
         grid = {(h, d): current.with_settings(history=h, decay=d) for h in lengths for d in DECAYS}
-        by_hd = {key: recall(t) for key, t in grid.items()}
+        by_hd = {key: fit_score(t) for key, t in grid.items()}
         scores.update({f"history={h},decay={d}": v for (h, d), v in by_hd.items()})
         best_hd = max(grid, key=lambda key: by_hd[key])  # ties: the first in grid order
         current = fit_weight(grid[best_hd])
     if current.weight > 0:
-        by_ramp = {r: recall(current.with_settings(ramp=r)) for r in RAMPS}
+        by_ramp = {r: fit_score(current.with_settings(ramp=r)) for r in RAMPS}
         scores.update({f"ramp={r}": v for r, v in by_ramp.items()})
         current = current.with_settings(ramp=max(RAMPS, key=lambda r: by_ramp[r]))
         text = cold_recall(lists(current.with_weight(0.0)))
@@ -931,7 +931,7 @@ def _fit_one_kind(
             scores[f"cold_share={share}"] = overall[share]
             scores[f"cold@cold_share={share}"] = cold[share]
         current = current.with_settings(cold_share=choose_cold_share(users, cold, text))
-    scores["final"] = recall(current) if current.weight > 0 else scores.get("0.0", 0.0)
+    scores["final"] = fit_score(current) if current.weight > 0 else scores.get("0.0", 0.0)
     if per_user is not None:  # each validation user's fit metric with the table returned
         per_user[:] = metric.per_user(lists(current), task.targets).tolist()
     log.info(
