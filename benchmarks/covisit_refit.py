@@ -78,6 +78,7 @@ def main() -> int:
         p.error("--out must differ from --artifacts (the folder is replaced)")
     from towers.config import TrainConfig
     from towers.data import load_dataset
+    from towers.metrics import fit_metric
     from towers.models import load_module
     from towers.prior import load_prior, save_prior
     from towers.teacher import tokenizer_path
@@ -119,7 +120,11 @@ def main() -> int:
             ds.events, item_ids, at_ts, user_tower, tok, item_vecs, cfg, validation_kind
         )
         save_prior(prior, args.out)
-        report["prior"] = {**prior.meta(), "validation_recall@50": prior_validation}
+        report["prior"] = {
+            **prior.meta(),
+            "validation_metric": fit_metric(validation_kind).name,
+            "validation_scores": prior_validation,
+        }
         log.info("prior refitted on %s validation: %s", validation_kind, prior.meta())
     start = time.perf_counter()
     table, validation = fit_tower_covisit(
@@ -141,8 +146,9 @@ def main() -> int:
         "l2": table.l2,
         **table.settings(),
         "entries": len(table),
-        "validation": covisit_validation_kind(ds, report["events_until_ts"]),
-        "validation_recall@50": validation,
+        "validation": validation_kind,
+        "validation_metric": fit_metric(validation_kind).name,
+        "validation_scores": validation,
     }
     report.setdefault("seconds", {})["covisit"] = seconds
     (args.out / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))

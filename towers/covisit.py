@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from towers.features import MAX_HISTORY
-from towers.metrics import ACCURACY_AT_100, RECALL_AT_50, FitMetric
+from towers.metrics import RECALL_AT_50, FitMetric, fit_metric
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +79,6 @@ __all__ = [
     "covisit_kind",
     "covisit_lists",
     "covisit_rank",
-    "fit_metric",
     "fit_covisit_weight",
     "fit_model_covisit",
     "reserve_share",
@@ -946,17 +945,6 @@ def _fit_one_kind(
         scores["final"],
     )
     return final.fitted_like(current), scores
-
-
-def fit_metric(validation: str) -> FitMetric:
-    """What the co-visitation fits maximise on a ``validation`` (``time`` or ``random``,
-    :func:`towers.prior.validation_split`): per-user Recall@50 for ``time`` (the time
-    protocol's metric); for ``random`` (a model of a random split, judged by the random
-    protocol's top-100 accuracy over every held-out positive) that accuracy. Measured on the
-    demo data's random split with 5,000 users: fitted on Recall@50 the table kept EASE over
-    item-kNN by 0.01 of validation Recall@50, and the served path lost top-100 accuracy to the
-    item-kNN baseline, 0.929 [0.888, 0.978] (benchmarks/results/larger_samples_2026-11-30.md)."""
-    return ACCURACY_AT_100 if validation == "random" else RECALL_AT_50
 
 
 def _choose_ease_l2(

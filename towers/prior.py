@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from towers.bundle_contract import PRIOR_META_FILE, PRIOR_VALUES_FILE
+from towers.metrics import FitMetric, fit_metric
 
 if TYPE_CHECKING:
     from towers.next_item import NextItemTask
@@ -72,7 +73,7 @@ PRIOR_HALF_LIVES_S = (86_400.0, 3 * 86_400.0, 7 * 86_400.0, 30 * 86_400.0, NO_DE
 PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
 #: Length of the validation window the weight is fitted on: the last 3 days before the cut.
 VALIDATION_S = 3 * 86_400.0
-#: List length whose recall the weight maximises.
+#: List length of the Recall@K a time validation's fits maximise (and the cold share reads).
 VALIDATION_K = 50
 #: Share of the events held out at random to fit a model for the random protocol (its prior,
 #: co-visitation table and blends: :func:`validation_events` ``validation="random"``).
@@ -308,6 +309,7 @@ def fit_model_prior(
     max_users: int = 1000,
     seed: int = 0,
     validation: str = "time",
+    metric: FitMetric | None = None,
 ) -> tuple[ItemPrior, dict[str, float]]:
     """The prior as of ``at_ts`` with its half-life and weight fitted on the last
     ``validation_s`` seconds before it, or, with ``validation="random"`` (a model for the
@@ -320,17 +322,18 @@ def fit_model_prior(
     (every other item of the user excluded), ranked the way the served retriever ranks: the
     ``PRIOR_OVERFETCH`` x depth best items by cosine, re-ranked with a prior computed as of the
     window start (of the events left in, as of ``at_ts``, for a random validation); the
-    (half-life, weight) pair with the best Recall@50 wins (ties: the first
-    half-life of ``half_lives_s``, the smaller weight). With no users to validate on the weight
-    is 0 (cosine only) and the half-life the first one. ``user_vectors`` maps a task to its
-    user vectors ``[U, dim]``. Returns the prior and the validation Recall@50 of each pair,
-    keyed ``"<half-life days>d/<weight>"``.
+    (half-life, weight) pair with the best ``metric`` wins (default
+    :func:`towers.metrics.fit_metric`: Recall@50 for a time validation, top-100 accuracy for a
+    random one, the metric its protocol judges; ties: the first half-life of
+    ``half_lives_s``, the smaller weight). With no users to validate on the weight is 0
+    (cosine only) and the half-life the first one. ``user_vectors`` maps a task to its user
+    vectors ``[U, dim]``. Returns the prior and the validation ``metric`` of each pair, keyed
+    ``"<half-life days>d/<weight>"``.
 
     Raises:
         ValueError: ``half_lives_s`` is empty, or ``validation`` is neither time nor random.
     """
     from towers.features import MAX_HISTORY, PRIOR_OVERFETCH, rank_with_prior
-    from towers.metrics import recall_at_k
     from towers.next_item import exclude_history
 
     if not half_lives_s:
@@ -342,24 +345,24 @@ def fit_model_prior(
         log.warning("no users to fit the prior weight on: the retriever ranks by cosine only")
         return compute_prior(events, item_ids, at_ts, half_lives_s[0]), {}
     task, prior_events, start, label = split.task, split.fit_events, split.until_ts, split.label
+    metric = fit_metric(validation) if metric is None else metric
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     longest = max((len(e) for e in task.excluded), default=0)
-    depth = min(PRIOR_OVERFETCH * (VALIDATION_K + max(MAX_HISTORY, longest)), len(item_ids))
+    depth = min(PRIOR_OVERFETCH * (metric.k + max(MAX_HISTORY, longest)), len(item_ids))
     index = faiss.IndexFlatIP(item_vectors.shape[1])
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
     cos, rows = index.search(users, depth)
 
     scores: dict[str, float] = {}
-    best: tuple[float, float, float] | None = None  # (recall, half-life, weight)
+    best: tuple[float, float, float] | None = None  # (metric, half-life, weight)
     for half_life in half_lives_s:
         val_prior = compute_prior(prior_events, item_ids, start, half_life).values
 
-        def recall(weight: float, val_prior: np.ndarray = val_prior) -> float:
+        def fit_score(weight: float, val_prior: np.ndarray = val_prior) -> float:
             _, ranked = rank_with_prior(cos, rows, val_prior[np.maximum(rows, 0)], weight)
-            lists = exclude_history(ranked, item_ids, task, VALIDATION_K)
-            return recall_at_k(lists, task.targets, VALIDATION_K)
+            return metric.mean(exclude_history(ranked, item_ids, task, metric.k), task.targets)
 
-        weight, by_weight = fit_prior_weight(recall)
+        weight, by_weight = fit_prior_weight(fit_score)
         for w, r in by_weight.items():
             scores[f"{half_life / 86_400:g}d/{w}"] = r
         if best is None or by_weight[str(weight)] > best[0]:
@@ -367,9 +370,10 @@ def fit_model_prior(
     assert best is not None
     _, half_life, weight = best
     log.info(
-        "prior: half-life %.1f days, weight %.3f, fitted on %d users of %s",
+        "prior: half-life %.1f days, weight %.3f, fitted on %s of %d users of %s",
         half_life / 86_400,
         weight,
+        metric.name,
         len(task),
         label,
     )

@@ -65,6 +65,7 @@ from towers.finetune import (
 )
 from towers.history_fit import fit_user_history
 from towers.lexical import LexicalIndex
+from towers.metrics import fit_metric
 from towers.models import CrossEncoder, ItemTower, UserTower, save_module
 from towers.next_item import NextItemTask, history_matrix
 from towers.no_query_blend import fit_no_query_blend
@@ -368,7 +369,11 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         "no_query_blend": None
         if no_query_blend is None
         else {**no_query_blend.to_dict(), "validation_recall@50": no_query_validation},
-        "prior": {**prior.meta(), "validation_recall@50": prior_validation},
+        "prior": {
+            **prior.meta(),
+            "validation_metric": fit_metric(validation).name,
+            "validation_scores": prior_validation,
+        },
         "covisit": None
         if covisit is None
         else {
@@ -376,8 +381,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
             "l2": covisit.l2,
             **covisit.settings(),
             "entries": len(covisit),
-            "validation": covisit_validation_kind(ds, until_ts),
-            "validation_recall@50": covisit_validation,
+            "validation": validation,
+            "validation_metric": fit_metric(validation).name,
+            "validation_scores": covisit_validation,
         },
     }
     (out_dir / TRAIN_REPORT_FILE).write_text(json.dumps(report, indent=2))

@@ -96,8 +96,7 @@ def test_build_finds_the_pairs(kind: str) -> None:
 
 
 def test_random_validation_fits_on_the_random_protocols_accuracy() -> None:
-    from towers.covisit import fit_metric
-    from towers.metrics import ACCURACY_AT_100, RECALL_AT_50
+    from towers.metrics import ACCURACY_AT_100, RECALL_AT_50, fit_metric
 
     assert fit_metric("random") is ACCURACY_AT_100 and fit_metric("time") is RECALL_AT_50
 

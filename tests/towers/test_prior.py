@@ -147,6 +147,47 @@ def test_a_random_split_model_fits_its_prior_on_a_random_share_of_the_events() -
         fit_model_prior(events, item_ids, at, users, vecs, validation="future")
 
 
+def test_a_random_split_models_prior_is_fitted_on_the_random_protocols_accuracy() -> None:
+    """The random protocol judges top-100 accuracy, so a random-split model's prior is fitted
+    on it (the time protocol's Recall@50 otherwise): each score is that metric of the ranking
+    it names, checked by hand at weight 0 (cosine alone)."""
+    from towers.metrics import ACCURACY_AT_100, RECALL_AT_50
+    from towers.next_item import exclude_history
+    from towers.prior import fit_model_prior, validation_split
+
+    day = 86_400
+    at = 100 * day
+    rng = np.random.default_rng(2)
+    popular = rng.zipf(1.3, size=40_000) % 400
+    rows = []
+    for u in range(400):
+        for item in np.unique(popular[u * 100 : (u + 1) * 100])[:12]:
+            rows.append((u, int(item), "purchase", int(rng.integers(10 * day, 80 * day))))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
+    item_ids = np.arange(400, dtype=np.int64)
+    vecs = rng.standard_normal((400, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def users(task) -> np.ndarray:  # the same vectors on every call
+        u = np.random.default_rng(3).standard_normal((len(task), 8)).astype(np.float32)
+        return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+    _, scores = fit_model_prior(events, item_ids, at, users, vecs, validation="random")
+    _, explicit = fit_model_prior(
+        events, item_ids, at, users, vecs, validation="random", metric=ACCURACY_AT_100
+    )
+    _, recall = fit_model_prior(
+        events, item_ids, at, users, vecs, validation="random", metric=RECALL_AT_50
+    )
+    assert scores == explicit and scores != recall
+    split = validation_split(events, at, "random")
+    assert split is not None
+    ranked = np.argsort(-(users(split.task) @ vecs.T), axis=1, kind="stable")
+    for metric, fitted in ((ACCURACY_AT_100, scores), (RECALL_AT_50, recall)):
+        lists = exclude_history(ranked, item_ids, split.task, metric.k)
+        assert fitted["1d/0.0"] == pytest.approx(metric.mean(lists, split.task.targets))
+
+
 def _random_vectors(rng: np.random.Generator, n_items: int):
     """Random unit item vectors ``[n_items, 8]`` and a task -> random unit user vectors map:
     towers that know nothing, so only the prior can rank."""

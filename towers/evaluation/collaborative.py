@@ -63,7 +63,7 @@ def fit_ease_l2(
     :func:`towers.prior.validation_events`), the first of ``l2s`` (default
     :data:`towers.covisit.EASE_L2S`, Steck's 500 first) unless another ranks the validation
     users surely better (:func:`towers.metrics.surely_better_choice`) in the table's fit
-    metric (:func:`towers.covisit.fit_metric`: Recall@50 on a time validation, the random
+    metric (:func:`towers.metrics.fit_metric`: Recall@50 on a time validation, the random
     protocol's top-100 accuracy on a random one). Returns the ridge and ``l2=X`` validation
     scores in that metric (empty when there is nothing to validate on or too many items for
     EASE: the first ridge then).
@@ -71,8 +71,8 @@ def fit_ease_l2(
     Raises:
         ValueError: ``validation`` is neither time nor random.
     """
-    from towers.covisit import EASE_L2S, fit_metric
-    from towers.metrics import surely_better_choice
+    from towers.covisit import EASE_L2S
+    from towers.metrics import fit_metric, surely_better_choice
     from towers.prior import validation_split
 
     grid = tuple(l2s) if l2s is not None else EASE_L2S

@@ -35,7 +35,7 @@ from towers.bundle_contract import (
     Blend,
     load_manifest,
 )
-from towers.covisit import CovisitTable, covisit_lists, fit_metric
+from towers.covisit import CovisitTable, covisit_lists
 from towers.data import Dataset, item_texts, load_dataset
 from towers.data.split import split_info
 from towers.encoder import mean_pool
@@ -69,6 +69,7 @@ from towers.features import (
 from towers.finetune import embed_histories, embed_items, embed_queries
 from towers.index import apply_search_params, build_index
 from towers.lexical import LexicalIndex
+from towers.metrics import fit_metric
 from towers.models import CrossEncoder, UserTower, load_module
 from towers.prior import ItemPrior, load_prior
 from towers.rerank_train import score_candidates
