@@ -15,6 +15,11 @@ text. Where the bundle's id table (``towers.bundle_contract.ItemIdTable``) has a
 vector for the id, the text vector is combined with it (the same arithmetic export used for
 the index, so a re-embedding job gets the exported vector); an unknown id, ``-1`` or no
 ``ITEM_ID`` at all gives the text vector alone (a new item).
+
+Each answer also carries ``MODEL_VERSION`` (BYTES ``[b, 1]``: the model version of the
+bundle that embedded the rows), so a re-embedding client notices when ``towerserve publish``
+or ``rollback`` moved the item tower to another model in the middle of its job, instead of
+writing vectors of two models under one manifest (client/embed/engines.py ``TritonEngine``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,16 @@ from towers.text import encode_items, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_ITEM_CHARS", "ItemEncoder", "decode_item_ids", "decode_texts"]
+__all__ = [
+    "MAX_ITEM_CHARS",
+    "MODEL_VERSION_OUTPUT",
+    "ItemEncoder",
+    "decode_item_ids",
+    "decode_texts",
+]
+
+#: The output naming the model version that embedded a request's rows.
+MODEL_VERSION_OUTPUT = "MODEL_VERSION"
 
 ITEM_TOWER_INPUTS = ("input_ids", "attention_mask")
 
@@ -107,6 +121,7 @@ class ItemEncoder:
         *,
         batch_size: int = 64,
         id_table: ItemIdTable | None = None,
+        model_version: str = "",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -115,6 +130,8 @@ class ItemEncoder:
         self.batch_size = batch_size
         #: Learned id vectors by item id (None: text only, a bundle without item ids).
         self.id_table = id_table
+        #: The bundle's model version, answered as ``MODEL_VERSION`` ("" for a stand-in).
+        self.model_version = model_version
 
     @classmethod
     def from_dir(
@@ -130,7 +147,8 @@ class ItemEncoder:
         ``runtime``: serving.graphs) and ``tokenizer.json``; refuse another ``model_version``.
         ``runtime`` defaults to the CPU with ``intra_op_threads`` threads."""
         folder = Path(folder)
-        check_model_version(load_manifest(folder), model_version, f"{folder}")
+        manifest = load_manifest(folder)
+        check_model_version(manifest, model_version, f"{folder}")
         runtime = runtime or Runtime(intra_op_threads=intra_op_threads)
         session = open_graph(folder, "item_tower", runtime, expected_inputs=ITEM_TOWER_INPUTS)
         encoder = cls(
@@ -138,6 +156,7 @@ class ItemEncoder:
             session,
             batch_size=batch_size,
             id_table=ItemIdTable.load(folder),
+            model_version=manifest.model_version,
         )
         encoder.backend = graph_backend(session)
         encoder.prefetch = "cuda" in encoder.backend or encoder.backend == "tensorrt"
@@ -222,8 +241,8 @@ class ItemEncoder:
         self, requests: Sequence[Mapping[str, np.ndarray]]
     ) -> list[dict[str, np.ndarray] | Exception]:
         """One result per request (its ``ITEM_TEXT`` tensor and optional ``ITEM_ID``):
-        ``{"ITEM_VECTOR": [b, D]}``, or the exception to answer it with. Valid requests share
-        one tower run."""
+        ``{"ITEM_VECTOR": [b, D], "MODEL_VERSION": [b, 1]}`` (the model version as UTF-8
+        bytes), or the exception to answer it with. Valid requests share one tower run."""
         results: list[dict[str, np.ndarray] | Exception] = []
         texts: list[str] = []
         ids: list[np.ndarray] = []
@@ -246,9 +265,13 @@ class ItemEncoder:
         except Exception as exc:  # the shared run failed: every valid request reports it
             log.exception("item tower failed on %d texts", len(texts))
             return [r if isinstance(r, Exception) else exc for r in results]
+        label = self.model_version.encode("utf-8")
         for i, (lo, hi) in enumerate(spans):
             if lo >= 0:
-                results[i] = {"ITEM_VECTOR": vectors[lo:hi]}
+                results[i] = {
+                    "ITEM_VECTOR": vectors[lo:hi],
+                    MODEL_VERSION_OUTPUT: np.full((hi - lo, 1), label, dtype=np.object_),
+                }
         return results
 
     def warm_up(self) -> None:

@@ -38,7 +38,7 @@ from client.embed.pipeline import (
     tokenize_shard,
 )
 from serving.graphs import Runtime
-from serving.item_tower import ItemEncoder
+from serving.item_tower import MODEL_VERSION_OUTPUT, ItemEncoder
 from serving.token_batches import MAX_ITEM_CHARS
 from towers.bundle_contract import load_manifest, onnx_file
 from towers.text import item_token_counts, load_tokenizer
@@ -88,6 +88,11 @@ def embed_by_length(embed: Callable[[list[str]], np.ndarray], texts: list[str]) 
     out = np.empty_like(vectors)
     out[order] = vectors
     return out
+
+
+def _text(value: object) -> str:
+    """A BYTES tensor element as text."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 class EngineError(RuntimeError):
@@ -348,7 +353,15 @@ class TritonEngine:
     exported bundle carries: towers.teacher), so each request of ``batch_size`` rows is padded
     little on the server; ``sort_by_tokens=False`` sorts by characters instead (no client-side
     tokenizing: about 10% of one core at 2,000 items/s). Vectors come back in catalog order
-    either way."""
+    either way.
+
+    The model version is the server's (its config's ``model_version`` parameter, or for a
+    published repository, whose configs leave it empty, the ``MODEL_VERSION`` of a one-row
+    request). Every answer's ``MODEL_VERSION`` must be that one: a ``towerserve publish`` or
+    ``rollback`` in the middle of a job is an :class:`EngineError`, not shards of two models
+    under one manifest (the shards already written stay; the job resumes only with the
+    same model, so re-run it with ``--restart``). A server exported before ``MODEL_VERSION``
+    existed is trusted on its config alone."""
 
     name = "triton"
 
@@ -389,13 +402,40 @@ class TritonEngine:
         if limit and batch_size > limit:
             raise EngineError(f"batch_size {batch_size} exceeds {model}'s max_batch_size {limit}")
         self.batch_size = batch_size
+        self.checks_version = MODEL_VERSION_OUTPUT in {o.name for o in config.output}
         param = config.parameters.get("model_version")
         self.model_version = param.string_value if param is not None else ""
+        if not self.model_version and self.checks_version:
+            self.model_version = self._served_version()
         if not self.model_version:
             raise EngineError(
                 f"{model} at {url} does not say its model_version: serve a repository written "
                 "by `towerserve export`"
             )
+
+    def _outputs(self) -> list[Any]:
+        names = ["ITEM_VECTOR", MODEL_VERSION_OUTPUT] if self.checks_version else ["ITEM_VECTOR"]
+        return [self._grpc.InferRequestedOutput(name) for name in names]
+
+    def _served_version(self) -> str:
+        """The model version the server's item tower answers with (one row)."""
+        from tritonclient.utils import InferenceServerException
+
+        tensor = self._grpc.InferInput("ITEM_TEXT", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[b"model version probe"]], dtype=np.object_))
+        try:
+            result = self.client.infer(
+                self.model, [tensor], outputs=self._outputs(), client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise EngineError(f"{self.model} at {self.url}: {exc.message()}") from exc
+        return self._answered_version(result)
+
+    def _answered_version(self, result: Any) -> str:
+        labels = {_text(v) for v in np.ravel(result.as_numpy(MODEL_VERSION_OUTPUT))}
+        if len(labels) != 1:
+            raise EngineError(f"{self.model} at {self.url} answered model versions {labels}")
+        return labels.pop()
 
     def prepare(self, sample: list[str]) -> None:
         return None
@@ -422,6 +462,15 @@ class TritonEngine:
                     break
                 if error is not None:
                     raise EngineError(f"{self.model} at {self.url}: {error}")
+                if self.checks_version and (served := self._answered_version(result)) != (
+                    self.model_version
+                ):
+                    raise EngineError(
+                        f"{self.model} at {self.url} now serves model version {served!r}; this "
+                        f"job began on {self.model_version!r} (a publish or rollback during "
+                        "the job?). The shards written so far hold the old model's vectors: "
+                        "run the job again with --restart to embed everything with the new one"
+                    )
                 parts[shard][part] = result.as_numpy("ITEM_VECTOR")
                 block = False
                 while order and all(p is not None for p in parts[order[0]]):
@@ -453,7 +502,7 @@ class TritonEngine:
                     self.model,
                     [tensor, id_tensor],
                     callback=lambda result, error, s=shard, p=part: callback(s, p, result, error),
-                    outputs=[self._grpc.InferRequestedOutput("ITEM_VECTOR")],
+                    outputs=self._outputs(),
                     client_timeout=self.timeout_s,
                 )
             yield from collect(block=False)

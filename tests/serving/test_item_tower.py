@@ -87,6 +87,9 @@ def test_from_dir_matches_the_bundle_table(repository: Path, bundle: Path) -> No
     np.testing.assert_allclose(
         enc.embed(titles), np.load(bundle / "item_embeddings.npy")[:5], atol=1e-5
     )
+    (answer,) = enc.embed_requests([texts(*(t.encode() for t in titles[:3]))])
+    assert isinstance(answer, dict)  # each row says which model embedded it
+    assert answer["MODEL_VERSION"].tolist() == [[b"test-v1"]] * 3
 
 
 def test_warm_up_runs_one_batch_and_leaves_embeddings_unchanged(teacher_tokenizer) -> None:

@@ -299,3 +299,34 @@ def test_publishing_an_index_version_keeps_two_versions(
     assert (repo / "retriever" / "3" / "index.faiss").stat().st_ino == (
         (index / "index.faiss").stat().st_ino
     )
+
+
+def test_a_reembedding_job_reads_the_published_version_and_stops_on_a_swap(
+    repo: Path, url: str, tmp_path: Path
+) -> None:
+    """A published repository's configs leave ``model_version`` empty: the ``triton`` engine
+    takes it from the item tower's answer (version 3 serves test-v2 here). A rollback during
+    a job (here: between the engine's start and its requests) is an error naming both
+    versions, never shards of two models under one manifest; run again with ``--restart``
+    on the served model, the job completes."""
+    import pandas as pd
+
+    from client.embed import EngineError, TritonEngine, read_job_vectors, run_embed
+    from client.publish import rollback
+
+    catalog = tmp_path / "catalog.parquet"
+    pd.DataFrame(
+        {"item_id": range(40), "text": [f"item {i} red shirt" for i in range(40)]}
+    ).to_parquet(catalog)
+    engine = TritonEngine(url, batch_size=8, sort_by_tokens=False)
+    assert engine.model_version == "test-v2"
+    rollback(repo, url=url, control_key=KEY)  # the item tower moves back to test-v1
+    with pytest.raises(EngineError, match="now serves model version 'test-v1'.*'test-v2'"):
+        run_embed(catalog, tmp_path / "emb", engine, shard_size=10)
+    engine.close()
+    engine = TritonEngine(url, batch_size=8, sort_by_tokens=False)
+    assert engine.model_version == "test-v1"
+    run_embed(catalog, tmp_path / "emb", engine, shard_size=10, restart=True)
+    engine.close()
+    manifest, ids, vecs, _ = read_job_vectors(tmp_path / "emb")
+    assert manifest.model_version == "test-v1" and ids.tolist() == list(range(40))
