@@ -302,31 +302,36 @@ def test_publishing_an_index_version_keeps_two_versions(
 
 
 def test_a_reembedding_job_reads_the_published_version_and_stops_on_a_swap(
-    repo: Path, url: str, tmp_path: Path
+    repo: Path, url: str, bundle_v2: Path, tmp_path: Path
 ) -> None:
     """A published repository's configs leave ``model_version`` empty: the ``triton`` engine
-    takes it from the item tower's answer (version 3 serves test-v2 here). A rollback during
-    a job (here: between the engine's start and its requests) is an error naming both
-    versions, never shards of two models under one manifest; run again with ``--restart``
-    on the served model, the job completes."""
+    takes it from the item tower's answer. A rollback during a job (here: between the
+    engine's start and its requests) is an error naming both versions, never shards of two
+    models under one manifest; run again with ``--restart`` on the served model, the job
+    completes."""
     import pandas as pd
 
     from client.embed import EngineError, TritonEngine, read_job_vectors, run_embed
-    from client.publish import rollback
+    from client.publish import publish, rollback, served_state
 
+    if served_state(repo).previous is None:  # run alone: publish, so there is a rollback
+        publish(repo, bundle_v2, url=url, control_key=KEY)
+    state = served_state(repo)
+    assert state.previous is not None
+    now, other = (state.model_versions[v] for v in (state.active, state.previous))
+    assert {now, other} == {"test-v1", "test-v2"}
+    texts = [f"item {i} red shirt" for i in range(40)]
     catalog = tmp_path / "catalog.parquet"
-    pd.DataFrame(
-        {"item_id": range(40), "text": [f"item {i} red shirt" for i in range(40)]}
-    ).to_parquet(catalog)
+    pd.DataFrame({"item_id": range(40), "text": texts}).to_parquet(catalog)
     engine = TritonEngine(url, batch_size=8, sort_by_tokens=False)
-    assert engine.model_version == "test-v2"
-    rollback(repo, url=url, control_key=KEY)  # the item tower moves back to test-v1
-    with pytest.raises(EngineError, match="now serves model version 'test-v1'.*'test-v2'"):
+    assert engine.model_version == now
+    rollback(repo, url=url, control_key=KEY)  # the item tower moves to the other model
+    with pytest.raises(EngineError, match=f"now serves model version '{other}'.*'{now}'"):
         run_embed(catalog, tmp_path / "emb", engine, shard_size=10)
     engine.close()
     engine = TritonEngine(url, batch_size=8, sort_by_tokens=False)
-    assert engine.model_version == "test-v1"
+    assert engine.model_version == other
     run_embed(catalog, tmp_path / "emb", engine, shard_size=10, restart=True)
     engine.close()
-    manifest, ids, vecs, _ = read_job_vectors(tmp_path / "emb")
-    assert manifest.model_version == "test-v1" and ids.tolist() == list(range(40))
+    manifest, ids, _, _ = read_job_vectors(tmp_path / "emb")
+    assert manifest.model_version == other and ids.tolist() == list(range(40))
