@@ -11,7 +11,9 @@
 2. pins every step of the ``recommend`` ensemble to the served version ``N`` (a repository
    written before this existed takes the latest, ``-1``);
 3. writes version ``N+1`` of every model whose files depend on the model version
-   (:data:`ENSEMBLE_MODELS` and :data:`SINGLE_MODELS`) beside ``N``;
+   (:data:`ENSEMBLE_MODELS` and :data:`SINGLE_MODELS`) beside ``N``, and re-embeds the items
+   changed while serving (the ``catalog`` change log) with ``N+1``'s item tower, so its
+   retriever serves them (again after step 6, for changes made meanwhile);
 4. lets the ensemble's models serve both ``N`` and ``N+1`` (``version_policy``; the config's
    ``model_version`` parameter is emptied: each version folder's manifest says) and loads them
    through the model-control API; Triton keeps ``N`` serving while ``N+1`` loads;
@@ -23,7 +25,8 @@
 
 If Triton fails to load ``N+1`` (step 4), the configs are restored, ``N+1`` is unloaded and
 removed, and the ensemble stays on ``N``. :func:`rollback` re-pins the ensemble (and the
-single-version models) to the other loaded version.
+single-version models) to the other loaded version, the changed items re-embedded with its
+model first.
 
 The control calls carry the key (gRPC header ``triton-grpc-protocol-towerserve-control-key``)
 when the server was started with one (serving/launcher/control.py).
@@ -43,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -315,6 +319,51 @@ def _use_index(folder: Path, index: Path, version: IndexVersion) -> None:
 # -- publish and rollback ---------------------------------------------------------------------
 
 
+def _carry_item_changes(repository: Path, version: int, say: Callable[[str], None]) -> None:
+    """Re-embed the items changed while serving (the ``catalog`` change log,
+    serving/item_changes.py) with version ``version``'s item tower, so that version's
+    retriever serves them (``ItemChangeLog.carry_forward``). Nothing to do without a change
+    log or a pending item; a failure is reported and the switch goes on (that version then
+    skips those items, warned, until they are changed again or an index rebuild folds them
+    in), because a publish or rollback must not stop half-way over it."""
+    from serving.backend import int_parameter
+    from serving.graphs import runtime_from_params
+    from serving.item_changes import ItemChangeLog, log_path
+    from serving.item_tower import ItemEncoder
+
+    folder = repository / "catalog" / str(version)
+    if not folder.is_dir():
+        return
+    _, config = _read_config(repository / "catalog" / "config.pbtxt")
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    path = log_path(folder, params)
+    if not path.is_file():
+        return
+    encoders: list[ItemEncoder] = []
+
+    def embed(texts: list[str], item_ids: np.ndarray) -> np.ndarray:
+        if not encoders:  # opened only when some item needs it
+            threads = int_parameter(params, "intra_op_threads", 1)
+            encoders.append(
+                ItemEncoder.from_dir(folder, runtime=runtime_from_params(params, threads))
+            )
+        return encoders[0].embed(texts, item_ids)
+
+    try:
+        model_version = load_manifest(folder).model_version
+        changes = ItemChangeLog(path)
+        try:
+            n = changes.carry_forward(model_version, embed)
+        finally:
+            changes.close()
+    except Exception as exc:  # reported, never a half-done switch
+        log.exception("re-embedding the item changes for version %d failed", version)
+        say(f"items changed while serving were not re-embedded for version {version}: {exc}")
+        return
+    if n:
+        say(f"re-embedded {n} items changed while serving with model {model_version}")
+
+
 def _publish(
     repository: Path,
     bundle: Path,
@@ -350,6 +399,7 @@ def _publish(
                 written.append(write_model_version(bundle, repository, model, new))
             if index is not None and index_version is not None:
                 _use_index(repository / "retriever" / str(new), index, index_version)
+            _carry_item_changes(repository, new, say)
             for model in ENSEMBLE_MODELS:
                 say(f"loading {model} version {new}")
                 _set_versions(repository, model, [old, new])
@@ -375,6 +425,7 @@ def _publish(
             say(f"moving {model} to version {new}")
             _set_versions(repository, model, [new])
             control.load(model)
+        _carry_item_changes(repository, new, say)  # the changes made during the switch
         for model in (*ENSEMBLE_MODELS, *SINGLE_MODELS):
             for v in version_folders(repository, model):
                 if v not in (old, new):
@@ -406,6 +457,7 @@ def _rollback(
     url: str = "localhost:8001",
     control_key: str | None = None,
     timeout_s: float = 300.0,
+    progress: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """:func:`rollback` with the repository's lock held."""
     start = time.monotonic()
@@ -417,6 +469,7 @@ def _rollback(
             f"{repository} holds only version {state.active}: nothing to roll back to"
         )
     control = _Control(url, control_key, timeout_s)
+    say = progress or (lambda line: log.info("%s", line))
     try:
         control.check_live()
         for model in ENSEMBLE_MODELS:
@@ -425,6 +478,7 @@ def _rollback(
                     f"{model} version {target} is not loaded: roll back by publishing that "
                     "bundle again"
                 )
+        _carry_item_changes(repository, target, say)
         _pin_ensemble(repository, target)
         try:
             control.load(ENSEMBLE)
@@ -435,6 +489,7 @@ def _rollback(
             if target in version_folders(repository, model):
                 _set_versions(repository, model, [target])
                 control.load(model)
+        _carry_item_changes(repository, target, say)  # the changes made during the switch
     finally:
         control.close()
     return PublishResult(
@@ -479,11 +534,19 @@ def rollback(
     url: str = "localhost:8001",
     control_key: str | None = None,
     timeout_s: float = 300.0,
+    progress: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Switch the server back to the other loaded version (the one before the last
-    :func:`publish`; a second rollback switches forward again). Raises
+    :func:`publish`; a second rollback switches forward again); items changed while serving
+    are re-embedded with its model first. ``progress`` receives one line per step. Raises
     :class:`PublishError` when there is no other version or another publish is running."""
     repository = Path(repository).resolve()
     served_state(repository)
     with _exclusive(repository):
-        return _rollback(repository, url=url, control_key=control_key, timeout_s=timeout_s)
+        return _rollback(
+            repository,
+            url=url,
+            control_key=control_key,
+            timeout_s=timeout_s,
+            progress=progress,
+        )

@@ -14,10 +14,14 @@ upsert supersedes, searches the delta and merges both by score.
 
 Limits: the delta is a flat (exact) index, meant for thousands of changes between rebuilds,
 not millions; a full rebuild (``towerserve index build`` + swap) folds it in. Upserts carry
-the item-tower ``model_version`` that embedded them; a retriever ignores those of another
-version (a model change needs a rebuild). The reranker reads the same log
-(:class:`RerankerDelta`): a changed item's tokens and title are appended to its tables (its
-popularity and lexical feature are 0 until the next rebuild).
+the item-tower ``model_version`` that embedded them; a retriever uses an item's newest change
+with a vector of its own model version for the same text, and skips the item (warned) when
+there is none. ``towerserve publish`` and ``rollback`` re-embed the live upserts with the
+model they switch to before the switch, and once more after it
+(:meth:`ItemChangeLog.carry_forward`), so items changed while serving stay served across a
+model change. The reranker reads the same log (:class:`RerankerDelta`): a changed item's
+tokens and title are appended to its tables (its popularity and lexical feature are 0 until
+the next rebuild).
 """
 
 from __future__ import annotations
@@ -85,8 +89,13 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS changes_by_item ON changes (item_id, seq)",
 )
 LATEST = (
-    "SELECT item_id, op, text, vector, model_version FROM changes WHERE seq IN "
+    "SELECT item_id, op, text, vector, model_version, seq FROM changes WHERE seq IN "
     "(SELECT MAX(seq) FROM changes GROUP BY item_id)"
+)
+#: Every upsert embedded by one model version, oldest first.
+UPSERTS_OF = (
+    "SELECT item_id, text, vector FROM changes WHERE model_version = ? AND op != 'delete' "
+    "ORDER BY seq"
 )
 
 
@@ -170,27 +179,40 @@ class ItemChangeLog:
                 raise ItemChangeError(f"reading {self.path}: {exc}") from exc
         return int(got or 0)
 
-    def snapshot(self, model_version: str, dim: int) -> ItemDelta:
-        """The delta the log describes now: each item's latest change (upserts of another
-        ``model_version`` or dimension are skipped with a warning)."""
+    def _read(self, model_version: str) -> tuple[int, list[tuple], dict[tuple[int, str], bytes]]:
+        """In one read transaction: the log's version, each item's latest change (item id,
+        op, text, vector, model version, seq) and the vectors ``model_version`` embedded,
+        keyed by (item id, text), the newest of each."""
         with self._lock:
             try:
                 self._db.execute("BEGIN")
                 try:
                     version = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()[0]
                     rows = self._db.execute(LATEST).fetchall()
+                    own = self._db.execute(UPSERTS_OF, (model_version,)).fetchall()
                 finally:
                     self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise ItemChangeError(f"reading {self.path}: {exc}") from exc
+        vectors = {(int(item_id), str(text)): blob for item_id, text, blob in own}
+        return int(version or 0), rows, vectors
+
+    def snapshot(self, model_version: str, dim: int) -> ItemDelta:
+        """The delta the log describes now: each item's latest change, an upsert with the
+        vector ``model_version`` embedded for its text (that change's own, or one
+        :meth:`carry_forward` added); upserts with none, or of another dimension, are
+        skipped with a warning."""
+        version, rows, own = self._read(model_version)
         ids, vecs, deleted, texts = [], [], [], []
         skipped = 0
-        for item_id, op, text, blob, version_of in rows:
+        for item_id, op, text, blob, version_of, _ in rows:
             if op == "delete":
                 deleted.append(int(item_id))
                 continue
+            if version_of != model_version:
+                blob = own.get((int(item_id), str(text)))
             vec = np.frombuffer(blob or b"", dtype=np.float32)
-            if version_of != model_version or vec.size != dim:
+            if vec.size != dim:
                 skipped += 1
                 continue
             ids.append(int(item_id))
@@ -209,8 +231,66 @@ class ItemChangeLog:
             np.asarray(vecs, np.float32).reshape(len(ids), dim),
             np.asarray(deleted, np.int64),
             texts=texts,
-            version=int(version or 0),
+            version=version,
         )
+
+    def carry_forward(
+        self, model_version: str, embed: Callable[[list[str], np.ndarray], np.ndarray]
+    ) -> int:
+        """Embed, with ``embed`` (texts and their item ids -> vectors ``[n, D]``: the item
+        tower of ``model_version``), every item whose latest change is an upsert without a
+        vector of ``model_version`` for its text, and append those vectors as changes of
+        ``model_version`` (same op and text): the delta of that model then serves them. An
+        item changed again while this embedded keeps its newer change (its row is not
+        written). Returns the number of changes appended."""
+        _, rows, own = self._read(model_version)
+        pending = [
+            (int(seq), int(item_id), str(op), str(text))
+            for item_id, op, text, _, version_of, seq in rows
+            if op != "delete"
+            and version_of != model_version
+            and (int(item_id), str(text)) not in own
+        ]
+        if not pending:
+            return 0
+        vectors = np.ascontiguousarray(
+            embed([p[3] for p in pending], np.asarray([p[1] for p in pending], np.int64)),
+            dtype=np.float32,
+        )
+        faiss.normalize_L2(vectors)
+        now = time.time()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    newest = dict(
+                        self._db.execute("SELECT item_id, MAX(seq) FROM changes GROUP BY item_id")
+                    )
+                    carried = [
+                        (item_id, op, text, vec.tobytes(), model_version, now)
+                        for (seq, item_id, op, text), vec in zip(pending, vectors, strict=True)
+                        if newest.get(item_id) == seq
+                    ]
+                    self._db.executemany(
+                        "INSERT INTO changes (item_id, op, text, vector, model_version, ts) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        carried,
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise ItemChangeError(
+                    f"carrying item changes forward in {self.path}: {exc}"
+                ) from exc
+        log.info(
+            "item changes: %d upserts re-embedded by model %s (%d changed meanwhile)",
+            len(carried),
+            model_version,
+            len(pending) - len(carried),
+        )
+        return len(carried)
 
     def close(self) -> None:
         with self._lock:

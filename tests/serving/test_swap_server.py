@@ -335,3 +335,56 @@ def test_a_reembedding_job_reads_the_published_version_and_stops_on_a_swap(
     engine.close()
     manifest, ids, _, _ = read_job_vectors(tmp_path / "emb")
     assert manifest.model_version == other and ids.tolist() == list(range(40))
+
+
+def _retrieve(url: str, vector: np.ndarray, version: int, k: int = 10) -> list[int]:
+    """Version ``version`` of the ``retriever`` model's candidate ids for ``vector``."""
+    import tritonclient.grpc as grpcclient
+
+    vec = np.asarray(vector, np.float32).reshape(1, -1)
+    inputs = [
+        grpcclient.InferInput("USER_VECTOR", list(vec.shape), "FP32"),
+        grpcclient.InferInput("K", [1], "INT32"),
+    ]
+    inputs[0].set_data_from_numpy(vec)
+    inputs[1].set_data_from_numpy(np.array([k], np.int32))
+    with grpcclient.InferenceServerClient(url) as client:
+        result = client.infer("retriever", inputs, model_version=str(version), client_timeout=30)
+    return result.as_numpy("CANDIDATE_IDS").tolist()
+
+
+def test_items_changed_while_serving_stay_served_across_a_model_change(
+    repo: Path, url: str, bundle_v2: Path
+) -> None:
+    """An item added through ``catalog`` was embedded by the served model; after a rollback
+    to the other model its retriever still returns it first for its own text's vector
+    (publish and rollback re-embed the live changes with the model they switch to; before,
+    that version skipped the item until an index rebuild)."""
+    from client.grpc_client import TowerServeClient
+    from client.items import ItemsClient
+    from client.publish import publish, rollback, served_state
+
+    if served_state(repo).previous is None:  # run alone: publish, so there is a rollback
+        publish(repo, bundle_v2, url=url, control_key=KEY)
+    item_id, text = 880_001, "saffron glacier harmonica"
+
+    def first_hit() -> bool:
+        version = served_state(repo).active
+        with TowerServeClient(url, timeout_s=30) as client:
+            vector = client.embed_items([text])[0]  # the served item tower's vector
+        return _retrieve(url, vector, version)[0] == item_id
+
+    with ItemsClient(url) as items:
+        items.add({item_id: text})
+    deadline = time.monotonic() + 5
+    while not first_hit():
+        assert time.monotonic() < deadline, "the added item is not served within 5 s"
+        time.sleep(0.1)
+    before = served_state(repo)
+    rollback(repo, url=url, control_key=KEY)
+    after = served_state(repo)
+    assert after.model_versions[after.active] != before.model_versions[before.active]
+    deadline = time.monotonic() + 5
+    while not first_hit():
+        assert time.monotonic() < deadline, "the added item is not served after the rollback"
+        time.sleep(0.1)

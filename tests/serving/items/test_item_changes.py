@@ -81,6 +81,51 @@ def test_upserts_of_another_model_version_are_skipped(tmp_path: Path) -> None:
     assert len(delta.ids) == 0 and delta.deleted.tolist() == [7]
 
 
+def test_a_model_change_carries_the_live_items_forward(tmp_path: Path) -> None:
+    """``carry_forward`` embeds every live upsert with the new model and appends it as that
+    model's change: both models' deltas then serve the item (each with its own vector),
+    deletes stay deletes, and a second pass has nothing left to do."""
+    log = ItemChangeLog(tmp_path / "items.sqlite")
+    log.append([ItemChange(1, "add", "a", unit(1, 0, 0, 0))], "old")
+    log.append([ItemChange(2, "add", "b", unit(0, 1, 0, 0)), ItemChange(7, "delete")], "old")
+    calls: list[tuple[list[str], list[int]]] = []
+
+    def embed(texts: list[str], ids: np.ndarray) -> np.ndarray:
+        calls.append((texts, ids.tolist()))
+        return np.tile(np.asarray([0.0, 0.0, 2.0, 0.0], np.float32), (len(texts), 1))
+
+    assert len(log.snapshot("new", DIM).ids) == 0  # nothing of the new model yet
+    assert log.carry_forward("new", embed) == 2
+    assert calls == [(["a", "b"], [1, 2])]
+    new = log.snapshot("new", DIM)
+    assert new.ids.tolist() == [1, 2] and new.texts == ["a", "b"]
+    assert new.deleted.tolist() == [7]
+    ids, scores = new.search(unit(0, 0, 1, 0)[None], 5)  # the new model's vectors, normalised
+    assert sorted(ids.tolist()) == [1, 2] and scores == pytest.approx([1.0, 1.0])
+    old = log.snapshot("old", DIM)  # the old model (a rollback) still has its own vectors
+    assert old.ids.tolist() == [1, 2]
+    ids, scores = old.search(unit(1, 0, 0, 0)[None], 5)
+    assert ids.tolist()[0] == 1 and scores[0] == pytest.approx(1.0)
+    assert log.carry_forward("new", embed) == 0 and len(calls) == 1
+    log.append([ItemChange(2, "update", "c", unit(0, 0, 0, 1))], "old")  # text changed
+    assert log.carry_forward("new", embed) == 1 and calls[-1] == (["c"], [2])
+    assert log.snapshot("new", DIM).texts == ["a", "c"]
+
+
+def test_a_change_made_while_carrying_forward_is_kept(tmp_path: Path) -> None:
+    """An item updated while ``carry_forward`` embeds its old text keeps the update: the
+    re-embedded old text is not written over it."""
+    log = ItemChangeLog(tmp_path / "items.sqlite")
+    log.append([ItemChange(1, "add", "a", unit(1, 0, 0, 0))], "old")
+
+    def embed(texts: list[str], ids: np.ndarray) -> np.ndarray:
+        log.append([ItemChange(1, "update", "z", unit(0, 1, 0, 0))], "old")  # meanwhile
+        return np.ones((len(texts), DIM), np.float32)
+
+    assert log.carry_forward("new", embed) == 0
+    assert log.snapshot("old", DIM).texts == ["z"]
+
+
 def _write_and_exit(path: str) -> None:
     ItemChangeLog(Path(path)).append([ItemChange(3, "delete")], VERSION)
 
