@@ -13,8 +13,8 @@ __all__ = ["print_recommendation", "recommendation_table"]
 
 def recommendation_table(query: str, rec: Recommendation) -> Table:
     """A rich table of one answer: rank, item id, score (3 decimals) and title, with the
-    number of reranked candidates (or that none were needed), the degraded flag and the
-    round trip in ms in its title."""
+    number of reranked candidates (or that none were needed), the degraded flag, the
+    round trip in ms and the model version that answered in its title."""
     if rec.n_scored == 0 and not rec.degraded and rec.item_ids:
         # a request whose blend keeps the retrieval order (serving/reranker.py)
         title = f"query {query!r}: retrieval order (its blend needs no reranking)"
@@ -22,7 +22,9 @@ def recommendation_table(query: str, rec: Recommendation) -> Table:
         title = f"query {query!r}: {rec.n_scored} reranked" + (
             " (degraded)" if rec.degraded else ""
         )
-    table = Table(title=f"{title}, {rec.latency_ms:.1f} ms")
+    models = sorted({label.split(":", 1)[-1] for label in rec.served_by})
+    served = f", model {', '.join(models)}" if models else ""
+    table = Table(title=f"{title}, {rec.latency_ms:.1f} ms{served}")
     table.add_column("#", justify="right")
     table.add_column("item id", justify="right")
     table.add_column("score", justify="right")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -39,6 +39,9 @@ class Recommendation:
     n_scored: int  # candidates the cross-encoder scored within the budget
     degraded: bool  # True when some candidates were left unscored (budget ran out)
     latency_ms: float  # client-side round trip
+    #: ``<version folder>:<model version>`` of user_tower, retriever and reranker (one model
+    #: version in a well-formed answer); empty from a server exported before versions existed
+    served_by: list[str] = field(default_factory=list)
 
 
 class TowerServeClient:
@@ -61,6 +64,7 @@ class TowerServeClient:
         self.recommend_model = recommend_model
         self.item_model = item_model
         self._client = grpcclient.InferenceServerClient(url=url, verbose=verbose)
+        self._served_by: bool | None = None  # whether recommend answers SERVED_BY (asked once)
 
     def __enter__(self) -> TowerServeClient:
         return self
@@ -112,10 +116,13 @@ class TowerServeClient:
             _tensor("BUDGET_MS", np.array([budget_ms], dtype=np.float32), "FP32"),
         ]
         names = ["ITEM_IDS", "SCORES", "ITEM_TITLES", "N_SCORED", "DEGRADED"]
+        if self._answers_served_by():
+            names.append("SERVED_BY")
         start = time.perf_counter()
         result = self._infer(self.recommend_model, inputs, names)
         latency_ms = (time.perf_counter() - start) * 1000
         titles = [t.decode("utf-8", "replace") for t in result.as_numpy("ITEM_TITLES").ravel()]
+        served_by = result.as_numpy("SERVED_BY") if "SERVED_BY" in names else None
         return Recommendation(
             item_ids=[int(i) for i in result.as_numpy("ITEM_IDS").ravel()],
             scores=[float(s) for s in result.as_numpy("SCORES").ravel()],
@@ -123,7 +130,23 @@ class TowerServeClient:
             n_scored=int(result.as_numpy("N_SCORED").ravel()[0]),
             degraded=bool(result.as_numpy("DEGRADED").ravel()[0]),
             latency_ms=latency_ms,
+            served_by=[]
+            if served_by is None
+            else [v.decode("utf-8", "replace") for v in served_by.ravel()],
         )
+
+    def _answers_served_by(self) -> bool:
+        """Whether the server's ``recommend`` declares ``SERVED_BY`` (read from its config
+        once; a server that cannot say is asked again next time)."""
+        if self._served_by is None:
+            try:
+                config = self._client.get_model_config(
+                    self.recommend_model, client_timeout=self.timeout_s
+                ).config
+            except InferenceServerException:
+                return False  # the request itself then reports what is wrong
+            self._served_by = any(o.name == "SERVED_BY" for o in config.output)
+        return self._served_by
 
     def model_parameters(self, model: str) -> dict[str, str]:
         """The ``parameters`` of ``model``'s config on the server (string values, as in its

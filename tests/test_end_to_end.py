@@ -58,6 +58,8 @@ def stack(tmp_path_factory, tiny_model):
 def _good(client: TowerServeClient) -> None:
     rec = client.recommend("running shoes", k=5, budget_ms=200)
     assert len(rec.item_ids) == 5
+    # user_tower, retriever and reranker of one version folder and model version
+    assert len(rec.served_by) == 3 and len(set(rec.served_by)) == 1, rec.served_by
 
 
 def test_query_for_a_product_type_returns_that_type(stack) -> None:

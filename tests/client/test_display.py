@@ -19,3 +19,10 @@ def test_title_says_what_the_reranker_did() -> None:
     unneeded = recommendation_table("", _rec(0, False)).title
     assert unneeded == "query '': retrieval order (its blend needs no reranking), 3.2 ms"
     assert recommendation_table("", _rec(0, False)).row_count == 2
+
+
+def test_title_names_the_model_version_that_answered() -> None:
+    rec = Recommendation([7], [0.9], ["a"], 1, False, 3.25, ["2:m-v2", "2:m-v2", "2:m-v2"])
+    assert (
+        recommendation_table("shoes", rec).title == "query 'shoes': 1 reranked, 3.2 ms, model m-v2"
+    )
