@@ -151,24 +151,30 @@ class ItemChangeLog:
             )
             for c in changes
         ]
+        self._insert(lambda _: rows, f"writing {len(rows)} item changes to")
+        return self.version()
+
+    def _insert(self, rows: Callable[[sqlite3.Connection], list[tuple]], what: str) -> int:
+        """Insert the rows (item id, op, text, vector, model version, ts) that ``rows(db)``
+        returns, computed and written in one write transaction (all or none); their count.
+        ``what`` starts the error message (followed by the log's path)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    got = rows(self._db)
                     self._db.executemany(
                         "INSERT INTO changes (item_id, op, text, vector, model_version, ts) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
-                        rows,
+                        got,
                     )
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise ItemChangeError(
-                    f"writing {len(rows)} item changes to {self.path}: {exc}"
-                ) from exc
-        return self.version()
+                raise ItemChangeError(f"{what} {self.path}: {exc}") from exc
+        return len(got)
 
     def version(self) -> int:
         """The newest sequence number (0 for an empty log): it moves on every write."""
@@ -259,38 +265,23 @@ class ItemChangeLog:
         )
         faiss.normalize_L2(vectors)
         now = time.time()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    newest = dict(
-                        self._db.execute("SELECT item_id, MAX(seq) FROM changes GROUP BY item_id")
-                    )
-                    carried = [
-                        (item_id, op, text, vec.tobytes(), model_version, now)
-                        for (seq, item_id, op, text), vec in zip(pending, vectors, strict=True)
-                        if newest.get(item_id) == seq
-                    ]
-                    self._db.executemany(
-                        "INSERT INTO changes (item_id, op, text, vector, model_version, ts) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        carried,
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise ItemChangeError(
-                    f"carrying item changes forward in {self.path}: {exc}"
-                ) from exc
+
+        def unchanged(db: sqlite3.Connection) -> list[tuple]:
+            newest = dict(db.execute("SELECT item_id, MAX(seq) FROM changes GROUP BY item_id"))
+            return [
+                (item_id, op, text, vec.tobytes(), model_version, now)
+                for (seq, item_id, op, text), vec in zip(pending, vectors, strict=True)
+                if newest.get(item_id) == seq
+            ]
+
+        carried = self._insert(unchanged, "carrying item changes forward in")
         log.info(
             "item changes: %d upserts re-embedded by model %s (%d changed meanwhile)",
-            len(carried),
+            carried,
             model_version,
-            len(pending) - len(carried),
+            len(pending) - carried,
         )
-        return len(carried)
+        return carried
 
     def close(self) -> None:
         with self._lock:

@@ -374,3 +374,25 @@ def _load_model(repository: Path, name: str):
         }
     )
     return model
+
+
+def retrieve(url: str, vector: np.ndarray, k: int = 20, *, version: int | None = None) -> list[int]:
+    """The ``retriever`` model's candidate ids for ``vector`` (all of them, best first), from
+    version ``version`` (default: the one Triton picks, the newest loaded)."""
+    import tritonclient.grpc as grpcclient
+
+    vec = np.asarray(vector, np.float32).reshape(1, -1)
+    inputs = [
+        grpcclient.InferInput("USER_VECTOR", list(vec.shape), "FP32"),
+        grpcclient.InferInput("K", [1], "INT32"),
+    ]
+    inputs[0].set_data_from_numpy(vec)
+    inputs[1].set_data_from_numpy(np.array([k], np.int32))
+    with grpcclient.InferenceServerClient(url) as client:
+        result = client.infer(
+            "retriever",
+            inputs,
+            model_version="" if version is None else str(version),
+            client_timeout=30,
+        )
+    return result.as_numpy("CANDIDATE_IDS").tolist()

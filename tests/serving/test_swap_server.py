@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serving.conftest import make_bundle
+from tests.serving.conftest import make_bundle, retrieve
 
 pytestmark = pytest.mark.slow
 
@@ -337,22 +337,6 @@ def test_a_reembedding_job_reads_the_published_version_and_stops_on_a_swap(
     assert manifest.model_version == other and ids.tolist() == list(range(40))
 
 
-def _retrieve(url: str, vector: np.ndarray, version: int, k: int = 10) -> list[int]:
-    """Version ``version`` of the ``retriever`` model's candidate ids for ``vector``."""
-    import tritonclient.grpc as grpcclient
-
-    vec = np.asarray(vector, np.float32).reshape(1, -1)
-    inputs = [
-        grpcclient.InferInput("USER_VECTOR", list(vec.shape), "FP32"),
-        grpcclient.InferInput("K", [1], "INT32"),
-    ]
-    inputs[0].set_data_from_numpy(vec)
-    inputs[1].set_data_from_numpy(np.array([k], np.int32))
-    with grpcclient.InferenceServerClient(url) as client:
-        result = client.infer("retriever", inputs, model_version=str(version), client_timeout=30)
-    return result.as_numpy("CANDIDATE_IDS").tolist()
-
-
 def test_items_changed_while_serving_stay_served_across_a_model_change(
     repo: Path, url: str, bundle_v2: Path
 ) -> None:
@@ -372,7 +356,7 @@ def test_items_changed_while_serving_stay_served_across_a_model_change(
         version = served_state(repo).active
         with TowerServeClient(url, timeout_s=30) as client:
             vector = client.embed_items([text])[0]  # the served item tower's vector
-        return _retrieve(url, vector, version)[0] == item_id
+        return retrieve(url, vector, version=version)[0] == item_id
 
     with ItemsClient(url) as items:
         items.add({item_id: text})

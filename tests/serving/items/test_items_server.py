@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.serving.conftest import retrieve
+
 pytestmark = pytest.mark.slow
 
 #: The issue's promise: a change is served within this many seconds.
@@ -62,22 +64,6 @@ def running(repo: Path, server_log: Path) -> Iterator:
 def server(running) -> str:
     """The first server's gRPC url."""
     return f"127.0.0.1:{running.grpc_port}"
-
-
-def retrieve(url: str, vector: np.ndarray, k: int = 20) -> list[int]:
-    """The ``retriever`` model's candidate ids for ``vector`` (all of them, best first)."""
-    import tritonclient.grpc as grpcclient
-
-    vec = np.asarray(vector, np.float32).reshape(1, -1)
-    inputs = [
-        grpcclient.InferInput("USER_VECTOR", list(vec.shape), "FP32"),
-        grpcclient.InferInput("K", [1], "INT32"),
-    ]
-    inputs[0].set_data_from_numpy(vec)
-    inputs[1].set_data_from_numpy(np.array([k], np.int32))
-    with grpcclient.InferenceServerClient(url) as client:
-        result = client.infer("retriever", inputs, client_timeout=30)
-    return result.as_numpy("CANDIDATE_IDS").tolist()
 
 
 def rerank(url: str, candidates: list[int]) -> tuple[list[int], list[str]]:
