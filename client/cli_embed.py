@@ -85,6 +85,14 @@ def embed_cmd(
     timeout_s: Annotated[
         float, typer.Option("-t", "--client-timeout", help="triton: seconds per request.")
     ] = 60.0,
+    retry_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="triton: seconds a request the server could not take (restarting, overloaded) "
+            "is sent again for, from its first failure; 0: never.",
+        ),
+    ] = 60.0,
     ray_address: Annotated[
         str | None,
         typer.Option(help="ray: cluster address (auto, ray://host:10001); default: a local Ray."),
@@ -135,7 +143,9 @@ def embed_cmd(
                 bundle, runtime=runtime, precision=precision, threads=threads, workers=workers
             )
         elif engine == "triton":
-            runner = TritonEngine(url, max_in_flight=max_in_flight, timeout_s=timeout_s)
+            runner = TritonEngine(
+                url, max_in_flight=max_in_flight, timeout_s=timeout_s, retry_s=retry_s
+            )
         else:
             from client.embed.ray_engine import RayEngine
 

@@ -90,6 +90,16 @@ def embed_by_length(embed: Callable[[list[str]], np.ndarray], texts: list[str]) 
     return out
 
 
+#: gRPC statuses of a request the server could not take now (``TritonEngine`` retries them).
+RETRY_STATUSES = (
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.DEADLINE_EXCEEDED",
+)
+#: Longest pause between two tries of one request, seconds.
+RETRY_MAX_PAUSE_S = 5.0
+
+
 def _text(value: object) -> str:
     """A BYTES tensor element as text."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -361,7 +371,12 @@ class TritonEngine:
     ``rollback`` in the middle of a job is an :class:`EngineError`, not shards of two models
     under one manifest (the shards already written stay; the job resumes only with the
     same model, so re-run it with ``--restart``). A server exported before ``MODEL_VERSION``
-    existed is trusted on its config alone."""
+    existed is trusted on its config alone.
+
+    A request the server could not take (gRPC ``UNAVAILABLE``, ``RESOURCE_EXHAUSTED`` or
+    ``DEADLINE_EXCEEDED``: a restart, an overload) is sent again after 0.5, 1, 2, 4, 5, 5 ...
+    seconds, for up to ``retry_s`` seconds from its first failure; any other error, or one
+    that outlasts ``retry_s``, stops the job (it resumes when run again)."""
 
     name = "triton"
 
@@ -374,14 +389,17 @@ class TritonEngine:
         max_in_flight: int = 8,
         timeout_s: float = 60.0,
         sort_by_tokens: bool = True,
+        retry_s: float = 60.0,
     ) -> None:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
         if max_in_flight < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError("max_in_flight and batch_size must be >= 1")
+        if retry_s < 0:
+            raise ValueError(f"retry_s must be >= 0, got {retry_s}")
         self.url, self.model = url, model
-        self.max_in_flight, self.timeout_s = max_in_flight, timeout_s
+        self.max_in_flight, self.timeout_s, self.retry_s = max_in_flight, timeout_s, retry_s
         self._grpc = grpcclient
         self.tokenizer: Tokenizer | None = None
         if sort_by_tokens:
@@ -445,10 +463,44 @@ class TritonEngine:
         done: queue.Queue[tuple[int, int, Any, Any]] = queue.Queue()
         parts: dict[int, list[np.ndarray | None]] = {}
         order: list[int] = []
+        sent: dict[tuple[int, int], list[Any]] = {}  # the inputs of requests not answered yet
+        failing: dict[tuple[int, int], tuple[float, int]] = {}  # first failure, attempts
 
         def callback(shard: int, part: int, result: Any, error: Any) -> None:
             slots.release()
             done.put((shard, part, result, error))
+
+        def submit(shard: int, part: int) -> None:
+            self.client.async_infer(
+                self.model,
+                sent[shard, part],
+                callback=lambda result, error, s=shard, p=part: callback(s, p, result, error),
+                outputs=self._outputs(),
+                client_timeout=self.timeout_s,
+            )
+
+        def retried(shard: int, part: int, error: Any) -> bool:
+            """Send a request that failed on a transient error again (after a pause)."""
+            status = error.status() if hasattr(error, "status") else None
+            first, attempts = failing.get((shard, part), (time.monotonic(), 0))
+            if status not in RETRY_STATUSES or time.monotonic() - first > self.retry_s:
+                return False
+            failing[shard, part] = (first, attempts + 1)
+            pause_s = min(RETRY_MAX_PAUSE_S, 0.5 * 2**attempts)
+            log.warning(
+                "%s at %s: %s (%s); sending shard %d part %d again in %.1f s",
+                self.model,
+                self.url,
+                status,
+                error.message() if hasattr(error, "message") else error,
+                shard,
+                part,
+                pause_s,
+            )
+            time.sleep(pause_s)
+            slots.acquire()  # released by the callbacks of requests in flight
+            submit(shard, part)
+            return True
 
         def collect(block: bool) -> Iterator[tuple[int, np.ndarray]]:
             while True:
@@ -461,7 +513,11 @@ class TritonEngine:
                         ) from None
                     break
                 if error is not None:
+                    if retried(shard, part, error):
+                        continue
                     raise EngineError(f"{self.model} at {self.url}: {error}")
+                del sent[shard, part]
+                failing.pop((shard, part), None)
                 if self.checks_version and (served := self._answered_version(result)) != (
                     self.model_version
                 ):
@@ -498,13 +554,8 @@ class TritonEngine:
                 id_tensor.set_data_from_numpy(item_ids[lo : lo + len(chunk)].reshape(-1, 1))
                 while not slots.acquire(timeout=0.05):
                     yield from collect(block=False)
-                self.client.async_infer(
-                    self.model,
-                    [tensor, id_tensor],
-                    callback=lambda result, error, s=shard, p=part: callback(s, p, result, error),
-                    outputs=self._outputs(),
-                    client_timeout=self.timeout_s,
-                )
+                sent[shard, part] = [tensor, id_tensor]
+                submit(shard, part)
             yield from collect(block=False)
         while order:
             yield from collect(block=True)
@@ -523,6 +574,7 @@ class TritonEngine:
             "model": self.model,
             "batch_size": self.batch_size,
             "max_in_flight": self.max_in_flight,
+            "retry_s": self.retry_s,
             "sort_by": "tokens" if self.tokenizer is not None else "characters",
         }
 

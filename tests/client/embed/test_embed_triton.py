@@ -3,6 +3,7 @@ tower: the job's vectors match the in-process tower's, and it records the served
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -68,3 +69,41 @@ def test_no_server_is_a_clear_error() -> None:
     (port,) = free_ports(1)
     with pytest.raises(EngineError, match="no Triton server answers"):
         TritonEngine(f"127.0.0.1:{port}")
+
+
+@pytest.mark.slow
+def test_a_server_restart_during_a_job_is_waited_out(
+    untrained_id_bundle, tmp_path, make_catalog, texts_for
+) -> None:
+    """The server goes away after the engine connected and is started again on the same ports
+    2 s later (ready some seconds after that): the requests that found it gone
+    (``UNAVAILABLE``) are sent again, and the job completes with every item once. With
+    ``retry_s=0`` the same outage stops the job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from export.repository import write_repository
+    from serving.triton import TritonServer, free_ports
+
+    repo = write_repository(untrained_id_bundle, tmp_path / "repository", warmup=False)
+    ports = dict(zip(("grpc_port", "http_port", "metrics_port"), free_ports(3), strict=True))
+    n = 300
+    catalog = make_catalog(tmp_path / "c.parquet", list(range(n)), texts_for(n))
+    url = f"127.0.0.1:{ports['grpc_port']}"
+    with TritonServer(repo, **ports, log_file=tmp_path / "triton.log"):
+        engine = TritonEngine(url, batch_size=32, sort_by_tokens=False, retry_s=0)
+    with pytest.raises(EngineError, match="UNAVAILABLE"):  # no server, no retry
+        run_embed(catalog, tmp_path / "emb", engine, shard_size=100)
+    engine.close()
+    with TritonServer(repo, **ports, log_file=tmp_path / "triton-2.log"):
+        engine = TritonEngine(url, batch_size=32, sort_by_tokens=False, retry_s=60)
+    again = TritonServer(repo, **ports, log_file=tmp_path / "triton-3.log")
+    with ThreadPoolExecutor(1) as pool:  # the job starts while no server is up
+        job = pool.submit(run_embed, catalog, tmp_path / "emb", engine, shard_size=100)
+        time.sleep(2.0)
+        assert not job.done()
+        with again:  # the server is back (started on this thread: it installs handlers)
+            result = job.result(timeout=120)
+    engine.close()
+    assert result.items_embedded == n
+    _, ids, _, _ = read_job_vectors(tmp_path / "emb")
+    assert sorted(ids.tolist()) == list(range(n))
