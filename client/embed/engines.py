@@ -482,8 +482,10 @@ class TritonEngine:
         def retried(shard: int, part: int, error: Any) -> bool:
             """Send a request that failed on a transient error again (after a pause)."""
             status = error.status() if hasattr(error, "status") else None
+            if status not in RETRY_STATUSES or self.retry_s <= 0:
+                return False
             first, attempts = failing.get((shard, part), (time.monotonic(), 0))
-            if status not in RETRY_STATUSES or time.monotonic() - first > self.retry_s:
+            if time.monotonic() - first > self.retry_s:
                 return False
             failing[shard, part] = (first, attempts + 1)
             pause_s = min(RETRY_MAX_PAUSE_S, 0.5 * 2**attempts)
