@@ -14,6 +14,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(cmd: list[str], timeout_s: int) -> None:
+    """Run a benchmark script's command line from the repository root; fail with its
+    stderr's tail when it exits non-zero."""
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_item_tower_ab_compares_graphs_and_writes_results(untrained_bundle, tmp_path) -> None:
     pytest.importorskip("openvino")
     graph = untrained_bundle / "item_tower.onnx"
@@ -22,8 +29,7 @@ def test_item_tower_ab_compares_graphs_and_writes_results(untrained_bundle, tmp_
     cmd = [sys.executable, str(ROOT / "benchmarks" / "item_tower_ab.py")]
     cmd += ["--graph", str(graph), "--graph", str(graph), "--catalog", str(catalog)]
     cmd += ["--items", "40", "--rounds", "2", "--batch", "16", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(cmd, timeout_s=300)
     result = json.loads((out / "results.json").read_text())
     assert [len(g["items_per_s_runs"]) for g in result["graphs"]] == [2, 2]
     assert result["graphs"][1]["min_cosine_to_first"] > 0.9999  # the same graph twice
@@ -80,8 +86,7 @@ def test_reranker_forms_compares_the_two_graph_forms(untrained_bundle, tmp_path)
     cmd = [sys.executable, str(ROOT / "benchmarks" / "reranker_forms.py")]
     cmd += ["--repository", f"{once}:23", "--repository", str(pairs)]
     cmd += ["--rounds", "2", "--max-call", "16", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(cmd, timeout_s=300)
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["kind"], r["form"]) for r in rows] == [
         ("search", "context-once"),
@@ -98,8 +103,7 @@ def test_user_sequence_ab_fits_both_arms_and_writes_results(tiny_model, tmp_path
     out = tmp_path / "seq.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "user_sequence_ab.py")]
     cmd += ["--artifacts", str(tiny_model["artifacts"]), "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(cmd, timeout_s=600)
     result = json.loads(out.read_text())
     assert result["n_test_pairs"] > 0
     for arm in ("mean (as trained)", "mean", "sequence"):
@@ -144,8 +148,7 @@ def test_model_bench_measures_graphs_against_each_runtimes_ceiling(untrained_bun
     cmd += [str(untrained_bundle), "--out", str(out), "--graphs", "item_tower,user_tower"]
     cmd += ["--lengths", "16", "--threads", "1", "--repeats", "2", "--gemm-size", "128"]
     cmd += ["--quality-rows", "16", "--batch", "8"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(cmd, timeout_s=600)
     result = json.loads((out / "results.json").read_text())
     ceiling = result["ceiling_gflops"]
     assert {"bf16@1", "openvino_bf16@1", "openvino_fp32@1"} <= set(ceiling)
@@ -168,8 +171,7 @@ def test_fusion_ceiling_ranks_every_fusion_against_ease(tiny_model, tmp_path) ->
     cmd = [sys.executable, str(ROOT / "benchmarks" / "fusion_ceiling.py")]
     cmd += ["--artifacts", str(tiny_model["artifacts"]), "--data", str(tiny_model["data"])]
     cmd += ["--out", str(out), "--max-users", "60"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(cmd, timeout_s=600)
     doc = json.loads((out / "fusion_ceiling.json").read_text())
     rows = {r["system"]: r for r in doc["rows"]}
     assert rows["ease@500"]["vs_ease500"][0] == pytest.approx(1.0)
@@ -177,3 +179,31 @@ def test_fusion_ceiling_ranks_every_fusion_against_ease(tiny_model, tmp_path) ->
         assert 0.0 <= rows[name]["recall@50"] <= 1.0
     assert set(doc["best_by_family"]) == {"towers", "als"}
     assert "| z(ease) + 1 z(towers) |" in (out / "fusion_ceiling.md").read_text()
+
+
+@pytest.mark.slow
+def test_blend_fit_compares_fits_on_the_test_queries(tiny_model, tmp_path) -> None:
+    out = tmp_path / "blend"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "blend_fit.py")]
+    cmd += ["--artifacts", str(tiny_model["artifacts"]), "--out", str(out)]
+    run_script(cmd, timeout_s=600)
+    doc = json.loads((out / "results.json").read_text())
+    rows = {r["blend"]: r for r in doc["rows"]}
+    assert set(rows) == {
+        "trained",
+        "least_squares_50",
+        "least_squares_all",
+        "pairwise",
+        "ndcg_search",
+        "rerank_only",
+        "retrieval",
+    }
+    assert doc["n_test"] > 0 and doc["n_valid"] > 0
+    # the trained blend is the least-squares fit on validation top 50, refitted here
+    trained = rows["trained"]["test_ndcg@10_per_query"]
+    assert len(trained) == doc["n_test"]
+    assert rows["retrieval"]["gain_over_retrieval"][0] == pytest.approx(0.0)
+    for r in rows.values():
+        value, lo, hi = r["test_ndcg@10"]
+        assert 0.0 <= lo <= value <= hi <= 1.0
+    assert "| ndcg_search |" in (out / "results.md").read_text()
