@@ -30,19 +30,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-log = logging.getLogger("blend_fit")
+from towers.metrics import ndcg_per_query
 
-Fit = Callable[[list[np.ndarray], list[np.ndarray]], np.ndarray]
+if TYPE_CHECKING:
+    from towers.evaluation.systems import Loaded
+
+log = logging.getLogger("blend_fit")
 
 
 def _ndcg10(scores: np.ndarray, grades: np.ndarray, ideal: float) -> float:
     """NDCG@10 (gain ``2**grade - 1``) of one query's candidates ordered by ``scores``;
-    ``ideal`` is the query's ideal DCG@10 over all its judged items (not only retrieved)."""
+    ``ideal`` is the query's ideal DCG@10 over all its judged items (not only retrieved).
+    The coordinate search's objective only, on arrays (it is called tens of thousands of
+    times); every reported figure uses ``towers.metrics.ndcg_per_query``."""
     order = np.argsort(-scores, kind="stable")[:10]
     gains = 2.0 ** grades[order] - 1.0
     return float((gains / np.log2(np.arange(2, len(order) + 2))).sum() / ideal)
@@ -125,8 +132,30 @@ def ndcg_search(
     return np.concatenate([w / spread, [0.0]])
 
 
-def build(m, split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[float], list[str]]:  # type: ignore[no-untyped-def]
-    """Features ``[n_candidates, 4]``, grades and ideal DCGs of one split's queries."""
+@dataclass
+class Split:
+    """One split's queries, each with its FAISS candidates: blend features float32
+    ``[n_candidates, 4]``, the candidates' grades and ids, the query's judgments and ideal
+    DCG@10."""
+
+    feats: list[np.ndarray]
+    grades: list[np.ndarray]
+    ids: list[np.ndarray]
+    labels: list[dict[int, int]]
+    ideals: list[float]
+
+    def ndcg(self, weights: np.ndarray) -> np.ndarray:
+        """Each query's NDCG@10 with candidates ordered by ``feats @ weights`` (bias last,
+        ignored), by the project's metric (``towers.metrics.ndcg_per_query``)."""
+        ranked = [
+            i[np.argsort(-(f @ weights[:-1]), kind="stable")].tolist()
+            for f, i in zip(self.feats, self.ids)
+        ]
+        return ndcg_per_query(ranked, self.labels, 10)
+
+
+def build(m: Loaded, split: str) -> Split:
+    """The features, grades and judgments of one split's queries (see :class:`Split`)."""
     from towers.bundle_contract import blend_features
     from towers.evaluation.systems import BlendScorer
     from towers.examples import graded_labels
@@ -137,7 +166,7 @@ def build(m, split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[float
 
     scorer = BlendScorer(m)
     _, texts, labels = graded_labels(m.ds.queries, m.ds.qrels, split)
-    feats, grades, ideals = [], [], []
+    feats, grades, ids_of, ideals = [], [], [], []
     row_of = m.row_of
     for text, lab in progress(list(zip(texts, labels)), f"features ({split})"):
         vec = embed_queries(m.user_tower, m.tok, [text], bf16=m.bf16)
@@ -146,7 +175,7 @@ def build(m, split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[float
         ids, scores = ids[0][keep], scores[0][keep]
         rows = np.array([row_of[int(i)] for i in ids], dtype=np.int64)
         ce = score_candidates(
-            m.reranker,
+            scorer.reranker,
             query_token_list(m.tok, text),
             [scorer.tokens[r] for r in rows],
             bf16=m.bf16,
@@ -154,8 +183,9 @@ def build(m, split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[float
         lexical = scorer.lexical.scores(text, rows) if scorer.lexical is not None else None
         feats.append(blend_features(ce, scores, scorer.popularity[rows], lexical))
         grades.append(np.array([lab.get(int(i), 0) for i in ids], dtype=np.float64))
+        ids_of.append(ids)
         ideals.append(_ideal(lab))
-    return feats, grades, ideals, texts
+    return Split(feats, grades, ids_of, labels, ideals)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -171,27 +201,26 @@ def main(argv: list[str] | None = None) -> dict:
     m = load(args.artifacts)
     if m.reranker is None:
         raise SystemExit(f"{args.artifacts} has no reranker")
-    v_feats, v_grades, v_ideals, _ = build(m, "valid")
-    t_feats, t_grades, t_ideals, _ = build(m, "test")
+    valid_split, test_split = build(m, "valid"), build(m, "test")
+    v_feats, v_grades, t_feats = valid_split.feats, valid_split.grades, test_split.feats
     fits: dict[str, np.ndarray] = {
         "trained": np.concatenate([m.blend.weights, [m.blend.bias]]).astype(np.float64),
         "least_squares_50": least_squares(v_feats, v_grades, 50),
         "least_squares_all": least_squares(v_feats, v_grades, None),
         "pairwise": pairwise(v_feats, v_grades),
-        "ndcg_search": ndcg_search(v_feats, v_grades, v_ideals),
+        "ndcg_search": ndcg_search(v_feats, v_grades, valid_split.ideals),
         "rerank_only": np.array([1.0, 0.0, 0.0, 0.0, 0.0]),
         "retrieval": np.array([0.0, 1.0, 0.0, 0.0, 0.0]),
     }
-    per_query = {
-        name: np.array([_ndcg10(f @ w[:-1], g, i) for f, g, i in zip(t_feats, t_grades, t_ideals)])
-        for name, w in fits.items()
-    }
-    valid = {
-        name: float(
-            np.mean([_ndcg10(f @ w[:-1], g, i) for f, g, i in zip(v_feats, v_grades, v_ideals)])
-        )
-        for name, w in fits.items()
-    }
+    per_query = {name: test_split.ndcg(w) for name, w in fits.items()}
+    # the search's array objective must be the reported metric (ties aside)
+    objective = [
+        _ndcg10(f @ fits["trained"][:-1], g, i)
+        for f, g, i in zip(t_feats, test_split.grades, test_split.ideals)
+    ]
+    if abs(float(np.mean(objective)) - float(per_query["trained"].mean())) > 1e-6:
+        raise SystemExit("the coordinate search's NDCG@10 differs from towers.metrics'")
+    valid = {name: float(valid_split.ndcg(w).mean()) for name, w in fits.items()}
     rows = []
     for name, w in fits.items():
         lo, hi = bootstrap_ci(per_query[name])
