@@ -8,7 +8,8 @@ accuracy and cold-item Recall@50 of:
 
 - the served ranking (towers/covisit.py ``covisit_lists``) with the table's fitted settings,
   with the settings of the first version (newest 20 events, no decay, one weight, no cold
-  share, the weight refitted by training) and with each lever switched back one at a time;
+  share, the weight refitted by training), with each lever switched back one at a time, and
+  with each other weight of ``COVISIT_WEIGHTS`` (what the test users would have chosen);
 - the table alone (no towers) from each user's long history against full EASE scores of the
   same history (item 5 of the issue: what keeping 100 positive neighbours per item costs):
   full EASE, EASE without negative weights, and tables of 100, 300 and 1,000 neighbours.
@@ -49,7 +50,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import scipy.sparse as sp
 
-    from towers.covisit import build_covisit, covisit_lists
+    from towers.covisit import COVISIT_WEIGHTS, build_covisit, covisit_lists
     from towers.evaluation.collaborative import EASE, interactions, top_k_excluding
     from towers.evaluation.recommend import history_matrix, next_item_task
     from towers.evaluation.systems import events_range, load
@@ -108,6 +109,9 @@ def main() -> int:
         ("no cold share", {"cold_share": 0.0}),
     ):
         results[f"fitted but {name}"] = served(table.with_settings(**change), task.long_histories)
+    for w in COVISIT_WEIGHTS[1:]:  # what the test users would have chosen (validation chose one)
+        if w != table.weight:
+            results[f"fitted but weight {w:g}"] = served(table.with_weight(w), task.long_histories)
 
     # item 5: the table alone against full EASE, scored from the same long histories
     data = interactions(events, m.item_ids, until_ts=cut)

@@ -143,7 +143,7 @@ def main() -> int:
     table.save(args.out / COVISIT_FILE)
     report["covisit"] = {
         "kind": table.kind,
-        "l2": table.l2,
+        **table.params(),
         **table.settings(),
         "entries": len(table),
         "validation": validation_kind,

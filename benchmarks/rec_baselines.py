@@ -32,7 +32,7 @@ from towers.data import cut_ts_at, item_texts, load_dataset  # noqa: E402
 from towers.evaluation.recommend import next_item_task, run_systems  # noqa: E402
 from towers.evaluation.systems import events_range, recommendation_systems  # noqa: E402
 
-BASELINES = ("popularity", "popularity_all", "item_knn", "ease", "als")
+BASELINES = ("popularity", "popularity_all", "item_knn", "rp3beta", "ease", "als")
 
 
 def main() -> None:

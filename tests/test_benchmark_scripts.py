@@ -207,3 +207,26 @@ def test_blend_fit_compares_fits_on_the_test_queries(tiny_model, tmp_path) -> No
         value, lo, hi = r["test_ndcg@10"]
         assert 0.0 <= lo <= value <= hi <= 1.0
     assert "| ndcg_search |" in (out / "results.md").read_text()
+
+
+def test_collab_screen_ranks_every_scorer_on_validation_and_test(tiny_model, tmp_path) -> None:
+    out = tmp_path / "screen"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "collab_screen.py")]
+    cmd += ["--data", str(tiny_model["data"]), "--max-users", "150", "--out", str(out)]
+    run_script(cmd, timeout_s=600)
+    record = json.loads((out / "screen.json").read_text())
+    rows = record["rows"]
+    assert rows["ease@500"]["vs_ease500"][0] == pytest.approx(1.0)
+    for name in ("item_knn", "rp3beta a=0.5 b=0.3", "z(ease@100) + 0.5 z(item_knn)"):
+        assert 0.0 <= rows[name]["test"] <= 1.0 and len(rows[name]["vs_ease500"]) == 3
+    # one validation choice per family: ease, item_knn, rp3beta, mix
+    assert sum(r["chosen"] for r in rows.values()) == 4
+    assert "| scorer | validation | test |" in (out / "screen.md").read_text()
+    bad = subprocess.run(
+        [*cmd[:2], "--data", str(tiny_model["data"]), "--protocol", "random", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and "towerserve data split" in bad.stderr

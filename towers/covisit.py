@@ -16,10 +16,17 @@ data where identity matters most gets a large one.
 
 Neighbour weights (``kind``):
 
+- ``rp3beta`` (the default): the RP3beta random walk (Paudel et al. 2017; ``alpha``,
+  ``beta``; towers/cooccurrence.py), sparse, any catalog size. Measured alone on four
+  generated data sets and both protocols, it ranked above EASE (at its validation-chosen
+  ridge) and item-kNN on every one (benchmarks/results/rp3beta_2026-12-01.md);
 - ``ease``: the EASE item x item weights (Steck 2019, ridge ``l2``), each item's row cut to its
-  ``n_neighbours`` largest; dense in the interacted items, so used when at most
+  ``n_neighbours`` largest; dense in the interacted items, so only tried when at most
   :data:`COVISIT_EASE_MAX_ITEMS` items have interactions;
 - ``item_knn``: cosine of items' user sets (sparse; any catalog size).
+
+``auto`` (:func:`fit_model_covisit`) fits every kind and keeps RP3beta unless another is
+surely better on validation.
 
 A request's history is read longer than the user tower's (the newest ``history`` of up to
 :data:`towers.features.LONG_HISTORY` ids the user tower hands on), each distinct item once,
@@ -46,7 +53,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -70,8 +77,11 @@ __all__ = [
     "DECAYS",
     "EASE_L2S",
     "HISTORY_LENGTHS",
+    "KINDS",
     "N_NEIGHBOURS",
     "RAMPS",
+    "RP3_ALPHAS",
+    "RP3_BETAS",
     "CovisitTable",
     "build_covisit",
     "choose_cold_share",
@@ -87,7 +97,7 @@ __all__ = [
 
 #: Neighbours kept per item.
 N_NEIGHBOURS = 100
-#: Largest number of interacted items for which the ``auto`` kind builds EASE (a dense
+#: Largest number of interacted items for which the ``auto`` fit also tries EASE (a dense
 #: float64 ``n x n`` inverse: 800 MB and about 20 s on two cores at 10,000 items).
 COVISIT_EASE_MAX_ITEMS = 10_000
 #: Candidate ridges of an EASE table, fitted on validation (:func:`fit_model_covisit`): the
@@ -96,6 +106,14 @@ COVISIT_EASE_MAX_ITEMS = 10_000
 #: 0.2370 -> 0.2469 at 100 on the demo data, 0.2993 -> 0.3140 at 50 on the identity data;
 #: benchmarks/results/ease_ridge_2026-11-30.md).
 EASE_L2S = (500.0, 50.0, 100.0, 250.0, 1000.0)
+#: Candidate RP3beta ``alpha`` and ``beta`` (the first of each is the default, kept unless
+#: another pair is surely better on validation). (0.5, 0.3) ranked best on the test weeks of
+#: three of four generated data sets, and within noise of the best on the fourth
+#: (benchmarks/results/rp3beta_2026-12-01.md).
+RP3_ALPHAS = (0.5, 0.3, 0.7, 1.0)
+RP3_BETAS = (0.3, 0.0, 0.1, 0.2, 0.4)
+#: The table kinds :func:`build_covisit` builds; ``auto`` means the first, the default.
+KINDS = ("rp3beta", "ease", "item_knn")
 #: Candidate weights of the normalised co-visitation score (cosine spans [-1, 1]; 1000 ranks
 #: by co-visitation first, cosine breaking ties). A finer grid fitted the validation window's
 #: noise (benchmarks/results/fullhist_2026-11-29.md).
@@ -124,12 +142,13 @@ class CovisitTable:
 
     ``item_ids`` int64 ``[n]`` sorted ascending; the neighbours of ``item_ids[r]`` are
     ``neighbour_ids[indptr[r]:indptr[r + 1]]`` (int64, each one of ``item_ids``) with
-    ``weights`` (float32, > 0). ``kind`` is ``ease`` or ``item_knn``; ``weight`` the fitted
+    ``weights`` (float32, > 0). ``kind`` is one of :data:`KINDS`; ``weight`` the fitted
     blend weight (0: unused); ``history`` (>= 1) the newest history items read, ``decay``
     (0 < decay <= 1) the weight of each older position, ``ramp`` (>= 0) the history length
     at which a request gets the full weight, ``cold_share`` (0 <= share < 1) the share of every
     list prefix kept for items without neighbours (module docstring); ``l2`` the EASE ridge
-    the neighbours were computed with (unused by ``item_knn``; an update recounts with it).
+    the neighbours were computed with, ``alpha``/``beta`` the RP3beta ones (each unused by
+    the other kinds; an update recounts with them).
     """
 
     item_ids: np.ndarray
@@ -143,6 +162,8 @@ class CovisitTable:
     ramp: int = 0
     cold_share: float = 0.0
     l2: float = EASE_L2S[0]
+    alpha: float = RP3_ALPHAS[0]
+    beta: float = RP3_BETAS[0]
     #: Row of each neighbour (positions in ``item_ids``), and whether each row has neighbours.
     _neighbour_rows: np.ndarray = field(init=False, repr=False, compare=False)
     _has_row: np.ndarray = field(init=False, repr=False, compare=False)
@@ -203,6 +224,11 @@ class CovisitTable:
         """This table's neighbours with ``other``'s fitted weight and settings (an
         incremental update recounts the neighbours and keeps its parent's fit)."""
         return self.with_settings(**other.settings())
+
+    def params(self) -> dict[str, float]:
+        """What the neighbours were computed with, as :func:`build_covisit` takes it: ``l2``,
+        ``alpha``, ``beta`` (only the kind's own ones matter)."""
+        return {"l2": self.l2, "alpha": self.alpha, "beta": self.beta}
 
     def settings(self) -> dict[str, float]:
         """The fitted settings: ``weight``, ``history``, ``decay``, ``ramp``, ``cold_share``."""
@@ -308,13 +334,15 @@ class CovisitTable:
                 ramp=np.array(self.ramp, dtype=np.int64),
                 cold_share=np.array(self.cold_share, dtype=np.float64),
                 l2=np.array(self.l2, dtype=np.float64),
+                alpha=np.array(self.alpha, dtype=np.float64),
+                beta=np.array(self.beta, dtype=np.float64),
             )
 
     @classmethod
     def load(cls, path: Path) -> CovisitTable:
         """The table saved at ``path`` (one saved before ``history``, ``decay``, ``ramp``,
-        ``cold_share`` and ``l2`` existed reads with their defaults: the behaviour it was
-        fitted with).
+        ``cold_share``, ``l2``, ``alpha`` and ``beta`` existed reads with their defaults: the
+        behaviour it was fitted with).
 
         Raises:
             ValueError: the file is not a co-visitation table (names what is missing).
@@ -333,6 +361,8 @@ class CovisitTable:
                     int(doc["ramp"]) if "ramp" in doc else 0,
                     float(doc["cold_share"]) if "cold_share" in doc else 0.0,
                     float(doc["l2"]) if "l2" in doc else EASE_L2S[0],
+                    float(doc["alpha"]) if "alpha" in doc else RP3_ALPHAS[0],
+                    float(doc["beta"]) if "beta" in doc else RP3_BETAS[0],
                 )
         except (KeyError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a co-visitation table: {exc}") from exc
@@ -341,21 +371,19 @@ class CovisitTable:
 def covisit_kind(
     events: pd.DataFrame, item_ids: np.ndarray, *, until_ts: int | None, kind: str = "auto"
 ) -> str:
-    """The kind :func:`build_covisit` builds for these arguments (``auto`` resolved: ``ease``
-    when at most :data:`COVISIT_EASE_MAX_ITEMS` items have interactions before ``until_ts``,
-    else ``item_knn``), without building it.
+    """The kind :func:`build_covisit` builds for these arguments (``auto``: the default kind,
+    ``KINDS[0]``), without building it.
 
     Raises:
         ValueError: an unknown ``kind``.
     """
-    if kind not in ("auto", "ease", "item_knn"):
-        raise ValueError(f"kind must be auto, ease or item_knn, got {kind!r}")
-    if kind != "auto":
-        return kind
-    from towers.cooccurrence import interactions
+    _check_kind(kind)
+    return KINDS[0] if kind == "auto" else kind
 
-    ids = np.sort(np.asarray(item_ids, dtype=np.int64))
-    return _auto_kind(_active_items(interactions(events, ids, until_ts=until_ts).matrix))
+
+def _check_kind(kind: str) -> None:
+    if kind != "auto" and kind not in KINDS:
+        raise ValueError(f"kind must be auto or one of {', '.join(KINDS)}, got {kind!r}")
 
 
 def _active_items(matrix: sp.spmatrix) -> int:
@@ -363,9 +391,15 @@ def _active_items(matrix: sp.spmatrix) -> int:
     return int((np.diff(matrix.tocsc().indptr) > 0).sum())
 
 
-def _auto_kind(n_active: int) -> str:
-    """``ease`` for at most :data:`COVISIT_EASE_MAX_ITEMS` interacted items, else ``item_knn``."""
-    return "ease" if n_active <= COVISIT_EASE_MAX_ITEMS else "item_knn"
+def _ease_fits(events: pd.DataFrame, item_ids: np.ndarray, until_ts: int | None) -> bool:
+    """Whether at most :data:`COVISIT_EASE_MAX_ITEMS` items have interactions before
+    ``until_ts`` (EASE's dense inverse stays affordable)."""
+    from towers.cooccurrence import interactions
+
+    ids = np.sort(np.asarray(item_ids, dtype=np.int64))
+    return _active_items(interactions(events, ids, until_ts=until_ts).matrix) <= (
+        COVISIT_EASE_MAX_ITEMS
+    )
 
 
 def build_covisit(
@@ -376,21 +410,21 @@ def build_covisit(
     kind: str = "auto",
     n_neighbours: int = N_NEIGHBOURS,
     l2: float = EASE_L2S[0],
+    alpha: float = RP3_ALPHAS[0],
+    beta: float = RP3_BETAS[0],
 ) -> CovisitTable:
     """The neighbour table of ``events`` before ``until_ts`` (unix s; all when ``None``) over
-    the catalog ``item_ids``. ``kind`` ``auto`` picks ``ease`` when at most
-    :data:`COVISIT_EASE_MAX_ITEMS` items have interactions, else ``item_knn``; ``l2`` is
-    EASE's ridge (> 0).
+    the catalog ``item_ids``. ``kind`` ``auto`` is the default kind, ``KINDS[0]``; ``l2`` is
+    EASE's ridge (> 0), ``alpha`` (> 0) and ``beta`` (>= 0) RP3beta's.
 
     Raises:
-        ValueError: an unknown ``kind``, or ``n_neighbours`` < 1.
+        ValueError: an unknown ``kind``, ``n_neighbours`` < 1, or a parameter out of range.
     """
     import scipy.sparse as sp
 
-    from towers.cooccurrence import EASE, ItemKNN, interactions
+    from towers.cooccurrence import EASE, ItemKNN, interactions, rp3beta_similarity
 
-    if kind not in ("auto", "ease", "item_knn"):
-        raise ValueError(f"kind must be auto, ease or item_knn, got {kind!r}")
+    _check_kind(kind)
     if n_neighbours < 1:
         raise ValueError(f"n_neighbours must be >= 1, got {n_neighbours}")
     if not l2 > 0:
@@ -399,7 +433,7 @@ def build_covisit(
     data = interactions(events, ids, until_ts=until_ts)
     n_active = _active_items(data.matrix)
     if kind == "auto":
-        kind = _auto_kind(n_active)
+        kind = KINDS[0]
     if kind == "ease":
         ease = EASE(data, l2=l2)
         w = np.maximum(ease.weights, 0.0)  # negative weights: "not together"; unused
@@ -409,8 +443,28 @@ def build_covisit(
             shape=(len(ids), len(ease.active)),
         )
         full = (sel @ sub @ sel.T).tocsr()
+    elif kind == "rp3beta":
+        full = rp3beta_similarity(data.matrix, alpha, (beta,), n_neighbours)[float(beta)]
     else:
         full = ItemKNN(data, n_neighbours).similarity.tocsr()
+    table = _table_of(full, ids, n_neighbours, kind, l2=float(l2), alpha=alpha, beta=beta)
+    log.info(
+        "co-visitation table: %s over %d interacted of %d items, %d entries",
+        kind,
+        n_active,
+        len(ids),
+        len(table),
+    )
+    return table
+
+
+def _table_of(
+    full: sp.csr_matrix, ids: np.ndarray, n_neighbours: int, kind: str, **params: float
+) -> CovisitTable:
+    """The table of the item x item weights ``full`` (rows and columns in ``ids`` order):
+    each row's ``n_neighbours`` largest positive weights, best first."""
+    full = full.tocsr(copy=True)
+    full.data[full.data < 0] = 0.0
     full.eliminate_zeros()
     indptr, nbr, wts = [0], [], []
     for r in range(full.shape[0]):
@@ -423,22 +477,14 @@ def build_covisit(
         nbr.append(ids[cols[order]])
         wts.append(vals[order].astype(np.float32))
         indptr.append(indptr[-1] + len(vals))
-    table = CovisitTable(
+    return CovisitTable(
         ids,
         np.asarray(indptr, dtype=np.int64),
         np.concatenate(nbr) if nbr else np.zeros(0, np.int64),
         np.concatenate(wts) if wts else np.zeros(0, np.float32),
         kind,
-        l2=float(l2),
+        **{k: float(v) for k, v in params.items()},
     )
-    log.info(
-        "co-visitation table: %s over %d interacted of %d items, %d entries",
-        kind,
-        n_active,
-        len(ids),
-        len(table),
-    )
-    return table
 
 
 def fit_covisit_weight(
@@ -739,13 +785,15 @@ def validation_ranking(
     seed: int = 0,
     validation: str = "time",
     l2: float = EASE_L2S[0],
+    alpha: float = RP3_ALPHAS[0],
+    beta: float = RP3_BETAS[0],
 ) -> ValidationRanking | None:
     """The validation of :func:`fit_model_covisit` (its arguments): the next-item task of the
     last ``validation_s`` seconds before ``at_ts``, or with ``validation="random"`` of a random
     :data:`towers.prior.RANDOM_VALIDATION_FRAC` of the events before it (every training item
     excluded; both from :func:`towers.prior.validation_split`), with the co-visitation table
-    (``kind``, ``l2``) and prior of the events before the validation, and each user's FAISS
-    candidates. ``None`` when there is nothing to validate on.
+    (``kind``, ``l2``, ``alpha``, ``beta``) and prior of the events before the validation,
+    and each user's FAISS candidates. ``None`` when there is nothing to validate on.
 
     Raises:
         ValueError: ``validation`` is neither time nor random.
@@ -762,7 +810,9 @@ def validation_ranking(
     if split is None:
         return None
     task, fit_events, start, label = split.task, split.fit_events, split.until_ts, split.label
-    table = build_covisit(fit_events, item_ids, until_ts=start, kind=kind, l2=l2)
+    table = build_covisit(
+        fit_events, item_ids, until_ts=start, kind=kind, l2=l2, alpha=alpha, beta=beta
+    )
     users = np.ascontiguousarray(user_vectors(task), dtype=np.float32)
     depth = min(max(n_candidates, VALIDATION_K), len(item_ids))
     lookup, pw = None, 0.0
@@ -819,7 +869,9 @@ def _fit_one_kind(
     the first of each grid):
 
     0. for an EASE table, its ridge among ``ease_l2s`` (:data:`EASE_L2S`; :func:`_choose_ease_l2`:
-       the first unless another is surely better, ranked by the table alone);
+       the first unless another is surely better, ranked by the table alone); for an RP3beta
+       table, its ``alpha`` and ``beta`` among :data:`RP3_ALPHAS` x :data:`RP3_BETAS` by the
+       same rule (:func:`_choose_rp3beta`);
     1. the weight of :data:`COVISIT_WEIGHTS`;
     2. ``history`` and ``decay`` (:data:`HISTORY_LENGTHS` x :data:`DECAYS`; lengths past the
        longest validation history are not tried: they read the same events as the first
@@ -833,9 +885,10 @@ def _fit_one_kind(
 
     With no users to validate on, the weight is 0 (the table is kept but unused). Returns the
     table (an EASE table's ``l2`` the chosen ridge) and the validation scores (each the fit
-    metric): ``l2=X`` (each candidate ridge's, EASE only), ``str(weight)`` (at the final
-    settings), ``history=H,decay=D``, ``ramp=R``, ``cold_share=S`` (with ``cold@...`` twins, the
-    cold targets' Recall@50 whatever the metric) and ``cold@text``, and ``final`` (the table
+    metric): ``l2=X`` (each candidate ridge's, EASE only), ``alpha=A,beta=B`` (each
+    candidate pair's, RP3beta only), ``str(weight)`` (at the final settings),
+    ``history=H,decay=D``, ``ramp=R``, ``cold_share=S`` (with ``cold@...`` twins, the cold
+    targets' Recall@50 whatever the metric) and ``cold@text``, and ``final`` (the table
     returned).
     """
     from towers.metrics import recall_at_k
@@ -867,13 +920,17 @@ def _fit_one_kind(
         log.warning("no users to fit the co-visitation weight on: it stays unused")
         return build_covisit(events, item_ids, until_ts=at_ts, kind=table_kind, l2=ease_l2s[0]), {}
     scores: dict[str, float] = {}
-    l2 = ease_l2s[0]
+    params = {"l2": ease_l2s[0], "alpha": RP3_ALPHAS[0], "beta": RP3_BETAS[0]}
+    chosen: CovisitTable | None = None
     if table_kind == "ease" and len(ease_l2s) > 1:
-        l2, by_l2, chosen = _choose_ease_l2(val, item_ids, ease_l2s, metric)
+        params["l2"], by_l2, chosen = _choose_ease_l2(val, item_ids, ease_l2s, metric)
         scores.update(by_l2)
-        if l2 != ease_l2s[0]:
-            val = dataclasses.replace(val, table=chosen)
-    final = build_covisit(events, item_ids, until_ts=at_ts, kind=table_kind, l2=l2)
+    elif table_kind == "rp3beta":
+        (params["alpha"], params["beta"]), by_ab, chosen = _choose_rp3beta(val, item_ids, metric)
+        scores.update(by_ab)
+    if chosen is not None and chosen is not val.table:
+        val = dataclasses.replace(val, table=chosen)
+    final = build_covisit(events, item_ids, until_ts=at_ts, kind=table_kind, **params)
     task, table, histories = val.task, val.table, val.task.long_histories
     cold_items = item_ids[table.is_cold(item_ids)]
     cold_targets = [t & set(map(int, cold_items)) for t in task.targets]
@@ -960,11 +1017,8 @@ def _choose_ease_l2(
     :data:`HISTORY_LENGTHS`, no decay): the ridge shapes the table's own order, which the
     later fits then blend. Returns the ridge, the ``l2=X`` scores (each candidate's validation
     ``metric``) and its table."""
-    from towers.metrics import surely_better_choice
-
     if val.fit_events is None:
         raise ValueError("the validation does not say what its table was built from")
-    per_user: dict[float, np.ndarray] = {}
     tables: dict[float, CovisitTable] = {}
     for l2 in l2s:
         tables[l2] = (
@@ -974,13 +1028,58 @@ def _choose_ease_l2(
                 val.fit_events, item_ids, until_ts=val.table_until, kind="ease", l2=l2
             )
         )
-        alone = tables[l2].with_settings(weight=max(COVISIT_WEIGHTS), history=max(HISTORY_LENGTHS))
-        ranked = [[int(i) for i in row[: metric.k]] for row, _ in val.ranked(alone)]
-        per_user[l2] = metric.per_user(ranked, val.task.targets)
-    chosen = float(surely_better_choice(per_user, l2s[0]))
-    scores = {f"l2={l2:g}": float(v.mean()) if len(v) else 0.0 for l2, v in per_user.items()}
+    picked, by_l2 = _choose_alone(val, tables, l2s[0], metric)
+    chosen = float(picked)
+    scores = {f"l2={l2:g}": v for l2, v in by_l2.items()}
     log.info("co-visitation: EASE ridge %g chosen on validation (%s)", chosen, scores)
     return chosen, scores, tables[chosen]
+
+
+def _choose_rp3beta(
+    val: ValidationRanking, item_ids: np.ndarray, metric: FitMetric = RECALL_AT_50
+) -> tuple[tuple[float, float], dict[str, float], CovisitTable]:
+    """RP3beta's ``(alpha, beta)`` among :data:`RP3_ALPHAS` x :data:`RP3_BETAS` whose table
+    (built from ``val``'s events) ranks ``val``'s users best, by the rule and ranking of
+    :func:`_choose_ease_l2` (the first pair unless another is surely better). Returns the pair,
+    the ``alpha=A,beta=B`` scores and its table."""
+    from towers.cooccurrence import interactions, rp3beta_similarity
+
+    if val.fit_events is None:
+        raise ValueError("the validation does not say what its table was built from")
+    ids = np.sort(np.asarray(item_ids, dtype=np.int64))
+    matrix = interactions(val.fit_events, ids, until_ts=val.table_until).matrix
+    tables: dict[tuple[float, float], CovisitTable] = {}
+    for alpha in RP3_ALPHAS:
+        walks = rp3beta_similarity(matrix, alpha, RP3_BETAS, N_NEIGHBOURS)
+        for beta, walk in walks.items():
+            tables[(alpha, beta)] = _table_of(
+                walk, ids, N_NEIGHBOURS, "rp3beta", l2=val.table.l2, alpha=alpha, beta=beta
+            )
+    default = (RP3_ALPHAS[0], RP3_BETAS[0])
+    chosen, scores = _choose_alone(val, tables, default, metric)
+    log.info("co-visitation: RP3beta alpha %g, beta %g chosen on validation", *chosen)
+    return chosen, {f"alpha={a:g},beta={b:g}": v for (a, b), v in scores.items()}, tables[chosen]
+
+
+def _choose_alone(
+    val: ValidationRanking,
+    tables: dict[Any, CovisitTable],
+    default: Any,
+    metric: FitMetric,
+) -> tuple[Any, dict[Any, float]]:
+    """The key of ``tables`` whose table alone (the largest weight of :data:`COVISIT_WEIGHTS`,
+    the longest history of :data:`HISTORY_LENGTHS`, no decay) ranks ``val``'s users best by
+    per-user ``metric``: ``default`` unless another is surely better
+    (:func:`towers.metrics.surely_better_choice`). Returns it and each key's mean ``metric``."""
+    from towers.metrics import surely_better_choice
+
+    per_user: dict[Any, np.ndarray] = {}
+    for key, table in tables.items():
+        alone = table.with_settings(weight=max(COVISIT_WEIGHTS), history=max(HISTORY_LENGTHS))
+        ranked = [[int(i) for i in row[: metric.k]] for row, _ in val.ranked(alone)]
+        per_user[key] = metric.per_user(ranked, val.task.targets)
+    chosen = surely_better_choice(per_user, default)
+    return chosen, {k: float(v.mean()) if len(v) else 0.0 for k, v in per_user.items()}
 
 
 def choose_cold_share(
@@ -1035,17 +1134,17 @@ def fit_model_covisit(
     """The co-visitation table of the events before ``at_ts`` and its fitted settings (the
     fit is :func:`_fit_one_kind`'s, which documents the arguments and scores).
 
-    ``kind`` ``auto``: where EASE fits (at most :data:`COVISIT_EASE_MAX_ITEMS` interacted
-    items) an EASE and an item-kNN table are both fitted and item-kNN kept only when surely
-    better (the 95% paired bootstrap interval of its per-user validation gain over EASE, in
-    the fit metric (:func:`fit_metric`), lies above 0; measured: item-kNN surely won a random
-    split of identity-structured data, and won the time split's validation by a margin within
-    noise while EASE won its test);
-    above it, item-kNN alone. The scores are the kept kind's, plus ``kind=ease`` /
-    ``kind=item_knn`` (each one's final fit metric) and ``kind_gain_lo`` when both were
-    fitted.
+    ``kind`` ``auto``: every kind of :data:`KINDS` is fitted (EASE only where it fits, at most
+    :data:`COVISIT_EASE_MAX_ITEMS` interacted items) and the default kind (RP3beta) is kept
+    unless another is surely better: the best of the others by mean validation fit metric
+    (:func:`fit_metric`), kept when the 95% paired bootstrap interval of its per-user gain
+    over the default lies above 0. Measured: RP3beta alone ranked above EASE and item-kNN on
+    the test weeks of four generated data sets, both protocols
+    (benchmarks/results/rp3beta_2026-12-01.md); until 2026-12-01 EASE was the default. The
+    scores are the kept kind's, plus ``kind=K`` (each fitted kind's final fit metric) and
+    ``kind_gain_lo=K`` (the lower bound of each other kind's gain over the default).
     """
-    from towers.metrics import paired_gain
+    from towers.metrics import paired_gain, surely_better_choice
 
     def fit(kind: str, per_user: list[float]) -> tuple[CovisitTable, dict[str, float]]:
         return _fit_one_kind(
@@ -1064,18 +1163,27 @@ def fit_model_covisit(
             per_user=per_user,
         )
 
-    ease_users: list[float] = []
-    first, first_scores = fit(kind, ease_users)
-    if kind != "auto" or first.kind != "ease":
+    first_users: list[float] = []
+    first, first_scores = fit(kind, first_users)
+    if kind != "auto":
         return first, first_scores
-    knn_users: list[float] = []
-    other, other_scores = fit("item_knn", knn_users)
-    both = {"kind=ease": first_scores.get("final", 0.0)}
-    both["kind=item_knn"] = other_scores.get("final", 0.0)
-    if len(knn_users) == len(ease_users):  # the same validation users, in the same order
-        _, lo, _ = paired_gain(np.asarray(knn_users), np.asarray(ease_users))
-        both["kind_gain_lo"] = lo
-        if lo > 0:
-            log.info("co-visitation: item_knn chosen over ease on validation (%s)", both)
-            return other, {**other_scores, **both}
-    return first, {**first_scores, **both}
+    default = first.kind  # auto resolved: KINDS[0]
+    fitted = {default: (first, first_scores, np.asarray(first_users))}
+    ease_fits = _ease_fits(events, item_ids, at_ts)
+    for other in KINDS:
+        if other in fitted or (other == "ease" and not ease_fits):
+            continue
+        users: list[float] = []
+        table, scores = fit(other, users)
+        fitted[other] = (table, scores, np.asarray(users))
+    summary = {f"kind={k}": sc.get("final", 0.0) for k, (_, sc, _) in fitted.items()}
+    # the same validation users, in the same order, for every kind
+    paired = {k: u for k, (_, _, u) in fitted.items() if len(u) == len(first_users)}
+    for k, u in paired.items():
+        if k != default:
+            summary[f"kind_gain_lo={k}"] = paired_gain(u, paired[default])[1]
+    chosen = surely_better_choice(paired, default) if len(paired) > 1 else default
+    if chosen != default:
+        log.info("co-visitation: %s chosen over %s on validation (%s)", chosen, default, summary)
+    table, scores, _ = fitted[chosen]
+    return table, {**scores, **summary}

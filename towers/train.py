@@ -378,7 +378,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
         if covisit is None
         else {
             "kind": covisit.kind,
-            "l2": covisit.l2,
+            **covisit.params(),
             **covisit.settings(),
             "entries": len(covisit),
             "validation": validation,
@@ -645,7 +645,7 @@ def fit_tower_no_query_blend(
         item_vecs,
         prior=prior,
         kind=covisit.kind if covisit is not None else "auto",
-        l2=covisit.l2 if covisit is not None else EASE_L2S[0],
+        **(covisit.params() if covisit is not None else {"l2": EASE_L2S[0]}),
         max_users=NO_QUERY_BLEND_USERS,
         seed=cfg.seed,
         validation=validation,

@@ -194,7 +194,7 @@ def update(
             items["item_id"].to_numpy(np.int64),
             until_ts=end_ts,
             kind=parent_covisit.kind,
-            l2=parent_covisit.l2,
+            **parent_covisit.params(),
         ).fitted_like(parent_covisit).save(out_dir / COVISIT_FILE)
     version = save_child_module(user_tower, "user_tower", artifacts, out_dir, tag="u")
     seconds = round(time.perf_counter() - started, 2)

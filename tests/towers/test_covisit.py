@@ -75,11 +75,11 @@ def pair_events(n_users: int = 60, seed: int = 0, n_pairs: int = 10) -> pd.DataF
     return pd.DataFrame(rows, columns=["user_id", "item_id", "ts", "event_type"])
 
 
-@pytest.mark.parametrize("kind", ["auto", "ease", "item_knn"])
+@pytest.mark.parametrize("kind", ["auto", "ease", "item_knn", "rp3beta"])
 def test_build_finds_the_pairs(kind: str) -> None:
     events = pair_events()
     tab = build_covisit(events, np.arange(20), until_ts=None, kind=kind, n_neighbours=3)
-    assert tab.kind == ("ease" if kind == "auto" else kind)
+    assert tab.kind == ("rp3beta" if kind == "auto" else kind)
     for item in range(0, 20, 2):
         ids, _ = tab.scores(np.array([item]))
         assert ids[0] == item + 1
@@ -101,15 +101,15 @@ def test_random_validation_fits_on_the_random_protocols_accuracy() -> None:
     assert fit_metric("random") is ACCURACY_AT_100 and fit_metric("time") is RECALL_AT_50
 
 
-def test_auto_kind_falls_back_to_item_knn_past_the_ease_limit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_auto_fit_tries_ease_only_below_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import towers.covisit as covisit
 
-    monkeypatch.setattr(covisit, "COVISIT_EASE_MAX_ITEMS", 5)
     events = pair_events()
-    assert covisit_kind(events, np.arange(20), until_ts=None) == "item_knn"
-    assert build_covisit(events, np.arange(20), until_ts=None).kind == "item_knn"
+    assert covisit_kind(events, np.arange(20), until_ts=None) == "rp3beta"
+    assert build_covisit(events, np.arange(20), until_ts=None).kind == "rp3beta"
+    assert covisit._ease_fits(events, np.arange(20), None)
+    monkeypatch.setattr(covisit, "COVISIT_EASE_MAX_ITEMS", 5)
+    assert not covisit._ease_fits(events, np.arange(20), None)
 
 
 def test_blend_merges_and_ranks_the_union() -> None:
@@ -335,9 +335,16 @@ def test_settings_round_trip_and_old_tables_read_with_defaults(tmp_path: Path) -
     object.__setattr__(ridged, "l2", 100.0)
     ridged.save(tmp_path / "r.npz")
     assert CovisitTable.load(tmp_path / "r.npz").l2 == 100.0
+    assert (old.alpha, old.beta) == (0.5, 0.3)  # saved before RP3beta: the defaults
+    walked = chain().with_settings(weight=1.0)
+    object.__setattr__(walked, "alpha", 0.7)
+    object.__setattr__(walked, "beta", 0.1)
+    walked.save(tmp_path / "w.npz")
+    params = CovisitTable.load(tmp_path / "w.npz").params()
+    assert params == {"l2": 500.0, "alpha": 0.7, "beta": 0.1}
     assert chain().fitted_like(tab).settings() == tab.settings()
     with pytest.raises(ValueError, match="unknown settings"):
-        chain(alpha=1.0)
+        chain(gamma=1.0)
     for bad in ({"history": 0}, {"decay": 0.0}, {"ramp": -1}, {"cold_share": 1.0}, {"weight": -1}):
         with pytest.raises(ValueError):
             chain(**bad)
@@ -363,23 +370,28 @@ def test_limited_neighbours_are_the_first_of_the_whole_list() -> None:
             np.testing.assert_array_equal(scores, all_scores[:limit])
 
 
-def test_auto_fits_both_kinds_and_keeps_item_knn_only_when_surely_better() -> None:
-    """Where EASE fits, ``auto`` fits an EASE and an item-kNN table on the same validation
-    users and keeps item-kNN only when its paired Recall@50 gain is surely above 0; a named
-    kind is fitted alone."""
+def test_auto_fits_every_kind_and_leaves_rp3beta_only_for_a_surely_better_one() -> None:
+    """Where EASE fits, ``auto`` fits RP3beta, EASE and item-kNN tables on the same
+    validation users and keeps another kind than RP3beta only when its paired Recall@50 gain
+    is surely above 0 (the best such kind); a named kind is fitted alone."""
     from towers.metrics import paired_gain
 
     events, at, users, vectors = fit_inputs()
     kw = {"validation_s": at - 300_000, "n_candidates": 5}
     tab, scores = fit_model_covisit(events, np.arange(400), at, users, vectors, **kw)
-    assert {"kind=ease", "kind=item_knn", "kind_gain_lo", "final"} <= set(scores)
-    assert tab.kind == ("item_knn" if scores["kind_gain_lo"] > 0 else "ease")
+    keys = {"kind=ease", "kind=item_knn", "kind=rp3beta", "final"}
+    assert keys | {"kind_gain_lo=item_knn", "kind_gain_lo=ease"} <= set(scores)
+    sure = {k: scores[f"kind={k}"] for k in ("item_knn", "ease")
+            if scores[f"kind_gain_lo={k}"] > 0}  # fmt: skip
+    best_other = max(("item_knn", "ease"), key=lambda k: scores[f"kind={k}"])
+    assert tab.kind == (best_other if best_other in sure else "rp3beta")
     assert scores["final"] == scores[f"kind={tab.kind}"]
-    for kind in ("ease", "item_knn"):
+    assert any(k.startswith("alpha=") for k in scores) == (tab.kind == "rp3beta")
+    for kind in ("ease", "item_knn", "rp3beta"):
         alone, alone_scores = fit_model_covisit(
             events, np.arange(400), at, users, vectors, kind=kind, **kw
         )
-        assert alone.kind == kind and "kind=ease" not in alone_scores
+        assert alone.kind == kind and "kind=rp3beta" not in alone_scores
         assert alone_scores["final"] == pytest.approx(scores[f"kind={kind}"])
     # the rule itself: a sure gain has an interval above 0, a gain of one user in 300 not
     better = np.r_[np.ones(150), np.zeros(150)]
@@ -449,3 +461,29 @@ def test_the_ridge_shapes_an_ease_table_and_is_recorded_in_it() -> None:
     high = build_covisit(events, np.arange(20), until_ts=None, kind="ease", l2=5000.0)
     assert low.l2 == 1.0 and high.l2 == 5000.0
     assert not np.allclose(low.weights[:5], high.weights[:5])  # the ridge shapes the weights
+
+
+def test_rp3beta_parameters_shape_the_table_and_are_recorded_in_it() -> None:
+    """``beta`` divides by the target's popularity: a higher one moves a popular item down
+    the neighbours of an item it was bought with; ``alpha`` and ``beta`` travel with the
+    table (an update recounts with them); bad values name what is allowed."""
+    events = pair_events(n_users=80, seed=2)
+    # item 0 is also bought by 40 more users: the most popular item by far
+    extra = pd.DataFrame(
+        [(1000 + u, 0, 5, "purchase") for u in range(40)]
+        + [(1000 + u, 2 * (u % 10) + 1, 6, "purchase") for u in range(40)],
+        columns=events.columns,
+    )
+    events = pd.concat([events, extra], ignore_index=True)
+    flat = build_covisit(events, np.arange(20), until_ts=None, kind="rp3beta", beta=0.0)
+    steep = build_covisit(events, np.arange(20), until_ts=None, kind="rp3beta", beta=1.0)
+    assert (flat.alpha, flat.beta, steep.beta) == (0.5, 0.0, 1.0)
+
+    def rank_of_0(tab: CovisitTable, item: int) -> int:
+        ids, _ = tab.scores(np.array([item]))
+        return int(np.flatnonzero(ids == 0)[0])
+
+    assert rank_of_0(steep, 3) > rank_of_0(flat, 3)
+    for bad in ({"alpha": 0.0}, {"beta": -0.1}):
+        with pytest.raises(ValueError, match="alpha|beta"):
+            build_covisit(events, np.arange(20), until_ts=None, kind="rp3beta", **bad)

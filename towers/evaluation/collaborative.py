@@ -1,4 +1,4 @@
-"""Collaborative baselines for next-item recommendation: item-kNN, EASE and ALS.
+"""Collaborative baselines for next-item recommendation: item-kNN, RP3beta, EASE and ALS.
 
 Each one learns only from who interacted with what (item identity, no text), which is what
 the text towers lack: on real rating data these beat a most-popular list by a wide margin, so
@@ -8,6 +8,10 @@ and item) and score a user from that row of the matrix plus the request's histor
 
 - :class:`ItemKNN`: cosine similarity of items' user sets (co-occurrence), each item's
   ``n_neighbours`` most similar kept; a user's score sums the similarities of their items.
+- :class:`RP3Beta`: Paudel et al. (2017), the item -> user -> item random walk with its
+  transition probabilities raised to ``alpha`` and the target's popularity divided out to
+  the power ``beta`` (towers/cooccurrence.py); among the strongest simple baselines in
+  Dacrema et al. (2019), "Are we really making much progress?".
 - :class:`EASE`: Steck (2019), "Embarrassingly Shallow Autoencoders": the closed-form item x
   item ridge regression with a zero diagonal. Dense in the interacted items, so limited to
   :data:`EASE_MAX_ITEMS` of them (memory ``8 * n**2`` bytes, time ``n**3``).
@@ -15,10 +19,11 @@ and item) and score a user from that row of the matrix plus the request's histor
   ``implicit`` library, confidence ``1 + alpha * x``.
 
 Hyper-parameters are the usual defaults of each method, not tuned on the test data, except
-EASE's ridge: the served co-visitation table chooses its ridge on a validation window before
-the cut (towers/covisit.py :data:`~towers.covisit.EASE_L2S`), so the EASE baseline chooses
-its own the same way (:func:`fit_ease_l2`) and is never held to a ridge the served path
-improved on.
+EASE's ridge and RP3beta's ``alpha`` and ``beta``: the served co-visitation table chooses
+them on a validation window before the cut (towers/covisit.py :data:`~towers.covisit.EASE_L2S`,
+:data:`~towers.covisit.RP3_ALPHAS`, :data:`~towers.covisit.RP3_BETAS`), so the baselines
+choose their own the same way (:func:`fit_ease_l2`, :func:`fit_rp3beta`) and are never held
+to settings the served path improved on.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from towers.cooccurrence import EASE, EASE_MAX_ITEMS, Interactions, ItemKNN, interactions
+from towers.cooccurrence import (
+    EASE,
+    EASE_MAX_ITEMS,
+    Interactions,
+    ItemKNN,
+    RP3Beta,
+    interactions,
+    rp3beta_similarity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +53,9 @@ __all__ = [
     "EASE_MAX_ITEMS",
     "Interactions",
     "ItemKNN",
+    "RP3Beta",
     "fit_ease_l2",
+    "fit_rp3beta",
     "interactions",
     "top_k_excluding",
 ]
@@ -96,6 +111,50 @@ def fit_ease_l2(
     scores = {f"l2={l2:g}": float(v.mean()) if len(v) else 0.0 for l2, v in per_user.items()}
     log.info("EASE baseline: ridge %g chosen on validation (%s)", chosen, scores)
     return chosen, scores
+
+
+def fit_rp3beta(
+    events: pd.DataFrame,
+    item_ids: np.ndarray,
+    at_ts: int,
+    *,
+    validation: str = "time",
+    max_users: int = 1000,
+    seed: int = 0,
+) -> tuple[tuple[float, float], dict[str, float]]:
+    """RP3beta's ``(alpha, beta)`` for a baseline fitted on the events before ``at_ts``,
+    chosen as the served table's are (towers/covisit.py ``_choose_rp3beta``) on the validation
+    of :func:`fit_ease_l2` and by its rule: the first pair of
+    :data:`towers.covisit.RP3_ALPHAS` x :data:`towers.covisit.RP3_BETAS` unless another ranks
+    the validation users surely better. Returns the pair and ``alpha=A,beta=B`` validation
+    scores (empty when there is nothing to validate on: the first pair then).
+
+    Raises:
+        ValueError: ``validation`` is neither time nor random.
+    """
+    from towers.covisit import N_NEIGHBOURS, RP3_ALPHAS, RP3_BETAS
+    from towers.metrics import fit_metric, surely_better_choice
+    from towers.prior import validation_split
+
+    default = (RP3_ALPHAS[0], RP3_BETAS[0])
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    split = validation_split(events, at_ts, validation, max_users=max_users, seed=seed)
+    if split is None:
+        return default, {}
+    task, metric = split.task, fit_metric(validation)
+    data = interactions(split.fit_events, item_ids, until_ts=split.until_ts)
+    rows = data.user_rows(task.user_ids, task.hist_ids)
+    per_user: dict[tuple[float, float], np.ndarray] = {}
+    for alpha in RP3_ALPHAS:
+        for beta, sim in rp3beta_similarity(data.matrix, alpha, RP3_BETAS, N_NEIGHBOURS).items():
+            scores = np.asarray((rows @ sim).todense(), dtype=np.float32)
+            ranked = top_k_excluding(scores, item_ids, task.excluded, metric.k)
+            per_user[(alpha, beta)] = metric.per_user(ranked, task.targets)
+    chosen = surely_better_choice(per_user, default)
+    out = {f"alpha={a:g},beta={b:g}": float(v.mean()) if len(v) else 0.0
+           for (a, b), v in per_user.items()}  # fmt: skip
+    log.info("RP3beta baseline: alpha %g, beta %g chosen on validation (%s)", *chosen, out)
+    return (float(chosen[0]), float(chosen[1])), out
 
 
 def top_k_excluding(

@@ -117,7 +117,9 @@ def run_eval(cfg: EvalConfig, extra: ExtraSystems | None = None) -> dict[str, ob
             skipped["recommendation"] = why
         else:
             per_user: dict[str, dict[str, np.ndarray]] = {}
-            results["recommendation"] = _recommendation(m, cfg, extra.recommendation, per_user)
+            rec = _recommendation(m, cfg, extra.recommendation, per_user)
+            rec["vs_baselines"] = baseline_ratios(rec["systems"], per_user)  # type: ignore[arg-type]
+            results["recommendation"] = rec
             per_query["recommendation"] = per_user
     if extra.replay is not None:
         why = _no_holdout(m) if cfg.protocol == "time" else "the replay needs the time protocol"
@@ -268,11 +270,38 @@ def _cores() -> int:
 
 
 #: Recommendation baselines the served path must beat (issue 9), the strongest one counts.
-REC_BASELINES = ("popularity", "popularity_all", "item_knn", "ease", "als")
+REC_BASELINES = ("popularity", "popularity_all", "item_knn", "rp3beta", "ease", "als")
 
 #: Per-query (search) and per-user (recommendation) metric arrays by section and system,
 #: aligned across systems: what the paired intervals of the checks resample.
 PerQuery = Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
+
+
+def _ours(rec: Mapping[str, Any]) -> str | None:
+    """What a request without a query gets: the served path, else its training-side twin."""
+    return next((s for s in ("served", "student_faiss_covisit", "student_faiss") if s in rec), None)
+
+
+def baseline_ratios(
+    rec: Mapping[str, Any], per_user: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, object]:
+    """The served path (:func:`_ours`) against *every* baseline of :data:`REC_BASELINES`, not
+    only the strongest: ``{"system": ours, "rows": {baseline: {"recall@50": [value, lo, hi],
+    "accuracy@100": [...]}}}``, paired ratios (ours / baseline) with 95% bootstrap intervals
+    over the same users (accuracy: over their pooled hits, as the check's). Empty rows when a
+    system lacks its per-user figures."""
+    ours = _ours(rec)
+    rows: dict[str, dict[str, list[float]]] = {}
+    if ours is None or ours not in per_user:
+        return {"system": ours, "rows": rows}
+    mine = per_user[ours]
+    for base in (b for b in REC_BASELINES if b in per_user):
+        row: dict[str, list[float]] = {}
+        for label, metric in (("recall@50", "recall@50"), ("accuracy@100", "hits@100")):
+            if metric in mine and metric in per_user[base]:
+                row[label] = list(paired_ci(mine[metric], per_user[base][metric], "ratio"))
+        rows[base] = row
+    return {"system": ours, "rows": rows}
 
 
 def _cold_check(
@@ -395,8 +424,7 @@ def checks(
             n=n,
             ci=ci,
         )
-    # what a request without a query gets: the served path, else its training-side twin
-    ours = next((s for s in ("served", "student_faiss_covisit", "student_faiss") if s in rec), None)
+    ours = _ours(rec)
     bases = [b for b in REC_BASELINES if b in rec]
     if ours and bases:
         best = max(bases, key=lambda b: float(rec[b]["recall@50"]))

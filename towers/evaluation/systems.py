@@ -46,7 +46,9 @@ from towers.evaluation.collaborative import (
     EASE_MAX_ITEMS,
     Interactions,
     ItemKNN,
+    RP3Beta,
     fit_ease_l2,
+    fit_rp3beta,
     interactions,
     top_k_excluding,
 )
@@ -90,6 +92,7 @@ RECOMMENDATION_SYSTEMS = (
     "popularity",
     "popularity_all",
     "item_knn",
+    "rp3beta",
     "ease",
     "als",
     "teacher_exact",
@@ -98,7 +101,7 @@ RECOMMENDATION_SYSTEMS = (
     "student_faiss_covisit",
 )
 #: The collaborative baselines (:mod:`towers.evaluation.collaborative`): item identity only.
-COLLABORATIVE_SYSTEMS = ("item_knn", "ease", "als")
+COLLABORATIVE_SYSTEMS = ("item_knn", "rp3beta", "ease", "als")
 #: Days of behaviour before a window that the (recent) popularity baseline counts;
 #: ``popularity_all`` counts every event before the window.
 POPULARITY_DAYS = 7
@@ -469,17 +472,28 @@ def _collaborative(m: Loaded, name: str) -> RecSystem:
     cached per start time: the recommendation section asks once, drift once per window).
     EASE's ridge is chosen on validation before that start, as the served table's is
     (:func:`fit_ease_l2`); the system's ``settings`` attribute records it per start."""
-    fitted: dict[int, tuple[Interactions, ItemKNN | EASE | ALS]] = {}
+    fitted: dict[int, tuple[Interactions, ItemKNN | RP3Beta | EASE | ALS]] = {}
     settings: dict[str, dict[str, object]] = {}
     validation = "random" if m.cut_ts is None and split_info(m.ds) is not None else "time"
 
-    def fit(data: Interactions, start_ts: int) -> ItemKNN | EASE | ALS:
+    def fit(data: Interactions, start_ts: int) -> ItemKNN | RP3Beta | EASE | ALS:
         if name == "item_knn":
             return ItemKNN(data)
         if name == "als":
             return ALS(data)
-        l2, scores = fit_ease_l2(m.ds.events, m.item_ids, start_ts, validation=validation)
         metric = fit_metric(validation).name
+        if name == "rp3beta":
+            (alpha, beta), ab_scores = fit_rp3beta(
+                m.ds.events, m.item_ids, start_ts, validation=validation
+            )
+            settings[str(start_ts)] = {
+                "alpha": alpha,
+                "beta": beta,
+                "validation": validation,
+                metric: ab_scores,
+            }
+            return RP3Beta(data, alpha=alpha, beta=beta)
+        l2, scores = fit_ease_l2(m.ds.events, m.item_ids, start_ts, validation=validation)
         settings[str(start_ts)] = {"l2": l2, "validation": validation, metric: scores}
         return EASE(data, l2=l2)
 

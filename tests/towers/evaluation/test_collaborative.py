@@ -12,6 +12,7 @@ from towers.evaluation.collaborative import (
     ALS,
     EASE,
     ItemKNN,
+    RP3Beta,
     interactions,
     top_k_excluding,
 )
@@ -44,7 +45,8 @@ def test_interactions_are_binary_and_cut_by_time() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "kwargs"), [(ItemKNN, {}), (EASE, {}), (ALS, {"factors": 2, "iterations": 30})]
+    ("kind", "kwargs"),
+    [(ItemKNN, {}), (RP3Beta, {}), (EASE, {}), (ALS, {"factors": 2, "iterations": 30})],
 )
 def test_a_user_gets_the_rest_of_their_group_first(kind: type, kwargs: dict) -> None:
     data = interactions(_events(), ITEMS)
@@ -99,3 +101,43 @@ def test_ease_ridge_is_chosen_on_the_window_before_the_cut() -> None:
     assert l2 in EASE_L2S
     with pytest.raises(ValueError, match="validation must be time or random"):
         fit_ease_l2(events, ITEMS, at, validation="future")
+
+
+def test_rp3beta_is_the_random_walk_over_the_matrix() -> None:
+    """On a 3-user matrix small enough to walk by hand: ``W[i, j] = sum_u P(u | i) ** a *
+    P(j | u) ** a / deg_j ** b``, zero diagonal."""
+    from towers.cooccurrence import rp3beta_similarity
+
+    items = np.array([1, 2, 3])
+    ev = pd.DataFrame(
+        [(0, 1, 1), (0, 2, 2), (1, 1, 3), (1, 3, 4), (2, 1, 5), (2, 2, 6), (2, 3, 7)],
+        columns=["user_id", "item_id", "ts"],
+    )
+    x = interactions(ev, items).matrix.toarray()
+    deg_u, deg_i = x.sum(1), x.sum(0)
+    for alpha, beta in ((1.0, 0.0), (0.5, 0.3)):
+        want = ((x / deg_i).T ** alpha) @ ((x / deg_u[:, None]) ** alpha) / deg_i**beta
+        np.fill_diagonal(want, 0.0)
+        got = rp3beta_similarity(interactions(ev, items).matrix, alpha, (beta,), 10)[beta]
+        np.testing.assert_allclose(got.toarray(), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        rp3beta_similarity(interactions(ev, items).matrix, 0.0, (0.3,), 10)
+
+
+def test_rp3beta_parameters_are_chosen_on_the_window_before_the_cut() -> None:
+    from towers.covisit import RP3_ALPHAS, RP3_BETAS
+    from towers.evaluation.collaborative import fit_rp3beta
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for user in range(60):
+        group = GROUP_A if user < 30 else GROUP_B
+        picks = rng.choice(group, size=4, replace=False)
+        for day, item in zip((0, 1, 2, 9), picks):
+            rows.append((user, int(item), "click", day * 86_400 + user))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "ts"])
+    (alpha, beta), scores = fit_rp3beta(events, ITEMS, 10 * 86_400)
+    assert alpha in RP3_ALPHAS and beta in RP3_BETAS
+    assert len(scores) == len(RP3_ALPHAS) * len(RP3_BETAS)
+    assert scores["alpha=0.5,beta=0.3"] > 0.5  # the rest of the user's group ranks first
+    assert fit_rp3beta(events, ITEMS, 86_400) == ((RP3_ALPHAS[0], RP3_BETAS[0]), {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,32 @@ def test_the_served_path_is_held_to_the_strongest_baseline() -> None:
     assert "student_faiss / item_knn" in c["detail"] and c["n"] == 500
     assert c["value"] == pytest.approx(hits["student_faiss"].sum() / hits["item_knn"].sum())
     assert c["status"] == "failed" and c["ci95"][1] < 1.0
+
+
+def test_the_served_path_is_also_set_beside_every_baseline(tmp_path: Path) -> None:
+    """Not only the strongest: a paired ratio against each baseline, in the report too."""
+    from towers.evaluation.harness import baseline_ratios
+
+    rng = np.random.default_rng(6)
+    base = rng.random(400)
+    users = {"ease": base * 0.9, "item_knn": base * 0.5, "served": base * 0.6, "bm25": base}
+    per_user = {n: {"recall@50": v, "hits@100": np.round(v * 4)} for n, v in users.items()}
+    del per_user["item_knn"]["hits@100"]
+    results = _rec(users)
+    vs = baseline_ratios(results["recommendation"]["systems"], per_user)
+    assert vs["system"] == "served" and set(vs["rows"]) == {"ease", "item_knn"}  # not bm25
+    value, lo, hi = vs["rows"]["item_knn"]["recall@50"]
+    assert value == pytest.approx(0.6 / 0.5) and lo < value < hi
+    assert "accuracy@100" not in vs["rows"]["item_knn"]  # no per-user hits: no ratio
+    assert vs["rows"]["ease"]["accuracy@100"][0] < 1.0
+    results["recommendation"]["vs_baselines"] = vs
+    text = write_report(results, tmp_path).read_text()
+    assert "`served` against each baseline" in text
+    assert f"| item_knn | {value:.3f} [{lo:.3f}, {hi:.3f}] | – |" in text
+    assert baseline_ratios(results["recommendation"]["systems"], {}) == {
+        "system": "served",
+        "rows": {},
+    }
 
 
 def test_cold_items_are_held_to_the_towers_alone_over_the_users_with_a_cold_target() -> None:

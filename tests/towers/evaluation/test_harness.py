@@ -50,6 +50,7 @@ def test_eval_writes_every_section(tiny_model, tmp_path) -> None:
         "popularity",
         "popularity_all",
         "item_knn",
+        "rp3beta",
         "ease",
         "als",
         "teacher_exact",

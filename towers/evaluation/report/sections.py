@@ -170,7 +170,35 @@ def _recommendation_section(results: Mapping[str, Any], plots: _Plots) -> list[s
             "",
         ]
     lines += _system_table(systems)
+    lines += _baseline_ratio_table(section)
     lines += _image("Recommendation recall", _plot_recommendation(systems, plots))
+    return lines
+
+
+def _baseline_ratio_table(section: Mapping[str, Any] | None) -> list[str]:
+    """The served path against every baseline (harness ``baseline_ratios``), paired."""
+    vs = _mapping(section or {}, "vs_baselines")
+    rows = _mapping(vs or {}, "rows")
+    if not vs or not rows:
+        return []
+
+    def cell(value: Any) -> str:
+        if not isinstance(value, list | tuple) or len(value) != 3:
+            return "–"
+        v, lo, hi = (float(x) for x in value)
+        return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    lines = [
+        "",
+        f"`{vs.get('system')}` against each baseline, paired over the same users "
+        "(ratio, 95% bootstrap interval; above 1: better):",
+        "",
+        "| baseline | Recall@50 ratio | top-100 accuracy ratio |",
+        "| --- | ---: | ---: |",
+    ]
+    for base, row in rows.items():
+        row = row if isinstance(row, Mapping) else {}
+        lines.append(f"| {base} | {cell(row.get('recall@50'))} | {cell(row.get('accuracy@100'))} |")
     return lines
 
 
