@@ -324,8 +324,8 @@ def eval_cmd(
         typer.Option(
             help="Comma-separated systems to compare (default all). Search: popularity, bm25, "
             "teacher_exact, student_exact, student_faiss, student_faiss_rerank. "
-            "Recommendation: popularity, popularity_all, item_knn, ease, als, teacher_exact, "
-            "student_exact, student_faiss, student_faiss_covisit."
+            "Recommendation: popularity, popularity_all, item_knn, rp3beta, ease, als, "
+            "teacher_exact, student_exact, student_faiss, student_faiss_covisit."
         ),
     ] = None,
     layers: Annotated[

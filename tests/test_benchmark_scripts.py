@@ -209,6 +209,7 @@ def test_blend_fit_compares_fits_on_the_test_queries(tiny_model, tmp_path) -> No
     assert "| ndcg_search |" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_collab_screen_ranks_every_scorer_on_validation_and_test(tiny_model, tmp_path) -> None:
     out = tmp_path / "screen"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "collab_screen.py")]
