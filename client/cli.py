@@ -632,6 +632,7 @@ def export_cmd(
     """Export ONNX graphs (parity-checked), embed the catalog, build the index and repository."""
     from export.bundle import build_bundle
     from export.repository import write_repository
+    from towers.data import DataError
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
@@ -671,14 +672,18 @@ def export_cmd(
             console.print(f"[red]--engine tensorrt: {exc}[/red]")
             raise typer.Exit(2) from None
     bundle = artifacts / "bundle"
-    manifest = build_bundle(
-        artifacts,
-        data,
-        bundle,
-        index_kind=index,
-        nprobe=nprobe,
-        torch_programs=device == "cuda" or engine == "tensorrt",
-    )
+    try:
+        manifest = build_bundle(
+            artifacts,
+            data,
+            bundle,
+            index_kind=index,
+            nprobe=nprobe,
+            torch_programs=device == "cuda" or engine == "tensorrt",
+        )
+    except (FileNotFoundError, DataError) as exc:  # no training there, or its data gone
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
     if engine == "tensorrt":
         from client.gpu_export import add_tensorrt_engines
 

@@ -50,7 +50,7 @@ from towers.bundle_contract import (
     sha256,
     torch_program_file,
 )
-from towers.data import item_texts, load_dataset
+from towers.data import DataError, item_texts, load_dataset
 from towers.examples import item_popularity, latest_histories
 from towers.features import LONG_HISTORY
 from towers.finetune import embed_items
@@ -101,6 +101,10 @@ def build_bundle(
     and return its manifest.
 
     ``data_dir`` defaults to the data set the models were trained on (from the train report).
+
+    Raises:
+        FileNotFoundError: ``artifacts`` has no train report.
+        DataError: no ``data_dir`` and the trained-on data set has moved or gone.
     ``torch_programs`` also writes each graph's ``torch.export`` program (``<graph>.pt2``,
     parity-checked), which GPU serving runs (serving/graphs.py).
     """
@@ -108,7 +112,13 @@ def build_bundle(
     if not report_path.is_file():
         raise FileNotFoundError(f"{report_path} missing: run `towerserve train` first")
     report = json.loads(report_path.read_text())
-    data_dir = data_dir or Path(report["data_dir"])
+    if data_dir is None:
+        data_dir = Path(report["data_dir"])
+        if not data_dir.is_dir():
+            raise DataError(
+                f"{data_dir}, the data set {artifacts} was trained on (its train report), is "
+                "not there any more: give the catalog with --data"
+            )
     ds = load_dataset(data_dir)
     items = ds.items.reset_index(drop=True)
     item_ids = items["item_id"].to_numpy(np.int64)

@@ -310,3 +310,23 @@ def test_reranker_pair_length_and_instances_are_settings(tmp_path: Path) -> None
     for bad_recent in (-1, 1001):
         with pytest.raises(RepositoryError, match="exclude_recent must be in 0..1000"):
             write_repository(bundle, tmp_path / "bad", exclude_recent=bad_recent)
+
+
+def test_export_says_what_to_do_when_the_trained_on_data_is_gone(tmp_path: Path) -> None:
+    """The train report names the data set; moved or deleted, export asks for --data (exit 1,
+    no traceback) instead of failing inside the data loader."""
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "train_report.json").write_text(json.dumps({"data_dir": str(tmp_path / "gone")}))
+    args = ["export", "--artifacts", str(artifacts), "--repository", str(tmp_path / "repo")]
+    result = CliRunner().invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "not there any more: give the catalog with --data" in said
+    none = CliRunner().invoke(app, [*args[:2], str(tmp_path / "none"), *args[3:]])
+    assert none.exit_code == 1, none.output
+    assert "run `towerserve train` first" in " ".join(none.output.split())
