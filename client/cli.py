@@ -148,8 +148,8 @@ def train(
         typer.Option(
             help="Towers the prior, co-visitation and no-query blend fits rank with: holdout "
             "(trained again without the events those fits validate on; twice the fine-tuning "
-            "time), shared (the final towers, which saw them) or auto (default: holdout with "
-            "--item-ids, whose id vectors memorise the validation events).",
+            "time), shared (the final towers, which saw them: the fits then trust them too "
+            "much) or auto (default: holdout; the tiny preset: shared).",
             case_sensitive=False,
         ),
     ] = None,

@@ -66,8 +66,9 @@ class TrainConfig(BaseModel):
     fit_towers: Literal["auto", "holdout", "shared"] = Field(
         "auto",
         description="holdout: the fits rank with towers trained again without the validation "
-        "events (honest for id vectors, which memorise them; twice the fine-tuning time); "
-        "shared: with the final towers, which saw them; auto: holdout when item_ids is on",
+        "events (honest: the final towers saw them, and id vectors memorise them; twice the "
+        "fine-tuning time); shared: with the final towers; auto: holdout (the tiny preset "
+        "sets shared to keep small trainings short)",
     )
     # retrieval without a query: collaborative neighbours of the history join the candidates
     covisit: bool = Field(
