@@ -101,12 +101,12 @@ def build_bundle(
     and return its manifest.
 
     ``data_dir`` defaults to the data set the models were trained on (from the train report).
+    ``torch_programs`` also writes each graph's ``torch.export`` program (``<graph>.pt2``,
+    parity-checked), which GPU serving runs (serving/graphs.py).
 
     Raises:
         FileNotFoundError: ``artifacts`` has no train report.
         DataError: no ``data_dir`` and the trained-on data set has moved or gone.
-    ``torch_programs`` also writes each graph's ``torch.export`` program (``<graph>.pt2``,
-    parity-checked), which GPU serving runs (serving/graphs.py).
     """
     report_path = artifacts / TRAIN_REPORT_FILE
     if not report_path.is_file():

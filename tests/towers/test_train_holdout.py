@@ -23,12 +23,32 @@ def test_no_holdout_towers_when_the_fits_share_the_final_towers(item_ids: bool):
     assert got is None
 
 
-def test_full_trainings_fit_on_holdout_towers_by_default() -> None:
+@pytest.mark.parametrize("item_ids", [True, False])
+def test_auto_trains_holdout_towers_with_or_without_ids(monkeypatch, item_ids: bool) -> None:
     """auto means holdout (measured on the demo data, README "Fits on towers that never saw
-    the validation"); only the tiny preset, for short test trainings, shares the towers."""
+    the validation"): it goes on to train, on the events less the validation window, whether
+    or not ids are learned; only the tiny preset, for short test trainings, shares."""
+    import towers.train as train_module
+
     assert preset_config("demo").fit_towers == "auto"
-    assert preset_config("full").fit_towers == "auto"
     assert preset_config("tiny").fit_towers == "shared"
+    seen: dict[str, int] = {}
+
+    def fake_train_towers(kept, *args, **kwargs):  # the fine-tune itself is not under test
+        seen["events"] = len(kept.events)
+        raise RuntimeError("trained")
+
+    monkeypatch.setattr(train_module, "train_towers", fake_train_towers)
+    cfg = preset_config("demo", item_ids=item_ids)
+    day = 86_400
+    events = pd.DataFrame(
+        {"user_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 3], "ts": [0, day, 8 * day, 9 * day],
+         "event": ["click"] * 4}
+    )  # fmt: skip
+    ds = Dataset(items=pd.DataFrame(), events=events)
+    with pytest.raises(RuntimeError, match="trained"):
+        holdout_towers(ds, cfg, None, None, None, 10 * day, "time", StageTimer())  # type: ignore[arg-type]
+    assert 0 < seen["events"] < len(events)
 
 
 def test_a_bad_fit_towers_setting_is_refused() -> None:
