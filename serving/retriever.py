@@ -23,9 +23,8 @@ The retriever returns ``max(n_candidates, K)`` candidates, best first, for the r
   neighbours) when it has a weight: the union is ranked by ``cosine + prior_weight * prior +
   covisit_weight * covisit`` (the table's fitted history length, decay and per-length
   weight), with the table's share of every prefix kept for cold items
-  (:func:`towers.covisit.covisit_rank`; drawn from all the candidates fetched by cosine, the
-  ones the prior pushed below the cut included); removed and changed items are never drawn
-  from the table;
+  (:func:`towers.covisit.covisit_rank`); removed and changed items are never drawn from the
+  table;
 * with ``exclude_recent`` N > 0 (``towerserve export --exclude-recent N``; 0 by default),
   requests without a query never get back the newest N items of the ``HISTORY_IDS`` they
   carry (what the user just interacted with; 1000: all of it): the search ranks as if those
@@ -350,7 +349,6 @@ class Retriever:
             scores, ids = rank_with_prior(scores, ids, self.prior(ids), self.prior_weight)
         keep = ids[0] >= 0  # -1: fewer results than asked (IVF lists, removed items)
         found_ids, found = ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
-        pool = found_ids[depth + hidden :] if use_prior else None  # cold items for the reserve
         found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if self.covisit is not None and not has_query and history_ids is not None:
             drop = self.removed_ids
@@ -369,7 +367,6 @@ class Retriever:
                 drop=drop,
                 max_new=fetch,
                 limit=depth + hidden,
-                cold_pool=pool,
             )
             found_ids, found = found_ids[: depth + hidden], found[: depth + hidden]
         if delta is None or len(delta) == 0:

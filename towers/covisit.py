@@ -592,7 +592,6 @@ def covisit_rank(
     max_new: int | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     limit: int | None = None,
-    cold_pool: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One request's ranking with co-visitation, as the served retriever does it.
 
@@ -602,12 +601,8 @@ def covisit_rank(
     ``neighbours``, the same precomputed), less ``drop`` (removed or changed items), the first
     ``max_new`` of them, join by :func:`blend_covisit` at :meth:`CovisitTable.request_weight`;
     then :func:`reserve_share` keeps ``table.cold_share`` of every prefix for cold candidates
-    (of the first ``limit`` places: the ones returned). ``cold_pool`` (int64, best first) are
-    the candidates fetched by cosine that the prior pushed below the cut: with a cold share,
-    its cold items (less ``drop``) join the end of the list, so the reserve can draw on cold
-    items the towers found even where the prior ranks every cold item low (an item without
-    interactions has the prior's floor); each takes the last score, so scores stay sorted.
-    Without neighbours or weight the candidates come back unchanged.
+    (of the first ``limit`` places: the ones returned). Without neighbours or weight the
+    candidates come back unchanged.
     """
     if neighbours is None:  # only the first max_new are used: at most len(drop) fall out
         limit_new = None if max_new is None else max_new + (0 if drop is None else len(drop))
@@ -624,14 +619,6 @@ def covisit_rank(
     out_ids, out = blend_covisit(
         ids, scores, floor, cv_ids, cv, weight, prior=prior, prior_weight=prior_weight
     )
-    if table.cold_share > 0 and cold_pool is not None and len(cold_pool):
-        extra = np.asarray(cold_pool, dtype=np.int64)
-        extra = extra[table.is_cold(extra) & ~np.isin(extra, out_ids)]
-        if drop is not None and len(drop):
-            extra = extra[~np.isin(extra, drop)]
-        if len(extra):
-            out_ids = np.concatenate([out_ids, extra])
-            out = np.concatenate([out, np.full(len(extra), out[-1], dtype=np.float32)])
     return reserve_share(out_ids, out, table.is_cold(out_ids), table.cold_share, limit)
 
 
@@ -714,11 +701,10 @@ def covisit_ranked(
     else:
         base = cos
     cut = ids.shape[1] if depth is None else depth
-    pools, base, ids = ids[:, cut:], base[:, :cut], ids[:, :cut]
+    base, ids = base[:, :cut], ids[:, :cut]
     out = []
     for u, skip in enumerate(exclude):
         ok = ids[u] >= 0
-        pool = pools[u][pools[u] >= 0].astype(np.int64) if use_prior else None
         top, top_scores = covisit_rank(
             ids[u][ok].astype(np.int64),
             base[u][ok].astype(np.float32),
@@ -731,7 +717,6 @@ def covisit_ranked(
             drop=np.asarray(skip, np.int64) if fetch is not None and len(skip) else None,
             neighbours=None if neighbours is None else neighbours[u],
             limit=cut,
-            cold_pool=pool,
         )
         top, top_scores = np.asarray(top, np.int64)[:cut], np.asarray(top_scores, np.float32)[:cut]
         keep = ~np.isin(top, np.asarray(skip, np.int64))

@@ -432,15 +432,12 @@ def test_excluded_history_items_are_never_drawn_from_the_covisit_table() -> None
 
 
 @pytest.mark.parametrize("exclude", [False, True], ids=["keep-history", "exclude-history"])
-@pytest.mark.parametrize("prior_kind", ["prior", "no-prior", "prior-floors-cold"])
-def test_served_ranking_equals_the_evaluation_twin(prior_kind: str, exclude: bool) -> None:
+@pytest.mark.parametrize("with_prior", [True, False], ids=["prior", "no-prior"])
+def test_served_ranking_equals_the_evaluation_twin(with_prior: bool, exclude: bool) -> None:
     """The retriever's ranking of requests without a query equals towers.covisit.covisit_lists
     (training's weight fit and the eval system ``student_faiss_covisit``) on the same index,
     prior and table: long histories, decay, ramp, the cold share and the excluded history
-    included. ``prior-floors-cold``: the prior ranks every cold item below every warm one (as
-    a prior fitted on steep popularity does: items without interactions get its floor), so
-    the cold share is filled from the candidates fetched below the prior's cut."""
-    with_prior = prior_kind != "no-prior"
+    included."""
     from towers.covisit import build_covisit, covisit_lists
     from towers.features import PRIOR_OVERFETCH
 
@@ -456,8 +453,6 @@ def test_served_ranking_equals_the_evaluation_twin(prior_kind: str, exclude: boo
     table = table.with_settings(weight=0.3, history=50, decay=0.9, ramp=5, cold_share=0.2)
     assert table.is_cold(IDS).sum() >= 100
     values = rng.normal(size=N).astype(np.float32)
-    if prior_kind == "prior-floors-cold":
-        values[table.is_cold(IDS)] = -100.0
     lookup = PriorLookup(IDS, values, 0.0) if with_prior else None
     weight = 0.05 if with_prior else 0.0
     depth = 20

@@ -308,34 +308,6 @@ def test_covisit_rank_blends_drops_and_reserves() -> None:
     assert unchanged.tolist() == cand.tolist()
 
 
-def test_cold_pool_feeds_the_reserve_where_the_prior_cut_every_cold_item() -> None:
-    """Candidates below the prior's cut join only as cold items, only with a cold share, never
-    a dropped one or one already listed; an item moved up takes its place's score."""
-    ring = CovisitTable(
-        np.arange(6, dtype=np.int64),
-        np.arange(7, dtype=np.int64),
-        (np.arange(6, dtype=np.int64) + 1) % 6,
-        np.ones(6, np.float32),
-        "ease",
-        1000.0,
-    )
-    warm = np.array([0, 1, 2], np.int64)  # the cut: no cold item survived the prior
-    scores = np.array([0.9, 0.8, 0.7], np.float32)
-    pool = np.array([5, 30, 31, 32], np.int64)  # below the cut: 5 warm, 30-32 cold
-    shared = ring.with_settings(cold_share=0.5)
-    out, out_scores = covisit_rank(warm, scores, 0.5, shared, np.array([3]), cold_pool=pool)
-    assert out.tolist() == [4, 30, 0, 31, 1, 32, 2]
-    assert np.all(np.diff(out_scores) <= 0)
-    out, _ = covisit_rank(
-        warm, scores, 0.5, shared, np.array([3]), cold_pool=pool, drop=np.array([30])
-    )
-    assert 30 not in out.tolist() and out[1] == 31
-    out, _ = covisit_rank(warm, scores, 0.5, shared, np.array([3]), cold_pool=pool, limit=2)
-    assert out[:2].tolist() == [4, 30]
-    without, _ = covisit_rank(warm, scores, 0.5, ring, np.array([3]), cold_pool=pool)
-    assert without.tolist() == [4, 0, 1, 2]  # no cold share: the pool is not used
-
-
 def test_settings_round_trip_and_old_tables_read_with_defaults(tmp_path: Path) -> None:
     tab = chain(weight=0.3, history=200, decay=0.9, ramp=10, cold_share=0.1)
     tab.save(tmp_path / "t.npz")
